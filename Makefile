@@ -1,0 +1,43 @@
+# The two set-up commands of the README: `make run` and `make test`. Everything else is theirs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test check bench system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-install whenever the dependencies change.
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-deps
+
+## run: start ringfence on its embedded defaults (SQLite, local files, loopback ports)
+run: $(VENV)/.run-deps
+	$(BIN)/ringfence serve --demo
+
+## test: install what the tests need, then every check (ruff, mypy, import contracts, pytest)
+test: $(VENV)/.test-deps system-deps
+	scripts/check
+
+## check: the checks alone, without installing anything
+check:
+	scripts/check
+
+## system-deps: Debian packages the tests run for real (installed when root and missing)
+system-deps:
+	scripts/install-system-deps
+
+## bench: benchmarks that print figures
+bench: $(VENV)/.test-deps
+	$(BIN)/python benchmarks/keyring.py
+	$(BIN)/python benchmarks/provisioning.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

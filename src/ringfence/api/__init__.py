@@ -1,0 +1,1 @@
+"""HTTP edge: the device API, Acrobits-compatible web services and the admin API (FastAPI)."""

@@ -1,0 +1,26 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ringfence import __version__
+from ringfence.api import errors
+from ringfence.api.deps import Services
+from ringfence.api.routes import acrobits, admin, device, health
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="ringfence",
+        version=__version__,
+        description="The cloud side of a SIP softphone service: device API, "
+        "Acrobits-compatible web services and admin API.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    errors.install(app)
+    for module in (health, device, acrobits, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,161 @@
+"""The admin API: tenants, accounts and their configuration. Needs an admin token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from ringfence.api.deps import AdminDep, Responses, ServicesDep
+from ringfence.api.schemas import (
+    AccountConfigOut,
+    AccountIn,
+    AccountOut,
+    AccountPatch,
+    FeatureOverrides,
+    TenantIn,
+    TenantOut,
+    TenantPatch,
+)
+from ringfence.provisioning.features import FeatureConfig
+from ringfence.provisioning.models import AccountChange
+
+router = APIRouter(
+    prefix="/admin/v1",
+    tags=["admin"],
+    responses={
+        401: {"description": "Missing or invalid admin token"},
+        404: {"description": "No such tenant or account"},
+        422: {"description": "A field is invalid"},
+    },
+)
+
+CodePath = Annotated[str, Path(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
+UserPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._~+-]{1,64}$")]
+CONFLICT: Responses = {409: {"description": "Already exists, or would invalidate accounts"}}
+
+
+@router.get("/tenants")
+async def list_tenants(_: AdminDep, svc: ServicesDep) -> list[TenantOut]:
+    return [TenantOut.of(t) for t in await svc.provisioning.tenants()]
+
+
+@router.post("/tenants", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+async def create_tenant(body: TenantIn, _: AdminDep, svc: ServicesDep) -> TenantOut:
+    tenant = await svc.provisioning.create_tenant(
+        body.code, body.name, body.sip_domain, body.defaults
+    )
+    return TenantOut.of(tenant)
+
+
+@router.get("/tenants/{code}")
+async def get_tenant(code: CodePath, _: AdminDep, svc: ServicesDep) -> TenantOut:
+    return TenantOut.of(await svc.provisioning.tenant(code))
+
+
+@router.patch("/tenants/{code}", responses=CONFLICT)
+async def update_tenant(
+    code: CodePath, body: TenantPatch, _: AdminDep, svc: ServicesDep
+) -> TenantOut:
+    tenant = await svc.provisioning.update_tenant(code, name=body.name, defaults=body.defaults)
+    return TenantOut.of(tenant)
+
+
+@router.delete("/tenants/{code}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_tenant(code: CodePath, _: AdminDep, svc: ServicesDep) -> Response:
+    """Delete the tenant and erase each of its accounts (keys destroyed)."""
+    await svc.provisioning.delete_tenant(code)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/tenants/{code}/config")
+async def get_tenant_config(code: CodePath, _: AdminDep, svc: ServicesDep) -> FeatureConfig:
+    return (await svc.provisioning.tenant(code)).defaults
+
+
+@router.put("/tenants/{code}/config", responses=CONFLICT)
+async def put_tenant_config(
+    code: CodePath, body: FeatureConfig, _: AdminDep, svc: ServicesDep
+) -> FeatureConfig:
+    return (await svc.provisioning.update_tenant(code, defaults=body)).defaults
+
+
+@router.get("/tenants/{code}/accounts")
+async def list_accounts(
+    code: CodePath,
+    _: AdminDep,
+    svc: ServicesDep,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[AccountOut]:
+    return [
+        AccountOut.of(a) for a in await svc.provisioning.accounts(code, offset=offset, limit=limit)
+    ]
+
+
+@router.post("/tenants/{code}/accounts", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+async def create_account(
+    code: CodePath, body: AccountIn, _: AdminDep, svc: ServicesDep
+) -> AccountOut:
+    account = await svc.provisioning.create_account(
+        code,
+        body.username,
+        body.password,
+        display_name=body.display_name,
+        e164=body.e164,
+        overrides=body.config.as_change() if body.config else None,
+    )
+    return AccountOut.of(account)
+
+
+@router.get("/tenants/{code}/accounts/{username}")
+async def get_account(
+    code: CodePath, username: UserPath, _: AdminDep, svc: ServicesDep
+) -> AccountOut:
+    return AccountOut.of(await svc.provisioning.account(code, username))
+
+
+@router.patch("/tenants/{code}/accounts/{username}")
+async def update_account(
+    code: CodePath, username: UserPath, body: AccountPatch, _: AdminDep, svc: ServicesDep
+) -> AccountOut:
+    """Change an account. A new password or a suspension revokes all its tokens."""
+    given = body.model_fields_set
+    change = AccountChange(
+        display_name=body.display_name,
+        clear_display_name="display_name" in given and body.display_name is None,
+        e164=body.e164,
+        clear_e164="e164" in given and body.e164 is None,
+        status=body.status,
+        password=body.password,
+        overrides=body.config.as_change() if body.config else None,
+    )
+    return AccountOut.of(await svc.provisioning.update_account(code, username, change))
+
+
+@router.delete("/tenants/{code}/accounts/{username}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_account(
+    code: CodePath, username: UserPath, _: AdminDep, svc: ServicesDep
+) -> Response:
+    """Erase the account: its key is destroyed, then its records deleted."""
+    await svc.provisioning.delete_account(code, username)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/tenants/{code}/accounts/{username}/config")
+async def get_account_config(
+    code: CodePath, username: UserPath, _: AdminDep, svc: ServicesDep
+) -> AccountConfigOut:
+    account = await svc.provisioning.account(code, username)
+    return AccountConfigOut(overrides=account.overrides, effective=account.config)
+
+
+@router.patch("/tenants/{code}/accounts/{username}/config")
+async def patch_account_config(
+    code: CodePath, username: UserPath, body: FeatureOverrides, _: AdminDep, svc: ServicesDep
+) -> AccountConfigOut:
+    """Lay overrides over the account's; a `null` value removes that override."""
+    account = await svc.provisioning.update_account(
+        code, username, AccountChange(overrides=body.as_change())
+    )
+    return AccountConfigOut(overrides=account.overrides, effective=account.config)

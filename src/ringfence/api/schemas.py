@@ -1,0 +1,222 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ringfence.provisioning.features import FeatureConfig, LocationMode, PushMode
+from ringfence.provisioning.models import Account, AccountStatus, Platform, Tenant
+from ringfence.provisioning.service import (
+    DISPLAY_NAME_MAX_CHARS,
+    PASSWORD_MAX_CHARS,
+    PASSWORD_MIN_CHARS,
+)
+
+TenantCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._~+-]{1,64}$")]
+Password = Annotated[
+    str, StringConstraints(min_length=PASSWORD_MIN_CHARS, max_length=PASSWORD_MAX_CHARS)
+]
+DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS)]
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{1,14}$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- device API -----------------------------------------------------------------------------
+
+
+class DeviceIn(_In):
+    #: The app's installation id: random, made by the app, stable across launches.
+    install_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{8,128}$")]
+    platform: Platform
+    app_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,255}$")] | None = None
+
+
+class LoginIn(_In):
+    login: Annotated[str, StringConstraints(min_length=3, max_length=320)] = Field(
+        description="username@tenant (tenant code or SIP domain)", examples=["alice@demo"]
+    )
+    password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_CHARS)]
+    device: DeviceIn | None = None
+
+
+class RefreshIn(_In):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class SipOut(BaseModel):
+    domain: str
+    username: str
+    auth_username: str
+    aor: str
+
+
+class AccountSelfOut(BaseModel):
+    username: str
+    tenant: str
+    display_name: str | None
+    e164: str | None
+    status: AccountStatus
+    updated_at: datetime
+
+
+class ProvisioningOut(BaseModel):
+    account: AccountSelfOut
+    sip: SipOut
+    features: FeatureConfig
+
+
+def provisioning_out(account: Account) -> ProvisioningOut:
+    return ProvisioningOut(
+        account=AccountSelfOut(
+            username=account.username,
+            tenant=account.tenant.code,
+            display_name=account.display_name,
+            e164=account.e164,
+            status=account.status,
+            updated_at=account.updated_at,
+        ),
+        sip=SipOut(
+            domain=account.tenant.sip_domain,
+            username=account.username,
+            auth_username=account.username,
+            aor=account.aor,
+        ),
+        features=account.config,
+    )
+
+
+# -- admin API ------------------------------------------------------------------------------
+
+
+class PushOverride(_In):
+    mode: PushMode | None = None
+    instance_max_age_days: Annotated[int, Field(ge=3, le=6)] | None = None
+
+
+class SwitchOverride(_In):
+    enabled: bool | None = None
+
+
+class LocationOverride(_In):
+    mode: LocationMode | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+
+
+class AttachmentsOverride(_In):
+    enabled: bool | None = None
+    max_size_bytes: Annotated[int, Field(ge=1, le=1024 * 1024 * 1024)] | None = None
+
+
+class FeatureOverrides(_In):
+    """Account overrides of the tenant's defaults; a `null` removes that override."""
+
+    push: PushOverride | None = None
+    smart_contacts: SwitchOverride | None = None
+    blf: SwitchOverride | None = None
+    location: LocationOverride | None = None
+    attachments: AttachmentsOverride | None = None
+    messaging: SwitchOverride | None = None
+    calendar: SwitchOverride | None = None
+    analytics: SwitchOverride | None = None
+    debug_logs: SwitchOverride | None = None
+
+    def as_change(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class TenantIn(_In):
+    code: TenantCode
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    sip_domain: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    defaults: FeatureConfig | None = None
+
+
+class TenantPatch(_In):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    defaults: FeatureConfig | None = None
+
+
+class TenantOut(BaseModel):
+    code: str
+    name: str
+    sip_domain: str
+    defaults: FeatureConfig
+    created_at: datetime
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantOut:
+        return cls(
+            code=tenant.code,
+            name=tenant.name,
+            sip_domain=tenant.sip_domain,
+            defaults=tenant.defaults,
+            created_at=tenant.created_at,
+        )
+
+
+class AccountIn(_In):
+    username: Username
+    password: Password
+    display_name: DisplayName | None = None
+    e164: E164 | None = None
+    config: FeatureOverrides | None = None
+
+
+class AccountPatch(_In):
+    """Fields to change; `display_name` or `e164` set to null clears it."""
+
+    password: Password | None = None
+    display_name: DisplayName | None = None
+    e164: E164 | None = None
+    status: AccountStatus | None = None
+    config: FeatureOverrides | None = None
+
+
+class AccountOut(BaseModel):
+    id: str
+    tenant: str
+    username: str
+    aor: str
+    status: AccountStatus
+    display_name: str | None
+    e164: str | None
+    overrides: dict[str, Any]
+    config: FeatureConfig
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> AccountOut:
+        return cls(
+            id=account.id,
+            tenant=account.tenant.code,
+            username=account.username,
+            aor=account.aor,
+            status=account.status,
+            display_name=account.display_name,
+            e164=account.e164,
+            overrides=account.overrides,
+            config=account.config,
+            created_at=account.created_at,
+            updated_at=account.updated_at,
+        )
+
+
+class AccountConfigOut(BaseModel):
+    overrides: dict[str, Any]
+    effective: FeatureConfig

@@ -1,0 +1,1 @@
+"""Who is calling: device logins with access and refresh tokens, and admin tokens."""

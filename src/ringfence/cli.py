@@ -1,0 +1,305 @@
+"""The `ringfence` command: thin wrappers over the runtime and the services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ringfence import logs
+from ringfence.config import ConfigError, Settings, load_settings
+from ringfence.crypto import CryptoError
+from ringfence.provisioning.errors import ProvisioningError
+from ringfence.provisioning.models import Account, AccountChange, AccountStatus
+from ringfence.runtime import DemoCredentials, Runtime
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="ringfence: the self-hosted cloud side of a SIP softphone service.",
+)
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (providers).")
+account_app = typer.Typer(no_args_is_help=True, help="Accounts of a tenant.")
+admin_app = typer.Typer(no_args_is_help=True, help="Admin API access.")
+token_app = typer.Typer(no_args_is_help=True, help="Admin API tokens.")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(account_app, name="account")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(token_app, name="token")
+
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Settings file (TOML). Default: $RINGFENCE_CONFIG, "
+        "else ./ringfence.toml if present, else the embedded defaults.",
+    ),
+]
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _settings(path: Path | None) -> Settings:
+    if path is None and os.environ.get("RINGFENCE_CONFIG"):
+        path = Path(os.environ["RINGFENCE_CONFIG"])
+    if path is None and Path("ringfence.toml").exists():
+        path = Path("ringfence.toml")
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        raise _fail(f"invalid configuration:\n{exc}") from exc
+
+
+def _run(config: Path | None, job: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
+    settings = _settings(config)
+
+    async def main() -> T:
+        runtime = Runtime(settings)
+        try:
+            if migrate:
+                await runtime.migrate()
+            return await job(runtime)
+        finally:
+            await runtime.aclose()
+
+    try:
+        return asyncio.run(main())
+    except ProvisioningError as exc:
+        raise _fail(exc.message) from exc
+    except (CryptoError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _account_dict(account: Account) -> dict[str, Any]:
+    return {
+        "tenant": account.tenant.code,
+        "username": account.username,
+        "aor": account.aor,
+        "status": account.status.value,
+        "display_name": account.display_name,
+        "e164": account.e164,
+        "overrides": account.overrides,
+        "config": account.config.model_dump(mode="json"),
+    }
+
+
+def _print_demo(runtime: Runtime, demo: DemoCredentials) -> None:
+    base = runtime.settings.http.base_url()
+    lines = [
+        "",
+        "A demo tenant was created (shown once; not stored in the clear anywhere):",
+        f"  login        {demo.login}",
+        f"  password     {demo.password}",
+        f"  admin token  {demo.admin_token}",
+        "",
+        "The demo account's configuration, as JSON and as Acrobits Account XML:",
+        f"  curl -s -u '{demo.login}:{demo.password}' {base}/v1/provisioning",
+        f"  curl -s -u '{demo.login}:{demo.password}' '{base}/v1/provisioning?format=xml'",
+        "The admin API:",
+        f"  curl -s -H 'Authorization: Bearer {demo.admin_token}' {base}/admin/v1/tenants",
+        "",
+    ]
+    _echo("\n".join(lines))
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    demo: Annotated[bool, typer.Option(help="Create a demo tenant on an empty database.")] = False,
+) -> None:
+    """Migrate, then serve the HTTP API until interrupted."""
+    settings = _settings(config)
+    logs.setup(settings.logging.level, json_lines=settings.logging.json_lines)
+
+    async def main() -> None:
+        runtime = Runtime(settings)
+        try:
+            await runtime.migrate()
+            if demo and (credentials := await runtime.seed_demo()) is not None:
+                _print_demo(runtime, credentials)
+            _echo(
+                f"ringfence {settings.http.base_url()}  (OpenAPI at /openapi.json, docs at "
+                f"/docs; data in {settings.storage.data_dir.resolve()})"
+            )
+            await runtime.serve()
+        finally:
+            await runtime.aclose()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except (CryptoError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Bring both databases (main and key store) to the newest schema."""
+
+    async def job(_: Runtime) -> None:
+        return None
+
+    _run(config, job)
+    _echo("databases are at the newest schema")
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="The TOML file to check.")]) -> None:
+    """Validate a settings file (and the RINGFENCE_* environment); exit 2 naming each error."""
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        raise _fail(f"invalid configuration:\n{exc}") from exc
+    _echo(f"{path}: valid")
+
+
+@tenant_app.command("add")
+def tenant_add(
+    code: str,
+    domain: Annotated[str, typer.Option("--domain", help="The tenant's SIP domain.")],
+    name: Annotated[str | None, typer.Option(help="Display name; default: the code.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a tenant."""
+    tenant = _run(config, lambda rt: rt.provisioning.create_tenant(code, name or code, domain))
+    _echo(f"tenant {tenant.code} ({tenant.sip_domain}) created")
+
+
+@tenant_app.command("list")
+def tenant_list(config: ConfigOption = None) -> None:
+    """List tenants."""
+    for tenant in _run(config, lambda rt: rt.provisioning.tenants()):
+        _echo(f"{tenant.code}\t{tenant.sip_domain}\t{tenant.name}")
+
+
+@account_app.command("add")
+def account_add(
+    tenant: str,
+    username: str,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RINGFENCE_NEW_PASSWORD",
+            help="Default: a random one, printed once. Prefer the environment variable "
+            "RINGFENCE_NEW_PASSWORD over the command line, which other users can see.",
+        ),
+    ] = None,
+    display_name: Annotated[str | None, typer.Option()] = None,
+    e164: Annotated[str | None, typer.Option(help="E.164 number, e.g. +41445551234")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create an account."""
+    secret = password or secrets.token_urlsafe(12)
+    account = _run(
+        config,
+        lambda rt: rt.provisioning.create_account(
+            tenant, username, secret, display_name=display_name, e164=e164
+        ),
+    )
+    _echo(f"account {account.username}@{account.tenant.code} created ({account.aor})")
+    if password is None:
+        _echo(f"password: {secret}")
+
+
+@account_app.command("list")
+def account_list(tenant: str, config: ConfigOption = None) -> None:
+    """List a tenant's accounts."""
+    for account in _run(config, lambda rt: rt.provisioning.accounts(tenant, limit=500)):
+        _echo(f"{account.username}\t{account.status.value}\t{account.display_name or ''}")
+
+
+@account_app.command("show")
+def account_show(tenant: str, username: str, config: ConfigOption = None) -> None:
+    """Show an account and its effective configuration as JSON."""
+    account = _run(config, lambda rt: rt.provisioning.account(tenant, username))
+    _echo(json.dumps(_account_dict(account), indent=2))
+
+
+def _parse_assignment(text: str) -> dict[str, Any]:
+    """`push.mode=keepalive` → {"push": {"mode": "keepalive"}}; values are JSON or strings."""
+    key, eq, raw = text.partition("=")
+    if not eq or not key:
+        raise _fail(f"--set {text!r}: expected feature.key=value")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    tree: dict[str, Any] = {}
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return tree
+
+
+@account_app.command("set")
+def account_set(
+    tenant: str,
+    username: str,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="RINGFENCE_NEW_PASSWORD", help="New password; revokes all tokens."),
+    ] = None,
+    display_name: Annotated[str | None, typer.Option()] = None,
+    e164: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[AccountStatus | None, typer.Option()] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a feature switch, e.g. --set push.mode=keepalive "
+            "--set blf.enabled=true; value null removes the override.",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Change an account."""
+    overrides: dict[str, Any] | None = None
+    for assignment in assignments or []:
+        tree = _parse_assignment(assignment)
+        overrides = overrides or {}
+        for feature, values in tree.items():
+            overrides.setdefault(feature, {}).update(values if isinstance(values, dict) else {})
+            if not isinstance(values, dict):
+                raise _fail(f"--set {assignment!r}: expected feature.key=value")
+    change = AccountChange(
+        display_name=display_name, e164=e164, status=status, password=password, overrides=overrides
+    )
+    account = _run(config, lambda rt: rt.provisioning.update_account(tenant, username, change))
+    _echo(json.dumps(_account_dict(account), indent=2))
+
+
+@token_app.command("create")
+def admin_token_create(
+    name: Annotated[str, typer.Argument(help="What the token is for, e.g. 'ops-console'.")],
+    config: ConfigOption = None,
+) -> None:
+    """Create an admin API token; it is printed once and stored only as a hash."""
+    _token, secret = _run(config, lambda rt: rt.auth.create_admin_token(name))
+    _echo(secret)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # pragma: no cover - `ringfence ... | head`
+        sys.exit(0)

@@ -1,0 +1,196 @@
+"""Settings: one typed tree, read once from a TOML file and `RINGFENCE_*` environment variables.
+
+Precedence, highest first: environment variables (`RINGFENCE_SECTION__KEY`), the TOML file,
+the embedded defaults. The defaults run everything on one machine: SQLite and the key file in
+the data directory, in-memory state, loopback ports. Unknown keys, in the file or in the
+environment, are an error that names the key: a typo must never silently fall back to a
+default (a mistyped `database_url` would otherwise write to a fresh SQLite file).
+
+Each component receives only its own section, a frozen model.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "RINGFENCE_"
+ENV_NESTED_DELIMITER = "__"
+#: Environment variables of ours that are not settings.
+_ENV_NOT_SETTINGS = frozenset({"RINGFENCE_CONFIG"})
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names each offending key."""
+
+
+def _async_driver(url: str | None) -> str | None:
+    if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    return url
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HTTPSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: Base URL under which apps reach the HTTP API (used in printed hints and Account XML).
+    public_url: str | None = None
+
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") if self.public_url else f"http://{self.host}:{self.port}"
+
+
+class StorageSettings(_Section):
+    #: Where the SQLite database and the key file live by default.
+    data_dir: Path = Path("var")
+    #: SQLAlchemy URL. Empty: a SQLite file in `data_dir`. PostgreSQL:
+    #: `postgresql+asyncpg://user:password@host:5432/ringfence`.
+    database_url: str | None = None
+
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'ringfence.db'}"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str | None) -> str | None:
+        return _async_driver(value)
+
+
+class KeySettings(_Section):
+    #: The key-encryption key file (32 random bytes, base64). Created with mode 0600 on first
+    #: run when missing. Default: `<data_dir>/kek.key`.
+    kek_file: Path | None = None
+    #: The key-encryption key itself (base64 of 32 bytes), for deployments that inject secrets
+    #: through the environment (`RINGFENCE_KEYS__KEK`). Takes precedence over the file.
+    kek: str | None = Field(default=None, repr=False)
+    #: The key store: the database that holds only the subjects' wrapped data keys, apart
+    #: from the main database so that its long-kept backups never hold a key (see README,
+    #: "Erasure and backups"). Empty: `<data_dir>/keys.db` (SQLite).
+    store_url: str | None = None
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_driver(cls, value: str | None) -> str | None:
+        return _async_driver(value)
+
+
+class AuthSettings(_Section):
+    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3_600, le=365 * 86_400)
+    #: Failed logins allowed per account, then per source address, within the window.
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+
+
+class LoggingSettings(_Section):
+    level: str = "INFO"
+    #: One JSON object per line (for log shippers); false gives plain text for a terminal.
+    json_lines: bool = True
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return upper
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    http: HTTPSettings = HTTPSettings()
+    storage: StorageSettings = StorageSettings()
+    keys: KeySettings = KeySettings()
+    auth: AuthSettings = AuthSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+    def kek_path(self) -> Path:
+        return self.keys.kek_file or self.storage.data_dir / "kek.key"
+
+    def key_store_url(self) -> str:
+        if self.keys.store_url:
+            return self.keys.store_url
+        return f"sqlite+aiosqlite:///{self.storage.data_dir / 'keys.db'}"
+
+
+def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
+    """Names of `RINGFENCE_*` variables that match no setting."""
+    unknown = []
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in _ENV_NOT_SETTINGS:
+            continue
+        path = upper[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        model: Any = Settings
+        for part in path:
+            fields = getattr(model, "model_fields", None)
+            if fields is None or part not in fields:
+                unknown.append(name)
+                break
+            model = fields[part].annotation
+    return unknown
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"{origin}: {key}: {reason}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings from `path` (if given) and the process environment.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, a key is unknown or a value invalid.
+    """
+    data: dict[str, Any] = {}
+    origin = "environment"
+    if path is not None:
+        origin = f"{path} or environment"
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = _unknown_env_keys(dict(os.environ))
+    if unknown:
+        raise ConfigError("\n".join(f"environment: {name}: unknown key" for name in unknown))
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from exc

@@ -1,0 +1,108 @@
+"""Tenants, accounts and devices as the services see them."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ringfence.provisioning.features import FeatureConfig
+
+#: A tenant code: what the app types after the `@` of its login (`alice@acme`).
+TENANT_CODE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+#: A SIP domain: a DNS name (RFC 3261 §25.1 hostname), lowercase.
+SIP_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+#: A username: the user part of the SIP URI, restricted to RFC 3261 §25.1 `unreserved`
+#: characters so it never needs escaping in a URI, a header or Account XML.
+USERNAME_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
+#: E.164: a plus, a country code not starting with 0, at most 15 digits in all.
+E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+
+class AccountStatus(enum.StrEnum):
+    ACTIVE = "active"
+    #: Cannot log in or register; data kept.
+    SUSPENDED = "suspended"
+
+
+class Platform(enum.StrEnum):
+    IOS = "ios"
+    ANDROID = "android"
+    DESKTOP = "desktop"
+    WEB = "web"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    code: str
+    name: str
+    sip_domain: str
+    defaults: FeatureConfig
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    """An account row as stored: personal fields are envelopes sealed with its own key."""
+
+    id: str
+    tenant_id: str
+    username: str
+    status: AccountStatus
+    display_name_sealed: bytes | None
+    e164_sealed: bytes | None
+    ha1_md5_sealed: bytes
+    ha1_sha256_sealed: bytes
+    overrides: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account with its personal fields opened, as services hand it to an authorised caller."""
+
+    id: str
+    tenant: Tenant
+    username: str
+    status: AccountStatus
+    display_name: str | None
+    e164: str | None
+    overrides: dict[str, Any]
+    config: FeatureConfig
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def aor(self) -> str:
+        """The address of record, `sip:user@domain`."""
+        return f"sip:{self.username}@{self.tenant.sip_domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    account_id: str
+    install_id: str
+    platform: Platform
+    app_id: str | None
+    created_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountChange:
+    """What an update changes; `None` leaves a field as it is."""
+
+    display_name: str | None = None
+    clear_display_name: bool = False
+    e164: str | None = None
+    clear_e164: bool = False
+    status: AccountStatus | None = None
+    password: str | None = None
+    overrides: dict[str, Any] | None = field(default=None)

@@ -1,0 +1,356 @@
+"""Provisioning: the rules for tenants and accounts, over a store this module defines."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import replace
+from typing import Any, Protocol
+
+from ringfence.clock import Clock
+from ringfence.crypto import Keyring, SubjectCipher
+from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotFoundError
+from ringfence.provisioning.features import FeatureConfig, effective_config, merge_overrides
+from ringfence.provisioning.models import (
+    E164_RE,
+    SIP_DOMAIN_RE,
+    TENANT_CODE_RE,
+    USERNAME_RE,
+    Account,
+    AccountChange,
+    AccountStatus,
+    StoredAccount,
+    Tenant,
+)
+from ringfence.sip.digest import DigestAlgorithm, ha1
+
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_CHARS = 128
+DISPLAY_NAME_MAX_CHARS = 128
+#: Envelope contexts: each sealed field is bound to its own name (see crypto.envelope).
+CTX_DISPLAY_NAME = "account.display_name"
+CTX_E164 = "account.e164"
+CTX_HA1_MD5 = "account.ha1.md5"
+CTX_HA1_SHA256 = "account.ha1.sha256"
+
+
+class ProvisioningStore(Protocol):
+    async def add_tenant(self, tenant: Tenant) -> None: ...
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+    async def find_tenant(self, code_or_domain: str) -> Tenant | None: ...
+    async def list_tenants(self) -> list[Tenant]: ...
+    async def update_tenant(self, tenant: Tenant) -> None: ...
+    async def delete_tenant(self, tenant_id: str) -> None: ...
+    async def add_account(self, account: StoredAccount) -> None: ...
+    async def get_account(self, tenant_id: str, username: str) -> StoredAccount | None: ...
+    async def get_account_by_id(self, account_id: str) -> StoredAccount | None: ...
+    async def list_accounts(
+        self, tenant_id: str, *, offset: int, limit: int
+    ) -> list[StoredAccount]: ...
+    async def update_account(self, account: StoredAccount, *, revoke_sessions: bool) -> None: ...
+    async def delete_account(self, account_id: str) -> None: ...
+
+
+def account_subject(account_id: str) -> str:
+    """The keyring subject of an account: its data key seals all its personal data."""
+    return f"account:{account_id}"
+
+
+def _check(pattern_ok: bool, field: str, reason: str) -> None:
+    if not pattern_ok:
+        raise InvalidInputError(f"{field}: {reason}", field=field)
+
+
+def _check_password(password: str) -> None:
+    _check(
+        PASSWORD_MIN_CHARS <= len(password) <= PASSWORD_MAX_CHARS,
+        "password",
+        f"must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters",
+    )
+
+
+def _check_display_name(name: str) -> None:
+    _check(
+        0 < len(name) <= DISPLAY_NAME_MAX_CHARS and name.isprintable(),
+        "display_name",
+        f"must be 1 to {DISPLAY_NAME_MAX_CHARS} printable characters",
+    )
+
+
+def _check_e164(number: str) -> None:
+    _check(bool(E164_RE.match(number)), "e164", "must be an E.164 number such as +41445551234")
+
+
+class ProvisioningService:
+    def __init__(self, store: ProvisioningStore, keyring: Keyring, clock: Clock) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    async def create_tenant(
+        self, code: str, name: str, sip_domain: str, defaults: FeatureConfig | None = None
+    ) -> Tenant:
+        _check(
+            bool(TENANT_CODE_RE.match(code)),
+            "code",
+            "must be 1 to 63 lowercase letters, digits or inner hyphens",
+        )
+        _check(
+            bool(SIP_DOMAIN_RE.match(sip_domain)),
+            "sip_domain",
+            "must be a lowercase DNS name such as sip.example.com",
+        )
+        _check(
+            0 < len(name) <= 128 and name.isprintable(),
+            "name",
+            "must be 1 to 128 printable characters",
+        )
+        if await self._store.find_tenant(code) is not None:
+            raise ConflictError(f"code: tenant {code!r} exists", field="code")
+        if await self._store.find_tenant(sip_domain) is not None:
+            raise ConflictError(f"sip_domain: {sip_domain!r} is in use", field="sip_domain")
+        tenant = Tenant(
+            id=str(uuid.uuid4()),
+            code=code,
+            name=name,
+            sip_domain=sip_domain,
+            defaults=defaults or FeatureConfig(),
+            created_at=self._clock.now(),
+        )
+        await self._store.add_tenant(tenant)
+        return tenant
+
+    async def tenant(self, code_or_domain: str) -> Tenant:
+        tenant = await self._store.find_tenant(code_or_domain)
+        if tenant is None:
+            raise NotFoundError(f"no tenant {code_or_domain!r}", field="tenant")
+        return tenant
+
+    async def find_tenant(self, code_or_domain: str) -> Tenant | None:
+        return await self._store.find_tenant(code_or_domain.lower())
+
+    async def tenants(self) -> list[Tenant]:
+        return await self._store.list_tenants()
+
+    async def update_tenant(
+        self, code: str, *, name: str | None = None, defaults: FeatureConfig | None = None
+    ) -> Tenant:
+        tenant = await self.tenant(code)
+        if name is not None:
+            _check(
+                0 < len(name) <= 128 and name.isprintable(),
+                "name",
+                "must be 1 to 128 printable characters",
+            )
+        new_defaults = defaults or tenant.defaults
+        if defaults is not None:
+            # Every account's overrides must still make a valid configuration.
+            offset = 0
+            while batch := await self._store.list_accounts(tenant.id, offset=offset, limit=500):
+                for stored in batch:
+                    try:
+                        effective_config(new_defaults, stored.overrides)
+                    except InvalidInputError as exc:
+                        raise ConflictError(
+                            f"config: account {stored.username!r} overrides would become "
+                            f"invalid ({exc.message})",
+                            field="config",
+                        ) from exc
+                offset += len(batch)
+        updated = replace(
+            tenant, name=name if name is not None else tenant.name, defaults=new_defaults
+        )
+        await self._store.update_tenant(updated)
+        return updated
+
+    async def delete_tenant(self, code: str) -> None:
+        """Delete a tenant and its accounts, destroying each account's key first."""
+        tenant = await self.tenant(code)
+        while batch := await self._store.list_accounts(tenant.id, offset=0, limit=500):
+            for stored in batch:
+                await self._erase_account(stored)
+        await self._store.delete_tenant(tenant.id)
+
+    # -- accounts --------------------------------------------------------------------------
+
+    async def create_account(
+        self,
+        tenant_code: str,
+        username: str,
+        password: str,
+        *,
+        display_name: str | None = None,
+        e164: str | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Account:
+        tenant = await self.tenant(tenant_code)
+        _check(
+            bool(USERNAME_RE.match(username)),
+            "username",
+            "must be 1 to 64 letters, digits or . _ ~ + -",
+        )
+        _check_password(password)
+        if display_name is not None:
+            _check_display_name(display_name)
+        if e164 is not None:
+            _check_e164(e164)
+        overrides = merge_overrides({}, overrides or {})
+        effective_config(tenant.defaults, overrides)
+        if await self._store.get_account(tenant.id, username) is not None:
+            raise ConflictError(f"username: {username!r} exists in {tenant.code}", field="username")
+        account_id = str(uuid.uuid4())
+        cipher = await self._keyring.create(account_subject(account_id))
+        now = self._clock.now()
+        stored = StoredAccount(
+            id=account_id,
+            tenant_id=tenant.id,
+            username=username,
+            status=AccountStatus.ACTIVE,
+            display_name_sealed=_seal_opt(cipher, CTX_DISPLAY_NAME, display_name),
+            e164_sealed=_seal_opt(cipher, CTX_E164, e164),
+            ha1_md5_sealed=b"",
+            ha1_sha256_sealed=b"",
+            overrides=overrides,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = _with_password(stored, cipher, tenant, password)
+        try:
+            await self._store.add_account(stored)
+        except BaseException:
+            # No orphan key: the account row never came to be.
+            await self._keyring.destroy(cipher.subject)
+            raise
+        return self._open(stored, tenant, cipher)
+
+    async def account(self, tenant_code: str, username: str) -> Account:
+        tenant = await self.tenant(tenant_code)
+        stored = await self._stored(tenant, username)
+        return await self.open_account(stored, tenant)
+
+    async def account_by_id(self, account_id: str) -> Account:
+        stored = await self._store.get_account_by_id(account_id)
+        if stored is None:
+            raise NotFoundError("no such account", field="account")
+        tenant = await self._store.get_tenant(stored.tenant_id)
+        if tenant is None:
+            raise NotFoundError("no such tenant", field="tenant")
+        return await self.open_account(stored, tenant)
+
+    async def accounts(
+        self, tenant_code: str, *, offset: int = 0, limit: int = 100
+    ) -> list[Account]:
+        tenant = await self.tenant(tenant_code)
+        stored = await self._store.list_accounts(tenant.id, offset=offset, limit=limit)
+        return [await self.open_account(item, tenant) for item in stored]
+
+    async def update_account(
+        self, tenant_code: str, username: str, change: AccountChange
+    ) -> Account:
+        """Apply `change`; a new password revokes every token of the account."""
+        tenant = await self.tenant(tenant_code)
+        stored = await self._stored(tenant, username)
+        cipher = await self._keyring.cipher(account_subject(stored.id))
+        display_sealed = stored.display_name_sealed
+        if change.clear_display_name:
+            display_sealed = None
+        elif change.display_name is not None:
+            _check_display_name(change.display_name)
+            display_sealed = cipher.seal_text(CTX_DISPLAY_NAME, change.display_name)
+        e164_sealed = stored.e164_sealed
+        if change.clear_e164:
+            e164_sealed = None
+        elif change.e164 is not None:
+            _check_e164(change.e164)
+            e164_sealed = cipher.seal_text(CTX_E164, change.e164)
+        overrides = stored.overrides
+        if change.overrides is not None:
+            overrides = merge_overrides(stored.overrides, change.overrides)
+            effective_config(tenant.defaults, overrides)
+        if change.password is not None:
+            _check_password(change.password)
+        updated = replace(
+            stored,
+            status=change.status or stored.status,
+            display_name_sealed=display_sealed,
+            e164_sealed=e164_sealed,
+            overrides=overrides,
+            updated_at=self._clock.now(),
+        )
+        if change.password is not None:
+            updated = _with_password(updated, cipher, tenant, change.password)
+        # A new password or a suspension ends every session at once.
+        revoke = change.password is not None or updated.status is AccountStatus.SUSPENDED
+        await self._store.update_account(updated, revoke_sessions=revoke)
+        return self._open(updated, tenant, cipher)
+
+    async def delete_account(self, tenant_code: str, username: str) -> None:
+        tenant = await self.tenant(tenant_code)
+        await self._erase_account(await self._stored(tenant, username))
+
+    async def verify_password(
+        self, tenant: Tenant, username: str, password: str
+    ) -> StoredAccount | None:
+        """The account if `password` is right, else None; same work whether or not it exists."""
+        candidate = ha1(DigestAlgorithm.SHA256, username, tenant.sip_domain, password)
+        stored = await self._store.get_account(tenant.id, username)
+        if stored is None:
+            hmac.compare_digest(candidate, candidate)
+            return None
+        cipher = await self._keyring.cipher(account_subject(stored.id))
+        expected = cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed)
+        return stored if hmac.compare_digest(candidate, expected) else None
+
+    async def open_account(self, stored: StoredAccount, tenant: Tenant) -> Account:
+        return self._open(stored, tenant, await self._keyring.cipher(account_subject(stored.id)))
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _stored(self, tenant: Tenant, username: str) -> StoredAccount:
+        stored = await self._store.get_account(tenant.id, username)
+        if stored is None:
+            raise NotFoundError(f"no account {username!r} in {tenant.code}", field="username")
+        return stored
+
+    async def _erase_account(self, stored: StoredAccount) -> None:
+        # Key first: should the row deletion fail, what remains can no longer be read (P19).
+        await self._keyring.destroy(account_subject(stored.id))
+        await self._store.delete_account(stored.id)
+
+    def _open(self, stored: StoredAccount, tenant: Tenant, cipher: SubjectCipher) -> Account:
+        return Account(
+            id=stored.id,
+            tenant=tenant,
+            username=stored.username,
+            status=stored.status,
+            display_name=_open_opt(cipher, CTX_DISPLAY_NAME, stored.display_name_sealed),
+            e164=_open_opt(cipher, CTX_E164, stored.e164_sealed),
+            overrides=stored.overrides,
+            config=effective_config(tenant.defaults, stored.overrides),
+            created_at=stored.created_at,
+            updated_at=stored.updated_at,
+        )
+
+
+def _seal_opt(cipher: SubjectCipher, context: str, value: str | None) -> bytes | None:
+    return None if value is None else cipher.seal_text(context, value)
+
+
+def _open_opt(cipher: SubjectCipher, context: str, sealed: bytes | None) -> str | None:
+    return None if sealed is None else cipher.open_text(context, sealed)
+
+
+def _with_password(
+    stored: StoredAccount, cipher: SubjectCipher, tenant: Tenant, password: str
+) -> StoredAccount:
+    # RFC 8760 §3: the realm is the tenant's SIP domain; both algorithms are kept so phones
+    # that offer only MD5 still register.
+    md5 = ha1(DigestAlgorithm.MD5, stored.username, tenant.sip_domain, password)
+    sha256 = ha1(DigestAlgorithm.SHA256, stored.username, tenant.sip_domain, password)
+    return replace(
+        stored,
+        ha1_md5_sealed=cipher.seal_text(CTX_HA1_MD5, md5),
+        ha1_sha256_sealed=cipher.seal_text(CTX_HA1_SHA256, sha256),
+    )

@@ -1,0 +1,12 @@
+"""Alembic environment of the keys database; the connection comes from storage.migrate."""
+
+from alembic import context
+
+from ringfence.storage.tables import keys_metadata as metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise SystemExit("run migrations with 'ringfence migrate'")
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,362 @@
+"""The stores the services define, implemented over SQLAlchemy Core.
+
+Each method is one transaction. Integrity errors are translated here, once, into the
+services' own errors, so nothing above storage ever sees SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ringfence.auth.service import AdminToken, Session
+from ringfence.provisioning.errors import ConflictError
+from ringfence.provisioning.features import FeatureConfig
+from ringfence.provisioning.models import (
+    AccountStatus,
+    Device,
+    Platform,
+    StoredAccount,
+    Tenant,
+)
+from ringfence.storage.tables import (
+    accounts,
+    admin_tokens,
+    devices,
+    sessions,
+    subject_keys,
+    tenants,
+)
+
+
+class _Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.begin() as connection:
+            yield connection
+
+
+def _tenant(row: Row[Any]) -> Tenant:
+    return Tenant(
+        id=row.id,
+        code=row.code,
+        name=row.name,
+        sip_domain=row.sip_domain,
+        defaults=FeatureConfig.model_validate(row.defaults),
+        created_at=row.created_at,
+    )
+
+
+def _account(row: Row[Any]) -> StoredAccount:
+    return StoredAccount(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        username=row.username,
+        status=AccountStatus(row.status),
+        display_name_sealed=row.display_name_sealed,
+        e164_sealed=row.e164_sealed,
+        ha1_md5_sealed=row.ha1_md5_sealed,
+        ha1_sha256_sealed=row.ha1_sha256_sealed,
+        overrides=row.overrides,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _account_values(account: StoredAccount) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "tenant_id": account.tenant_id,
+        "username": account.username,
+        "status": account.status.value,
+        "display_name_sealed": account.display_name_sealed,
+        "e164_sealed": account.e164_sealed,
+        "ha1_md5_sealed": account.ha1_md5_sealed,
+        "ha1_sha256_sealed": account.ha1_sha256_sealed,
+        "overrides": account.overrides,
+        "created_at": account.created_at,
+        "updated_at": account.updated_at,
+    }
+
+
+def _session(row: Row[Any]) -> Session:
+    return Session(
+        id=row.id,
+        account_id=row.account_id,
+        device_id=row.device_id,
+        access_hash=row.access_hash,
+        refresh_hash=row.refresh_hash,
+        access_expires_at=row.access_expires_at,
+        refresh_expires_at=row.refresh_expires_at,
+        created_at=row.created_at,
+    )
+
+
+def _device(row: Row[Any]) -> Device:
+    return Device(
+        id=row.id,
+        account_id=row.account_id,
+        install_id=row.install_id,
+        platform=Platform(row.platform),
+        app_id=row.app_id,
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+    )
+
+
+def _admin_token(row: Row[Any]) -> AdminToken:
+    return AdminToken(
+        id=row.id, name=row.name, token_hash=row.token_hash, created_at=row.created_at
+    )
+
+
+class SqlStore(_Store):
+    """The main database: implements `ProvisioningStore` and `AuthStore`."""
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        try:
+            async with self._tx() as tx:
+                await tx.execute(
+                    insert(tenants).values(
+                        id=tenant.id,
+                        code=tenant.code,
+                        name=tenant.name,
+                        sip_domain=tenant.sip_domain,
+                        defaults=tenant.defaults.model_dump(mode="json"),
+                        created_at=tenant.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ConflictError(
+                "code: the tenant code or SIP domain is taken", field="code"
+            ) from exc
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._tx() as tx:
+            row = (await tx.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+        return None if row is None else _tenant(row)
+
+    async def find_tenant(self, code_or_domain: str) -> Tenant | None:
+        query = select(tenants).where(
+            or_(tenants.c.code == code_or_domain, tenants.c.sip_domain == code_or_domain)
+        )
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        return None if row is None else _tenant(row)
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self._tx() as tx:
+            rows = (await tx.execute(select(tenants).order_by(tenants.c.code))).all()
+        return [_tenant(row) for row in rows]
+
+    async def update_tenant(self, tenant: Tenant) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                update(tenants)
+                .where(tenants.c.id == tenant.id)
+                .values(name=tenant.name, defaults=tenant.defaults.model_dump(mode="json"))
+            )
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        async with self._tx() as tx:
+            await tx.execute(delete(tenants).where(tenants.c.id == tenant_id))
+
+    # -- accounts --------------------------------------------------------------------------
+
+    async def add_account(self, account: StoredAccount) -> None:
+        try:
+            async with self._tx() as tx:
+                await tx.execute(insert(accounts).values(**_account_values(account)))
+        except IntegrityError as exc:
+            raise ConflictError("username: the username is taken", field="username") from exc
+
+    async def get_account(self, tenant_id: str, username: str) -> StoredAccount | None:
+        query = select(accounts).where(
+            accounts.c.tenant_id == tenant_id, accounts.c.username == username
+        )
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        return None if row is None else _account(row)
+
+    async def get_account_by_id(self, account_id: str) -> StoredAccount | None:
+        async with self._tx() as tx:
+            row = (await tx.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        return None if row is None else _account(row)
+
+    async def list_accounts(
+        self, tenant_id: str, *, offset: int, limit: int
+    ) -> list[StoredAccount]:
+        query = (
+            select(accounts)
+            .where(accounts.c.tenant_id == tenant_id)
+            .order_by(accounts.c.username)
+            .offset(offset)
+            .limit(limit)
+        )
+        async with self._tx() as tx:
+            rows = (await tx.execute(query)).all()
+        return [_account(row) for row in rows]
+
+    async def update_account(self, account: StoredAccount, *, revoke_sessions: bool) -> None:
+        values = _account_values(account)
+        del values["id"], values["created_at"]
+        async with self._tx() as tx:
+            await tx.execute(update(accounts).where(accounts.c.id == account.id).values(**values))
+            if revoke_sessions:
+                await tx.execute(delete(sessions).where(sessions.c.account_id == account.id))
+
+    async def delete_account(self, account_id: str) -> None:
+        async with self._tx() as tx:
+            # Explicit, not only by cascade: a PostgreSQL or SQLite without foreign keys
+            # enforced must not keep sessions or devices of an erased account.
+            await tx.execute(delete(sessions).where(sessions.c.account_id == account_id))
+            await tx.execute(delete(devices).where(devices.c.account_id == account_id))
+            await tx.execute(delete(accounts).where(accounts.c.id == account_id))
+
+    # -- sessions and devices --------------------------------------------------------------
+
+    async def add_session(self, session: Session) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(sessions).values(
+                    id=session.id,
+                    account_id=session.account_id,
+                    device_id=session.device_id,
+                    access_hash=session.access_hash,
+                    refresh_hash=session.refresh_hash,
+                    access_expires_at=session.access_expires_at,
+                    refresh_expires_at=session.refresh_expires_at,
+                    created_at=session.created_at,
+                )
+            )
+
+    async def session_by_access(self, access_hash: str) -> Session | None:
+        query = select(sessions).where(sessions.c.access_hash == access_hash)
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        return None if row is None else _session(row)
+
+    async def session_by_refresh(self, refresh_hash: str) -> Session | None:
+        query = select(sessions).where(sessions.c.refresh_hash == refresh_hash)
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        return None if row is None else _session(row)
+
+    async def replace_session(self, session: Session) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                update(sessions)
+                .where(sessions.c.id == session.id)
+                .values(
+                    access_hash=session.access_hash,
+                    refresh_hash=session.refresh_hash,
+                    access_expires_at=session.access_expires_at,
+                    refresh_expires_at=session.refresh_expires_at,
+                )
+            )
+
+    async def delete_session(self, session_id: str) -> None:
+        async with self._tx() as tx:
+            await tx.execute(delete(sessions).where(sessions.c.id == session_id))
+
+    async def upsert_device(self, device: Device) -> Device:
+        where = (devices.c.account_id == device.account_id) & (
+            devices.c.install_id == device.install_id
+        )
+        async with self._tx() as tx:
+            row = (await tx.execute(select(devices).where(where))).first()
+            if row is None:
+                await tx.execute(
+                    insert(devices).values(
+                        id=device.id,
+                        account_id=device.account_id,
+                        install_id=device.install_id,
+                        platform=device.platform.value,
+                        app_id=device.app_id,
+                        created_at=device.created_at,
+                        last_seen_at=device.last_seen_at,
+                    )
+                )
+                return device
+            await tx.execute(
+                update(devices)
+                .where(devices.c.id == row.id)
+                .values(
+                    platform=device.platform.value,
+                    app_id=device.app_id,
+                    last_seen_at=device.last_seen_at,
+                )
+            )
+            return Device(
+                id=row.id,
+                account_id=device.account_id,
+                install_id=device.install_id,
+                platform=device.platform,
+                app_id=device.app_id,
+                created_at=row.created_at,
+                last_seen_at=device.last_seen_at,
+            )
+
+    async def devices_of(self, account_id: str) -> list[Device]:
+        query = select(devices).where(devices.c.account_id == account_id)
+        async with self._tx() as tx:
+            rows = (await tx.execute(query.order_by(devices.c.created_at))).all()
+        return [_device(row) for row in rows]
+
+    # -- admin tokens ----------------------------------------------------------------------
+
+    async def add_admin_token(self, token: AdminToken) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(admin_tokens).values(
+                    id=token.id,
+                    name=token.name,
+                    token_hash=token.token_hash,
+                    created_at=token.created_at,
+                )
+            )
+
+    async def admin_token_by_hash(self, token_hash: str) -> AdminToken | None:
+        query = select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        return None if row is None else _admin_token(row)
+
+    async def list_admin_tokens(self) -> list[AdminToken]:
+        async with self._tx() as tx:
+            rows = (await tx.execute(select(admin_tokens).order_by(admin_tokens.c.name))).all()
+        return [_admin_token(row) for row in rows]
+
+    async def delete_admin_token(self, token_id: str) -> bool:
+        async with self._tx() as tx:
+            result = await tx.execute(delete(admin_tokens).where(admin_tokens.c.id == token_id))
+        return bool(result.rowcount)
+
+
+class SqlKeyStore(_Store):
+    """The key store database: implements `crypto.WrappedKeyStore`."""
+
+    async def get_wrapped_key(self, subject: str) -> bytes | None:
+        query = select(subject_keys.c.wrapped).where(subject_keys.c.subject == subject)
+        async with self._tx() as tx:
+            wrapped = (await tx.execute(query)).scalar_one_or_none()
+        return None if wrapped is None else bytes(wrapped)
+
+    async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None:
+        async with self._tx() as tx:
+            await tx.execute(insert(subject_keys).values(subject=subject, wrapped=wrapped))
+
+    async def delete_wrapped_key(self, subject: str) -> bool:
+        async with self._tx() as tx:
+            result = await tx.execute(delete(subject_keys).where(subject_keys.c.subject == subject))
+        return bool(result.rowcount)

@@ -1,0 +1,127 @@
+"""The schema of both databases, as SQLAlchemy Core tables. Alembic migrations mirror it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("code", String(63), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),
+    Column("sip_domain", String(253), nullable=False, unique=True),
+    Column("defaults", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    # The SIP user part: routing needs it in the clear. Everything personal is sealed.
+    Column("username", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("display_name_sealed", LargeBinary, nullable=True),
+    Column("e164_sealed", LargeBinary, nullable=True),
+    Column("ha1_md5_sealed", LargeBinary, nullable=False),
+    Column("ha1_sha256_sealed", LargeBinary, nullable=False),
+    Column("overrides", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "username"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("install_id", String(128), nullable=False),
+    Column("platform", String(16), nullable=False),
+    Column("app_id", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account_id", "install_id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", String(36), ForeignKey("devices.id", ondelete="CASCADE"), nullable=True),
+    Column("access_hash", String(64), nullable=False, unique=True),
+    Column("refresh_hash", String(64), nullable=False, unique=True),
+    Column("access_expires_at", UTCDateTime, nullable=False),
+    Column("refresh_expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "account_id"),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: The key store: a database of its own (see the package docstring).
+keys_metadata = MetaData(naming_convention=NAMING)
+
+subject_keys = Table(
+    "subject_keys",
+    keys_metadata,
+    Column("subject", String(128), primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),
+)
