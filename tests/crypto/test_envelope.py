@@ -10,11 +10,10 @@ from ringfence.crypto import SubjectCipher, TamperedError, UnsupportedVersionErr
 
 KEY = bytes(range(32))
 NONCE = bytes(range(12))
-# Known answer, frozen when format version 1 was defined (crypto/envelope.py):
-# 0x01 | nonce | AES-256-GCM(KEY, NONCE, b"Alice", aad=b"ringfence:v1:account:1\0account.display_name")
-KAT = bytes.fromhex(
-    "01000102030405060708090a0b066ebf78a0a176e269cf66474555c1197f39161091"
-)
+# Known answer, frozen when format version 1 was defined (crypto/envelope.py): version 0x01,
+# the nonce, then AES-256-GCM of "Alice" under KEY and NONCE with the associated data
+# "ringfence:v1:account:1", NUL, "account.display_name".
+KAT = bytes.fromhex("01000102030405060708090a0b066ebf78a0a176e269cf66474555c1197f39161091")
 
 
 def test_known_answer() -> None:
@@ -35,7 +34,8 @@ def test_round_trip(plaintext: bytes, context: str) -> None:
     cipher = SubjectCipher("account:x", KEY)
     sealed = cipher.seal(context, plaintext)
     assert cipher.open(context, sealed) == plaintext
-    assert plaintext == b"" or plaintext not in sealed
+    # A plaintext of 8+ bytes appearing in the output by chance: probability ~2^-60.
+    assert len(plaintext) < 8 or plaintext not in sealed
 
 
 def test_nonces_are_fresh() -> None:

@@ -20,8 +20,9 @@ from ringfence.crypto import (
 KEK = bytes(range(32, 64))
 DATA_KEY = bytes(range(32))
 NONCE = bytes(range(12))
-# Known answer, frozen with format version 1 (crypto/keyring.py):
-# 0x01 | SHA-256(KEK)[:8] | nonce | AES-256-GCM(KEK, NONCE, DATA_KEY, aad=b"ringfence:dek:v1:account:1")
+# Known answer, frozen with format version 1 (crypto/keyring.py): version 0x01, the first
+# 8 bytes of SHA-256 over KEK, the nonce, then AES-256-GCM of DATA_KEY under KEK and NONCE with
+# the associated data "ringfence:dek:v1:account:1".
 WRAPPED_KAT = bytes.fromhex(
     "0172dbb7336c767800000102030405060708090a0b5c535fa44e30edebb4f0c3cd2a7e50330361fb777e"
     "04b0063c14c9a1a79cd58753643eb9ee0acef88e5499684a30f7df"

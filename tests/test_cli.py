@@ -1,0 +1,170 @@
+"""The `ringfence` command, end to end: a real process, a real port, the printed curl lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+from typer.testing import CliRunner
+
+from ringfence.cli import app
+from tests.support.net import free_port, wait_for_port
+
+BIN = Path(sys.executable).parent / "ringfence"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("RINGFENCE_")]:
+        monkeypatch.delenv(name)
+    return tmp_path
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_tenant_and_account_commands(workdir: Path) -> None:
+    assert "databases are at the newest schema" in _cli("migrate")
+    _cli("tenant", "add", "acme", "--domain", "sip.acme.example", "--name", "Acme")
+    assert "acme\tsip.acme.example\tAcme" in _cli("tenant", "list")
+    out = _cli("account", "add", "acme", "alice", "--display-name", "Alice")
+    assert "password: " in out  # generated, printed once
+    _cli("account", "add", "acme", "bob", "--password", "correct horse")
+    assert "alice\tactive\tAlice" in _cli("account", "list", "acme")
+    shown = json.loads(_cli("account", "show", "acme", "alice"))
+    assert shown["aor"] == "sip:alice@sip.acme.example"
+    changed = json.loads(
+        _cli(
+            "account",
+            "set",
+            "acme",
+            "alice",
+            "--set",
+            "push.mode=keepalive",
+            "--set",
+            "blf.enabled=true",
+            "--status",
+            "suspended",
+        )
+    )
+    assert changed["config"]["push"]["mode"] == "keepalive"
+    assert changed["config"]["blf"]["enabled"] is True
+    assert changed["status"] == "suspended"
+    assert _cli("admin", "token", "create", "ops").startswith("rfk_")
+    assert (workdir / "var" / "kek.key").exists()
+
+
+def test_errors_are_clear_and_exit_2(workdir: Path) -> None:
+    result = CliRunner().invoke(app, ["account", "add", "nope", "alice"])
+    assert result.exit_code == 2
+    assert "no tenant 'nope'" in result.output
+    result = CliRunner().invoke(app, ["account", "set", "nope", "alice", "--set", "oops"])
+    assert result.exit_code == 2
+    assert "feature.key=value" in result.output
+
+
+def test_check_config(workdir: Path) -> None:
+    good = workdir / "good.toml"
+    good.write_text("[http]\nport = 8443\n")
+    assert "valid" in _cli("check-config", str(good))
+    bad = workdir / "bad.toml"
+    bad.write_text("[http]\nprot = 8443\n")
+    result = CliRunner().invoke(app, ["check-config", str(bad)])
+    assert result.exit_code == 2
+    assert "http.prot: unknown key" in result.output
+
+
+@pytest.fixture
+def served(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    env = {**os.environ, "RINGFENCE_HTTP__PORT": str(port), "RINGFENCE_LOGGING__LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [str(BIN), "serve", "--demo"],
+        cwd=workdir,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    output = []
+    while line := process.stdout.readline():
+        output.append(line)
+        if line.startswith("ringfence http://"):
+            break
+    wait_for_port(port)
+    yield "".join(output), process
+    process.terminate()
+    process.wait(timeout=30)
+    process.stdout.close()
+
+
+def test_serve_demo_prints_curl_lines_that_work(
+    served: tuple[str, subprocess.Popen[str]],
+) -> None:
+    output, _process = served
+    curls = [line.strip() for line in output.splitlines() if line.strip().startswith("curl ")]
+    assert len(curls) == 3, output
+    json_line, xml_line, admin_line = curls
+    assert re.search(r"password\s+\S+", output)
+
+    config = json.loads(
+        subprocess.run(
+            shlex.split(json_line), capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    )
+    assert config["account"]["username"] == "alice"
+    assert "push" in config["features"]
+
+    xml = subprocess.run(shlex.split(xml_line), capture_output=True, check=True, timeout=30).stdout
+    root = ElementTree.fromstring(xml)  # noqa: S314 - our own server's output
+    assert root.tag == "account"
+    assert root.findtext("username") == "alice"
+
+    tenants = json.loads(
+        subprocess.run(
+            shlex.split(admin_line), capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    )
+    assert [t["code"] for t in tenants] == ["demo"]
+
+
+def test_demo_is_created_only_once(workdir: Path) -> None:
+    # First start prints the credentials; a second start on the same data must not.
+    port = free_port()
+    env = {**os.environ, "RINGFENCE_HTTP__PORT": str(port)}
+    outputs = []
+    for _ in range(2):
+        process = subprocess.Popen(
+            [str(BIN), "serve", "--demo"],
+            cwd=workdir,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        lines = []
+        while line := process.stdout.readline():
+            lines.append(line)
+            if line.startswith("ringfence http://"):
+                break
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
+        outputs.append("".join(lines))
+    assert "A demo tenant was created" in outputs[0]
+    assert "A demo tenant was created" not in outputs[1]
+    assert "ringfence http://" in outputs[1]
