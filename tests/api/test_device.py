@@ -259,3 +259,19 @@ async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_access_log_names_the_route_not_the_person(
+    client: httpx.AsyncClient, demo: Demo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="ringfence.access")
+    await client.get(
+        "/acrobits/provisioning",
+        params={"cloud_username": demo.login, "cloud_password": demo.password},
+    )
+    await client.get("/v1/provisioning", auth=(demo.login, demo.password))
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "GET /acrobits/provisioning 200" in text
+    assert "GET /v1/provisioning 200" in text
+    for secret in (demo.password, demo.username, "acme", "Alice"):
+        assert secret not in text

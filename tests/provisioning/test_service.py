@@ -67,6 +67,8 @@ async def test_verify_password(runtime: Runtime) -> None:
     [
         ({"username": "al ice"}, "username"),
         ({"username": "x" * 65}, "username"),
+        ({"username": "alice\n"}, "username"),  # `$` would match before a final newline
+        ({"e164": "+41445551234\n"}, "e164"),
         ({"password": "short"}, "password"),
         ({"e164": "0445551234"}, "e164"),
         ({"display_name": "bell\x07"}, "display_name"),
@@ -96,6 +98,16 @@ async def test_duplicates_conflict(runtime: Runtime) -> None:
     await runtime.provisioning.create_account("acme", "alice", "correct horse")
     with pytest.raises(ConflictError):
         await runtime.provisioning.create_account("acme", "alice", "another one")
+
+
+async def test_tenant_code_and_domain_must_match_whole(runtime: Runtime) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        await runtime.provisioning.create_tenant("acme\n", "Acme", "sip.acme.example")
+    assert caught.value.field == "code"
+    with pytest.raises(InvalidInputError) as caught:
+        await runtime.provisioning.create_tenant("acme", "Acme", "sip.acme.example\n")
+    assert caught.value.field == "sip_domain"
+    assert await runtime.provisioning.tenants() == []
 
 
 async def test_unknown_tenant_and_account(runtime: Runtime) -> None:

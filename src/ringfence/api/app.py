@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from ringfence import __version__
 from ringfence.api import errors
+from ringfence.api.access_log import AccessLog
 from ringfence.api.deps import Services
 from ringfence.api.routes import acrobits, admin, device, health
 
@@ -23,4 +24,5 @@ def create_app(services: Services) -> FastAPI:
     errors.install(app)
     for module in (health, device, acrobits, admin):
         app.include_router(module.router)
+    app.add_middleware(AccessLog)
     return app

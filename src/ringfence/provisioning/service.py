@@ -78,7 +78,7 @@ def _check_display_name(name: str) -> None:
 
 
 def _check_e164(number: str) -> None:
-    _check(bool(E164_RE.match(number)), "e164", "must be an E.164 number such as +41445551234")
+    _check(bool(E164_RE.fullmatch(number)), "e164", "must be an E.164 number such as +41445551234")
 
 
 class ProvisioningService:
@@ -93,12 +93,12 @@ class ProvisioningService:
         self, code: str, name: str, sip_domain: str, defaults: FeatureConfig | None = None
     ) -> Tenant:
         _check(
-            bool(TENANT_CODE_RE.match(code)),
+            bool(TENANT_CODE_RE.fullmatch(code)),
             "code",
             "must be 1 to 63 lowercase letters, digits or inner hyphens",
         )
         _check(
-            bool(SIP_DOMAIN_RE.match(sip_domain)),
+            bool(SIP_DOMAIN_RE.fullmatch(sip_domain)),
             "sip_domain",
             "must be a lowercase DNS name such as sip.example.com",
         )
@@ -187,7 +187,7 @@ class ProvisioningService:
     ) -> Account:
         tenant = await self.tenant(tenant_code)
         _check(
-            bool(USERNAME_RE.match(username)),
+            bool(USERNAME_RE.fullmatch(username)),
             "username",
             "must be 1 to 64 letters, digits or . _ ~ + -",
         )
