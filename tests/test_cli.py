@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -86,35 +87,38 @@ def test_check_config(workdir: Path) -> None:
     assert "http.prot: unknown key" in result.output
 
 
-@pytest.fixture
-def served(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
+@contextmanager
+def serving(workdir: Path, port: int) -> Iterator[str]:
+    """Run `ringfence serve --demo` until it listens; yield what it printed until then."""
     env = {**os.environ, "RINGFENCE_HTTP__PORT": str(port), "RINGFENCE_LOGGING__LEVEL": "WARNING"}
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [str(BIN), "serve", "--demo"],
         cwd=workdir,
         env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    output = []
-    while line := process.stdout.readline():
-        output.append(line)
-        if line.startswith("ringfence http://"):
-            break
-    wait_for_port(port)
-    yield "".join(output), process
-    process.terminate()
-    process.wait(timeout=30)
-    process.stdout.close()
+    ) as process:
+        assert process.stdout is not None
+        output = []
+        while line := process.stdout.readline():
+            output.append(line)
+            if line.startswith("ringfence http://"):
+                break
+        try:
+            wait_for_port(port)
+            yield "".join(output)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
-def test_serve_demo_prints_curl_lines_that_work(
-    served: tuple[str, subprocess.Popen[str]],
-) -> None:
-    output, _process = served
+def test_serve_demo_prints_curl_lines_that_work(workdir: Path) -> None:
+    with serving(workdir, free_port()) as output:
+        _check_curl_lines(output)
+
+
+def _check_curl_lines(output: str) -> None:
     curls = [line.strip() for line in output.splitlines() if line.strip().startswith("curl ")]
     assert len(curls) == 3, output
     json_line, xml_line, admin_line = curls
@@ -144,27 +148,8 @@ def test_serve_demo_prints_curl_lines_that_work(
 def test_demo_is_created_only_once(workdir: Path) -> None:
     # First start prints the credentials; a second start on the same data must not.
     port = free_port()
-    env = {**os.environ, "RINGFENCE_HTTP__PORT": str(port)}
-    outputs = []
-    for _ in range(2):
-        process = subprocess.Popen(
-            [str(BIN), "serve", "--demo"],
-            cwd=workdir,
-            env=env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert process.stdout is not None
-        lines = []
-        while line := process.stdout.readline():
-            lines.append(line)
-            if line.startswith("ringfence http://"):
-                break
-        process.terminate()
-        process.wait(timeout=30)
-        process.stdout.close()
-        outputs.append("".join(lines))
-    assert "A demo tenant was created" in outputs[0]
-    assert "A demo tenant was created" not in outputs[1]
-    assert "ringfence http://" in outputs[1]
+    with serving(workdir, port) as first:
+        assert "A demo tenant was created" in first
+    with serving(workdir, port) as second:
+        assert "A demo tenant was created" not in second
+        assert "ringfence http://" in second

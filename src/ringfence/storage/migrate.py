@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _HERE = Path(__file__).parent / "migrations"
@@ -25,6 +25,16 @@ def alembic_config(schema: Schema, connection: Connection | None = None) -> Conf
     config.set_main_option("script_location", str(_HERE / schema.value))
     config.attributes["connection"] = connection
     return config
+
+
+def run_environment(metadata: MetaData) -> None:
+    """The body of each schema's `env.py`: migrate on the connection `upgrade` handed over."""
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise SystemExit("run migrations with 'ringfence migrate'")
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 async def upgrade(engine: AsyncEngine, schema: Schema) -> None:

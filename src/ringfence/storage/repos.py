@@ -6,11 +6,11 @@ services' own errors, so nothing above storage ever sees SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, delete, insert, or_, select, update
+from sqlalchemy import Row, Select, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -33,6 +33,8 @@ from ringfence.storage.tables import (
     tenants,
 )
 
+T = TypeVar("T")
+
 
 class _Store:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -42,6 +44,16 @@ class _Store:
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
         async with self._engine.begin() as connection:
             yield connection
+
+    async def _first(self, query: Select[Any], convert: Callable[[Row[Any]], T]) -> T | None:
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        return None if row is None else convert(row)
+
+    async def _all(self, query: Select[Any], convert: Callable[[Row[Any]], T]) -> list[T]:
+        async with self._tx() as tx:
+            rows = (await tx.execute(query)).all()
+        return [convert(row) for row in rows]
 
 
 def _tenant(row: Row[Any]) -> Tenant:
@@ -142,22 +154,16 @@ class SqlStore(_Store):
             ) from exc
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        async with self._tx() as tx:
-            row = (await tx.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
-        return None if row is None else _tenant(row)
+        return await self._first(select(tenants).where(tenants.c.id == tenant_id), _tenant)
 
     async def find_tenant(self, code_or_domain: str) -> Tenant | None:
         query = select(tenants).where(
             or_(tenants.c.code == code_or_domain, tenants.c.sip_domain == code_or_domain)
         )
-        async with self._tx() as tx:
-            row = (await tx.execute(query)).first()
-        return None if row is None else _tenant(row)
+        return await self._first(query, _tenant)
 
     async def list_tenants(self) -> list[Tenant]:
-        async with self._tx() as tx:
-            rows = (await tx.execute(select(tenants).order_by(tenants.c.code))).all()
-        return [_tenant(row) for row in rows]
+        return await self._all(select(tenants).order_by(tenants.c.code), _tenant)
 
     async def update_tenant(self, tenant: Tenant) -> None:
         async with self._tx() as tx:
@@ -184,14 +190,10 @@ class SqlStore(_Store):
         query = select(accounts).where(
             accounts.c.tenant_id == tenant_id, accounts.c.username == username
         )
-        async with self._tx() as tx:
-            row = (await tx.execute(query)).first()
-        return None if row is None else _account(row)
+        return await self._first(query, _account)
 
     async def get_account_by_id(self, account_id: str) -> StoredAccount | None:
-        async with self._tx() as tx:
-            row = (await tx.execute(select(accounts).where(accounts.c.id == account_id))).first()
-        return None if row is None else _account(row)
+        return await self._first(select(accounts).where(accounts.c.id == account_id), _account)
 
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int
@@ -203,9 +205,7 @@ class SqlStore(_Store):
             .offset(offset)
             .limit(limit)
         )
-        async with self._tx() as tx:
-            rows = (await tx.execute(query)).all()
-        return [_account(row) for row in rows]
+        return await self._all(query, _account)
 
     async def update_account(self, account: StoredAccount, *, revoke_sessions: bool) -> None:
         values = _account_values(account)
@@ -241,16 +241,14 @@ class SqlStore(_Store):
             )
 
     async def session_by_access(self, access_hash: str) -> Session | None:
-        query = select(sessions).where(sessions.c.access_hash == access_hash)
-        async with self._tx() as tx:
-            row = (await tx.execute(query)).first()
-        return None if row is None else _session(row)
+        return await self._first(
+            select(sessions).where(sessions.c.access_hash == access_hash), _session
+        )
 
     async def session_by_refresh(self, refresh_hash: str) -> Session | None:
-        query = select(sessions).where(sessions.c.refresh_hash == refresh_hash)
-        async with self._tx() as tx:
-            row = (await tx.execute(query)).first()
-        return None if row is None else _session(row)
+        return await self._first(
+            select(sessions).where(sessions.c.refresh_hash == refresh_hash), _session
+        )
 
     async def replace_session(self, session: Session) -> None:
         async with self._tx() as tx:
@@ -309,9 +307,7 @@ class SqlStore(_Store):
 
     async def devices_of(self, account_id: str) -> list[Device]:
         query = select(devices).where(devices.c.account_id == account_id)
-        async with self._tx() as tx:
-            rows = (await tx.execute(query.order_by(devices.c.created_at))).all()
-        return [_device(row) for row in rows]
+        return await self._all(query.order_by(devices.c.created_at), _device)
 
     # -- admin tokens ----------------------------------------------------------------------
 
@@ -327,15 +323,12 @@ class SqlStore(_Store):
             )
 
     async def admin_token_by_hash(self, token_hash: str) -> AdminToken | None:
-        query = select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
-        async with self._tx() as tx:
-            row = (await tx.execute(query)).first()
-        return None if row is None else _admin_token(row)
+        return await self._first(
+            select(admin_tokens).where(admin_tokens.c.token_hash == token_hash), _admin_token
+        )
 
     async def list_admin_tokens(self) -> list[AdminToken]:
-        async with self._tx() as tx:
-            rows = (await tx.execute(select(admin_tokens).order_by(admin_tokens.c.name))).all()
-        return [_admin_token(row) for row in rows]
+        return await self._all(select(admin_tokens).order_by(admin_tokens.c.name), _admin_token)
 
     async def delete_admin_token(self, token_id: str) -> bool:
         async with self._tx() as tx:
