@@ -122,13 +122,15 @@ class ProvisioningService:
         await self._store.add_tenant(tenant)
         return tenant
 
-    async def tenant(self, code_or_domain: str) -> Tenant:
-        tenant = await self._store.find_tenant(code_or_domain)
-        if tenant is None:
-            raise NotFoundError(f"no tenant {code_or_domain!r}", field="tenant")
+    async def tenant(self, code: str) -> Tenant:
+        """The tenant with this code (admin paths name tenants by code only)."""
+        tenant = await self._store.find_tenant(code)
+        if tenant is None or tenant.code != code:
+            raise NotFoundError(f"no tenant {code!r}", field="tenant")
         return tenant
 
     async def find_tenant(self, code_or_domain: str) -> Tenant | None:
+        """The tenant a login names after its `@`: its code or its SIP domain."""
         return await self._store.find_tenant(code_or_domain.lower())
 
     async def tenants(self) -> list[Tenant]:
