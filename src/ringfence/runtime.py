@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from ringfence.storage.repos import SqlKeyStore, SqlStore
 logger = logging.getLogger(__name__)
 
 DEMO_TENANT = "demo"
+HOUSEKEEPING_INTERVAL_S = 600
 DEMO_DOMAIN = "demo.localhost"
 
 
@@ -43,6 +46,8 @@ class Runtime:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        # The data directory holds the databases and the key file: its owner only.
+        settings.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.engine = make_engine(settings.storage.url())
         self.key_engine = make_engine(settings.key_store_url())
         self.store = SqlStore(self.engine)
@@ -76,7 +81,30 @@ class Runtime:
         _, admin_token = await self.auth.create_admin_token("demo")
         return DemoCredentials(f"alice@{DEMO_TENANT}", password, admin_token)
 
+    async def housekeeping(self) -> None:
+        """One round of the periodic chores: expired data is deleted, not kept (P15)."""
+        swept = await self.auth.sweep_sessions()
+        if swept:
+            logger.info("deleted %d expired sessions", swept)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            try:
+                await self.housekeeping()
+            except Exception:
+                logger.exception("housekeeping failed; retrying at the next round")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
     async def serve(self) -> None:
+        chores = asyncio.create_task(self._housekeeping_loop(), name="housekeeping")
+        try:
+            await self._serve_http()
+        finally:
+            chores.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chores
+
+    async def _serve_http(self) -> None:
         config = uvicorn.Config(
             self.app(),
             host=self.settings.http.host,

@@ -275,3 +275,19 @@ async def test_access_log_names_the_route_not_the_person(
     assert "GET /v1/provisioning 200" in text
     for secret in (demo.password, demo.username, "acme", "Alice"):
         assert secret not in text
+
+
+@pytest.mark.promise("P15")
+async def test_expired_sessions_are_deleted(
+    client: httpx.AsyncClient, demo: Demo, runtime: Runtime, clock: FakeClock
+) -> None:
+    await _login(client, demo)
+    clock.advance(20 * 86_400)
+    fresh = await _login(client, demo)
+    clock.advance(11 * 86_400)  # the first session's refresh token is now 31 days old
+    await runtime.housekeeping()
+    assert await _count(runtime, sessions) == 1
+    refreshed = await client.post(
+        "/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]}
+    )
+    assert refreshed.status_code == 200

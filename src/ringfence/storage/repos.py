@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, delete, insert, or_, select, update
@@ -266,6 +267,11 @@ class SqlStore(_Store):
     async def delete_session(self, session_id: str) -> None:
         async with self._tx() as tx:
             await tx.execute(delete(sessions).where(sessions.c.id == session_id))
+
+    async def delete_expired_sessions(self, now: datetime) -> int:
+        async with self._tx() as tx:
+            result = await tx.execute(delete(sessions).where(sessions.c.refresh_expires_at <= now))
+        return int(result.rowcount or 0)
 
     async def upsert_device(self, device: Device) -> Device:
         where = (devices.c.account_id == device.account_id) & (
