@@ -1,0 +1,296 @@
+"""SIP messages: requests, responses and their header fields (RFC 3261 §7).
+
+Messages are immutable values. Header fields keep their order and their values exactly as
+received (after unfolding, RFC 3261 §7.3.1), so a proxy forwards what it was given; names are
+normalised to one spelling per header, compact forms expanded (§7.3.3), so lookups are simple.
+A parsed message also keeps the bytes it came from (`raw`), which equality ignores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+SIP_VERSION = "SIP/2.0"
+
+#: RFC 3261 §7.3.3 and the IANA registry of compact forms.
+COMPACT_FORMS = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+_KNOWN = [
+    "Accept",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "Flow-Timer",
+    "From",
+    "Geolocation",
+    "Geolocation-Routing",
+    "Identity",
+    "Identity-Info",
+    "In-Reply-To",
+    "Max-Forwards",
+    "Min-Expires",
+    "MIME-Version",
+    "Organization",
+    "P-Asserted-Identity",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "RAck",
+    "Reason",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reject-Contact",
+    "Reply-To",
+    "Request-Disposition",
+    "Require",
+    "Retry-After",
+    "Route",
+    "RSeq",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+]
+_CANONICAL = {name.lower(): name for name in _KNOWN}
+_CANONICAL.update(COMPACT_FORMS)
+
+
+def canonical_name(name: str) -> str:
+    """One spelling per header: compact forms expanded, known names in their RFC case.
+
+    Unknown names are kept as received: header names compare case-insensitively
+    (RFC 3261 §7.3.1), which `Headers` does for them.
+    """
+    return _CANONICAL.get(name.lower(), name)
+
+
+#: Headers whose value is a comma-separated list (RFC 3261 §7.3.1: they may be split over
+#: several header lines, or combined into one).
+LIST_HEADERS = frozenset(
+    {
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Allow",
+        "Allow-Events",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "In-Reply-To",
+        "Path",
+        "Proxy-Require",
+        "Record-Route",
+        "Require",
+        "Route",
+        "Service-Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+    }
+)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a list header's value at commas outside quoted strings and angle brackets."""
+    parts: list[str] = []
+    start = 0
+    in_quotes = False
+    in_angle = False
+    escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                in_quotes = False
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            in_angle = True
+        elif char == ">":
+            in_angle = False
+        elif char == "," and not in_angle:
+            parts.append(value[start:index].strip())
+            start = index + 1
+    parts.append(value[start:].strip())
+    return parts
+
+
+class Headers:
+    """The header fields of a message, in order; an immutable value."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: tuple[tuple[str, str], ...] = tuple(
+            (canonical_name(name), value) for name, value in items
+        )
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._items)!r})"
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def get_all(self, name: str) -> list[str]:
+        """The value of every header line named `name`, in order."""
+        wanted = canonical_name(name).lower()
+        return [value for key, value in self._items if key.lower() == wanted]
+
+    def get(self, name: str) -> str | None:
+        """The value of the first header line named `name`, or None."""
+        wanted = canonical_name(name).lower()
+        for key, value in self._items:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def values(self, name: str) -> list[str]:
+        """Every value of a list header, over all its lines, split at top-level commas."""
+        found: list[str] = []
+        for line in self.get_all(name):
+            found.extend(split_list(line))
+        return found
+
+    def add(self, name: str, value: str) -> Headers:
+        return Headers((*self._items, (name, value)))
+
+    def prepend(self, name: str, value: str) -> Headers:
+        """Add a header line before every other (as a proxy adds its Via, §16.6 step 8)."""
+        return Headers(((name, value), *self._items))
+
+    def remove(self, name: str) -> Headers:
+        wanted = canonical_name(name).lower()
+        return Headers(item for item in self._items if item[0].lower() != wanted)
+
+    def replace(self, name: str, value: str) -> Headers:
+        """Set `name` to one line with `value`, where its first line stood (or at the end)."""
+        wanted = canonical_name(name).lower()
+        out: list[tuple[str, str]] = []
+        placed = False
+        for key, old in self._items:
+            if key.lower() == wanted:
+                if not placed:
+                    out.append((key, value))
+                    placed = True
+            else:
+                out.append((key, old))
+        if not placed:
+            out.append((name, value))
+        return Headers(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+
+
+Message: TypeAlias = Request | Response
+
+
+def serialize(message: Message) -> bytes:
+    """The message as bytes on the wire: start line, header lines, blank line, body.
+
+    Headers are written as they are; `with_content_length` sets Content-Length to the body.
+    """
+    if isinstance(message, Request):
+        start = f"{message.method} {message.uri} {message.version}"
+    else:
+        start = f"{message.version} {message.status} {message.reason}"
+    lines = [start, *(f"{name}: {value}" for name, value in message.headers), "", ""]
+    return "\r\n".join(lines).encode() + message.body
+
+
+def with_content_length(message: Message) -> Message:
+    """The message with Content-Length set to its body's length (RFC 3261 §20.14)."""
+    headers = message.headers.replace("Content-Length", str(len(message.body)))
+    if isinstance(message, Request):
+        return Request(message.method, message.uri, headers, message.body, message.version)
+    return Response(message.status, message.reason, headers, message.body, message.version)
