@@ -28,7 +28,7 @@ _ESCAPED = r"%[0-9A-Fa-f]{2}"
 _UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
 # user = 1*( unreserved / escaped / user-unreserved ); user-unreserved = & = + $ , ; ? /
 _USER = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+")
-# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+# password: unreserved, escaped, or one of "&", "=", "+", "$", ",".
 _PASSWORD = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
 # paramchar: param-unreserved ("[", "]", "/", ":", "&", "+", "$"), unreserved or escaped.
 _PARAMCHARS = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+")
@@ -45,16 +45,25 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _TEL_NUMBER = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def is_valid_host(host: str) -> bool:
     """Whether `host` is a hostname, IPv4address or IPv6reference (RFC 3261 §25.1, RFC 5118)."""
     if host.startswith("["):
         if not host.endswith("]"):
             return False
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return False
-        return True
+        address = host[1:-1]
+        # RFC 5118 §4.10: RFC 3261's ABNF let the "::" before an embedded IPv4 address be
+        # written ":::"; implementations must tolerate both forms.
+        if ":::" in address and "." in address:
+            address = address.replace(":::", "::", 1)
+        return _is_ipv6(address)
     if _IPV4.fullmatch(host):
         return all(int(part) <= 255 for part in host.split("."))
     return bool(_HOSTNAME.fullmatch(host))
@@ -307,7 +316,9 @@ def parse_generic_params(text: str) -> Params:
                 _, end = _read_quoted(value, 0)
                 if end != len(value):
                     raise URIError(f"text after quoted value of {name!r}")
-            elif not (_TOKEN.fullmatch(value) or is_valid_host(value)):
+            # gen-value = token / host / quoted-string; Via's received takes a bare IPv6
+            # address (RFC 3261 §25.1 via-received, RFC 5118 §4.5).
+            elif not (_TOKEN.fullmatch(value) or is_valid_host(value) or _is_ipv6(value)):
                 raise URIError(f"bad value for parameter {name!r}")
         params.append((name, value if eq else None))
     return tuple(params)

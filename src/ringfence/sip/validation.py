@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ringfence.sip.fields import (
+    MAGIC_COOKIE,
     FieldError,
     parse_cseq,
     parse_delta_seconds,
@@ -36,6 +37,25 @@ SINGLE = (
     "Content-Type",
     "Expires",
     "Min-Expires",
+)
+#: Methods of RFC 3261 and its extensions that this server knows (others are proxied).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
 )
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 # RFC 3261 §20.17: rfc1123-date, always GMT.
@@ -113,7 +133,13 @@ def check_request(
         return Rejection(400, problem)
     cseq = parse_cseq(request.headers.get("CSeq") or "")
     if cseq.method != request.method:
+        if request.method not in KNOWN_METHODS:
+            # RFC 4475 §3.1.2.18: 501 for an unknown method ages better than 400.
+            return Rejection(501, "Not Implemented")
         return Rejection(400, "CSeq method does not match the request method")
+    if parse_via(request.headers.values("Via")[0]).branch == MAGIC_COOKIE:
+        # RFC 4475 §3.2.1: the cookie announces a transaction id but none follows.
+        return Rejection(400, "Missing transaction identifier in the Via branch")
     try:
         uri = parse_uri(request.uri)
     except URIError:
