@@ -294,3 +294,82 @@ def with_content_length(message: Message) -> Message:
     if isinstance(message, Request):
         return Request(message.method, message.uri, headers, message.body, message.version)
     return Response(message.status, message.reason, headers, message.body, message.version)
+
+
+#: Reason phrases of RFC 3261 §21 and the extensions ringfence answers with.
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    439: "First Hop Lacks Outbound Support",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    555: "Push Notification Service Not Supported",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+}
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to `request` (RFC 3261 §8.2.6.2).
+
+    It copies the request's Via (all of them, in order), From, To (adding `to_tag` unless it
+    has a tag), Call-ID and CSeq, then adds `headers`.
+    """
+    items: list[tuple[str, str]] = [("Via", value) for value in request.headers.get_all("Via")]
+    to = request.headers.get("To") or ""
+    if to_tag is not None and ";tag=" not in to.replace(" ", "").lower():
+        to = f"{to};tag={to_tag}"
+    items += [
+        ("From", request.headers.get("From") or ""),
+        ("To", to),
+        ("Call-ID", request.headers.get("Call-ID") or ""),
+        ("CSeq", request.headers.get("CSeq") or ""),
+    ]
+    items.extend(headers)
+    items.append(("Content-Length", str(len(body))))
+    return Response(status, reason or REASONS.get(status, "Unknown"), Headers(items), body)
