@@ -168,3 +168,18 @@ async def test_delete_tenant_erases_every_account_key(runtime: Runtime) -> None:
         with pytest.raises(KeyDestroyedError):
             await runtime.keyring.cipher(account_subject(account_id))
     assert await runtime.provisioning.tenants() == []
+
+
+async def test_sip_credentials_for_digest(runtime: Runtime) -> None:
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    found = await runtime.provisioning.sip_credentials("SIP.acme.example", "alice")
+    assert found is not None
+    assert found.active
+    assert found.ha1[DigestAlgorithm.MD5] == ha1(
+        DigestAlgorithm.MD5, "alice", "sip.acme.example", "correct horse"
+    )
+    assert "correct" not in repr(found)
+    assert found.ha1[DigestAlgorithm.SHA256] not in repr(found)
+    assert await runtime.provisioning.sip_credentials("acme", "alice") is None  # a code
+    assert await runtime.provisioning.sip_credentials("sip.acme.example", "bob") is None

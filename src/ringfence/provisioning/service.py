@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ringfence.clock import Clock
@@ -49,6 +49,17 @@ class ProvisioningStore(Protocol):
     ) -> list[StoredAccount]: ...
     async def update_account(self, account: StoredAccount, *, revoke_sessions: bool) -> None: ...
     async def delete_account(self, account_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SipCredentials:
+    """An account's digest secrets, opened for one authentication (never stored opened)."""
+
+    account_id: str
+    tenant: Tenant
+    username: str
+    active: bool
+    ha1: dict[DigestAlgorithm, str] = field(repr=False)
 
 
 def account_subject(account_id: str) -> str:
@@ -304,6 +315,29 @@ class ProvisioningService:
         cipher = await self._keyring.cipher(account_subject(stored.id))
         expected = cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed)
         return stored if hmac.compare_digest(candidate, expected) else None
+
+    async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
+        """What a registrar needs to check a digest response for `username@domain`.
+
+        None when the domain is no tenant's or the user does not exist.
+        """
+        tenant = await self._store.find_tenant(domain.lower())
+        if tenant is None or tenant.sip_domain != domain.lower():
+            return None
+        stored = await self._store.get_account(tenant.id, username)
+        if stored is None:
+            return None
+        cipher = await self._keyring.cipher(account_subject(stored.id))
+        return SipCredentials(
+            account_id=stored.id,
+            tenant=tenant,
+            username=stored.username,
+            active=stored.status is AccountStatus.ACTIVE,
+            ha1={
+                DigestAlgorithm.MD5: cipher.open_text(CTX_HA1_MD5, stored.ha1_md5_sealed),
+                DigestAlgorithm.SHA256: cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed),
+            },
+        )
 
     async def open_account(self, stored: StoredAccount, tenant: Tenant) -> Account:
         return self._open(stored, tenant, await self._keyring.cipher(account_subject(stored.id)))
