@@ -1,0 +1,516 @@
+"""The stateful proxy's mechanics (RFC 3261 §16), sans-IO, over the transaction layer.
+
+Theory of operation
+-------------------
+Every request that arrives opens a server transaction. The engine decides alone what needs no
+knowledge of users: CANCEL (§16.10), ACK for a 2xx (forwarded statelessly, §16.11), loop
+detection (§16.3 step 4), Max-Forwards (§16.3 step 3), in-dialog requests that carry our own
+Record-Route (the flow token names the next hop). Everything else waits in `pending()` for a
+decision from the router (which looks up accounts and registrations): `reply(...)` or
+`forward(...)` to one or more targets (parallel forking).
+
+For a forwarded request, each target gets a branch: a client transaction with our Via, the
+Record-Route, Max-Forwards decremented. Responses come back through a response context
+(§16.7): provisional ones (but 100) and every 2xx are passed upstream at once; the other final
+responses are kept until every branch has one, then the best is sent (§16.7 step 6). A 2xx or
+6xx cancels the other pending branches (§16.7 step 10, §16.10).
+
+Time is an argument; the engine keeps no clock. Drain `data_to_send()` to the transport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+from ringfence.proxy import flow_token
+from ringfence.sip.fields import MAGIC_COOKIE, parse_cseq, parse_max_forwards, parse_via
+from ringfence.sip.message import Headers, Message, Request, Response, make_response, split_list
+from ringfence.sip.transaction import (
+    AckReceived,
+    Address,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponseReceived,
+    TimerConfig,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    server_key,
+)
+from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
+
+DEFAULT_MAX_FORWARDS = 70
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """Where we listen on one transport: what goes in our Via and Record-Route."""
+
+    transport: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who we are: our listeners, and other names of ours (so we know our own Route)."""
+
+    listeners: tuple[Listener, ...]
+    aliases: frozenset[str] = frozenset()
+
+    def listener(self, transport: str) -> Listener:
+        wanted = transport.upper()
+        for listener in self.listeners:
+            if listener.transport == wanted:
+                return listener
+        # WSS/WS and TLS/TCP share a listener's address family; fall back to the first.
+        return self.listeners[0]
+
+    def is_us(self, uri: SipURI) -> bool:
+        host = uri.host.lower()
+        if host in self.aliases:
+            return True
+        default = 5061 if uri.scheme == "sips" else 5060
+        port = uri.port or default
+        return any(
+            host == listener.host.lower() and port == listener.port for listener in self.listeners
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One branch: the new Request-URI, the next hop, and Route headers to add (Path)."""
+
+    uri: str
+    destination: Address
+    route: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A request waiting for the router's decision.
+
+    `hop` is the next hop already known from our own Record-Route (an in-dialog request);
+    `request` has our Route entries removed.
+    """
+
+    key: str
+    request: Request
+    source: Address
+    hop: Address | None = None
+    in_dialog: bool = False
+
+
+@dataclass(slots=True)
+class _Branch:
+    key: str
+    request: Request
+    destination: Address
+    final: Response | None = None
+    provisional: bool = False
+    cancel_pending: bool = False
+
+
+@dataclass(slots=True)
+class _Context:
+    """§16.2: a response context, one per forwarded request."""
+
+    server_key: str
+    request: Request
+    source: Address
+    branches: list[_Branch] = field(default_factory=list)
+    final_sent: bool = False
+    cancelled: bool = False
+
+
+def loop_hash(request: Request) -> str:
+    """§16.6 step 8: a hash of what identifies the request, stable across a loop."""
+    headers = request.headers
+    parts = [
+        request.uri,
+        _tag(headers.get("From")),
+        _tag(headers.get("To")),
+        headers.get("Call-ID") or "",
+        str(parse_cseq(headers.get("CSeq") or "0 X").number),
+        ",".join(headers.values("Proxy-Require")),
+        ",".join(headers.get_all("Proxy-Authorization")),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def _tag(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return parse_name_addr(value).tag or ""
+    except URIError:
+        return ""
+
+
+def uri_destination(uri: SipURI) -> Address:
+    """The next hop a URI names (RFC 3263 in its simplest form: no DNS lookups here)."""
+    transport = (uri.param("transport") or ("tls" if uri.scheme == "sips" else "udp")).upper()
+    secure = uri.scheme == "sips" or transport in ("TLS", "WSS")
+    return Address(transport, uri.host, uri.port or (5061 if secure else 5060))
+
+
+def pop_top_via(headers: Headers) -> Headers:
+    """The headers without the first Via value (a proxy removes its own, §16.7 step 3)."""
+    items = list(headers)
+    for index, (name, value) in enumerate(items):
+        if name == "Via":
+            rest = split_list(value)[1:]
+            if rest:
+                items[index] = (name, ", ".join(rest))
+            else:
+                del items[index]
+            break
+    return Headers(items)
+
+
+def _with_max_forwards(headers: Headers) -> Headers:
+    value = headers.get("Max-Forwards")
+    remaining = DEFAULT_MAX_FORWARDS if value is None else parse_max_forwards(value) - 1
+    return headers.replace("Max-Forwards", str(remaining))
+
+
+def _best(finals: list[Response]) -> Response:
+    """§16.7 step 6: a 6xx if any, else the lowest class; 503 becomes 500."""
+    six = [response for response in finals if response.status >= 600]
+    best = six[0] if six else min(finals, key=lambda response: response.status // 100)
+    if best.status == 503:
+        best = replace(best, status=500, reason="Server Internal Error")
+    return best
+
+
+class ProxyEngine:
+    def __init__(
+        self, identity: Identity, flow_key: bytes, timers: TimerConfig | None = None
+    ) -> None:
+        self.identity = identity
+        self._flow_key = flow_key
+        self.layer = TransactionLayer(timers)
+        self._contexts: dict[str, _Context] = {}
+        self._branch_of: dict[str, tuple[_Context, _Branch]] = {}
+        self._pending: list[Incoming] = []
+        self._outbox: list[tuple[Address, Message]] = []
+
+    # -- driving ----------------------------------------------------------------------------
+
+    def receive(self, message: Message, source: Address, now: float) -> None:
+        self.layer.receive(message, source, now)
+        self._pump(now)
+
+    def handle_timer(self, now: float) -> None:
+        self.layer.handle_timer(now)
+        self._pump(now)
+
+    def next_deadline(self) -> float | None:
+        return self.layer.next_deadline()
+
+    def data_to_send(self) -> list[tuple[Address, Message]]:
+        out = self.layer.data_to_send() + self._outbox
+        self._outbox = []
+        return out
+
+    def pending(self) -> list[Incoming]:
+        out, self._pending = self._pending, []
+        return out
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def reply(
+        self,
+        key: str,
+        status: int,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        now: float,
+    ) -> None:
+        request = self.layer.request(key)
+        if request is None:
+            return
+        tag = None if status == 100 else loop_hash(request)[:10]
+        self.respond(
+            key, make_response(request, status, reason, to_tag=tag, headers=headers), now=now
+        )
+
+    def respond(self, key: str, response: Response, *, now: float) -> None:
+        if self.layer.state(key) is None:
+            return  # the transaction ended meanwhile (e.g. CANCEL answered it)
+        context = self._contexts.get(key)
+        if context is not None and response.status >= 200:
+            context.final_sent = True
+        self.layer.send_response(key, response, now)
+        self._pump(now)
+
+    def forward(
+        self,
+        key: str,
+        request: Request,
+        targets: list[Target],
+        *,
+        now: float,
+        record_route: bool = True,
+    ) -> None:
+        """Fork `request` (already stripped of our Route) to `targets` in parallel."""
+        context = self._contexts.get(key)
+        source = context.source if context else None
+        if context is None:
+            original = self.layer.request(key)
+            if original is None:
+                return
+            context = _Context(key, original, Address("UDP", "0.0.0.0", 0))  # noqa: S104
+            self._contexts[key] = context
+        if context.cancelled:
+            self.reply(key, 487, now=now)
+            return
+        if not targets:
+            self.reply(key, 480, now=now)
+            return
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and parse_max_forwards(max_forwards) == 0:
+            self.reply(key, 483, now=now)  # §16.3 step 3
+            return
+        base = loop_hash(request)
+        for index, target in enumerate(targets):
+            listener = self.identity.listener(target.destination.transport)
+            branch = f"{MAGIC_COOKIE}{base}.{index}"
+            headers = _with_max_forwards(request.headers)
+            for route in reversed(target.route):
+                headers = headers.prepend("Route", route)
+            if record_route and source is not None:
+                headers = self._record_route(headers, source, target.destination)
+            via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
+            headers = headers.prepend("Via", via)
+            outgoing = Request(request.method, target.uri, headers, request.body)
+            client_key = self.layer.send_request(outgoing, target.destination, now)
+            branch_state = _Branch(client_key, outgoing, target.destination)
+            context.branches.append(branch_state)
+            self._branch_of[client_key] = (context, branch_state)
+        self._pump(now)
+
+    def _record_route(self, headers: Headers, caller: Address, callee: Address) -> Headers:
+        """§16.6 step 4: our Record-Route, with both flows of the dialog in the URI.
+
+        Two entries when the transports differ, so each side reaches us over its own
+        (RFC 5658 double record-routing).
+        """
+        token = flow_token.encode(self._flow_key, caller, callee)
+
+        def entry(transport: str) -> str:
+            listener = self.identity.listener(transport)
+            scheme = "sips" if listener.transport in ("TLS", "WSS") else "sip"
+            return (
+                f"<{scheme}:{token}@{listener.host}:{listener.port};"
+                f"transport={listener.transport.lower()};lr>"
+            )
+
+        caller_side, callee_side = entry(caller.transport), entry(callee.transport)
+        if caller_side == callee_side:
+            return headers.prepend("Record-Route", callee_side)
+        # The callee uses the route set in order, the caller reversed (§12.1.1, §12.1.2).
+        return headers.prepend("Record-Route", caller_side).prepend("Record-Route", callee_side)
+
+    # -- events from the transaction layer --------------------------------------------------
+
+    def _pump(self, now: float) -> None:
+        for event in self.layer.events():
+            if isinstance(event, RequestReceived):
+                self._on_request(event, now)
+            elif isinstance(event, ResponseReceived):
+                self._on_response(event.key, event.response, now)
+            elif isinstance(event, TransactionTimedOut | TransportFailed):
+                found = self._branch_of.get(event.key)
+                if found is not None:
+                    status = 408 if isinstance(event, TransactionTimedOut) else 503
+                    self._on_response(event.key, make_response(found[1].request, status), now)
+            elif isinstance(event, TransactionTerminated):
+                self._contexts.pop(event.key, None)
+                self._branch_of.pop(event.key, None)
+            elif isinstance(event, StrayResponseReceived):
+                self._forward_stray(event.response)
+            elif isinstance(event, AckReceived):
+                pass  # an ACK to a 2xx we sent ourselves: nothing follows from it
+
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        if event.key is None:
+            self._forward_ack(request, event.source)
+            return
+        if request.method == "CANCEL":
+            self._on_cancel(event.key, request, now)
+            return
+        if self._looped(request):
+            self.reply(event.key, 482, now=now)
+            return
+        stripped, hop, ours = self.strip_own_routes(request, event.source)
+        if request.method == "INVITE":
+            self._contexts[event.key] = _Context(event.key, request, event.source)
+        in_dialog = _tag(request.headers.get("To")) != "" and ours
+        self._pending.append(Incoming(event.key, stripped, event.source, hop, in_dialog))
+
+    def _looped(self, request: Request) -> bool:
+        """§16.3 step 4: whether one of our Vias carries this very request's hash.
+
+        A spiral changes the Request-URI, so its hash differs; a loop does not.
+        """
+        expected = MAGIC_COOKIE + loop_hash(request)
+        for value in request.headers.values("Via"):
+            via = parse_via(value)
+            listener_match = any(
+                via.host == listener.host and (via.port or 5060) == listener.port
+                for listener in self.identity.listeners
+            )
+            if listener_match and (via.branch or "").startswith(expected):
+                return True
+        return False
+
+    def strip_own_routes(
+        self, request: Request, source: Address
+    ) -> tuple[Request, Address | None, bool]:
+        """§16.4: remove the Route entries that name us; the hop their flow token gives."""
+        routes = request.headers.values("Route")
+        hop: Address | None = None
+        removed = 0
+        for value in routes:
+            try:
+                uri = parse_name_addr(value).uri
+            except URIError:
+                break
+            if not isinstance(uri, SipURI) or not self.identity.is_us(uri):
+                break
+            removed += 1
+            flows = flow_token.decode(self._flow_key, uri.user or "") if uri.user else None
+            if flows is not None and hop is None:
+                caller, callee = flows
+                if flow_token.same_flow(source, caller):
+                    hop = callee
+                elif flow_token.same_flow(source, callee):
+                    hop = caller
+        if not removed:
+            return request, None, False
+        headers = request.headers.remove("Route")
+        for value in reversed(routes[removed:]):
+            headers = headers.prepend("Route", value)
+        if hop is None and routes[removed:]:
+            try:
+                next_uri = parse_name_addr(routes[removed]).uri
+            except URIError:
+                next_uri = None
+            if isinstance(next_uri, SipURI):
+                hop = uri_destination(next_uri)
+        return replace(request, headers=headers), hop, True
+
+    def _on_cancel(self, key: str, cancel: Request, now: float) -> None:
+        """§16.10: answer the CANCEL, then cancel every branch still pending."""
+        context = self._contexts.get(server_key(replace(cancel, method="INVITE")))
+        if context is None or context.final_sent:
+            self.reply(key, 481, now=now)
+            return
+        self.reply(key, 200, now=now)
+        context.cancelled = True
+        if not context.branches:
+            # Still waiting for the router: the INVITE is answered now.
+            self.reply(context.server_key, 487, now=now)
+            return
+        for branch in context.branches:
+            self._cancel_branch(branch, now)
+
+    def _cancel_branch(self, branch: _Branch, now: float) -> None:
+        if branch.final is not None:
+            return
+        if not branch.provisional:
+            # §9.1: no CANCEL before a provisional response; send it when one arrives.
+            branch.cancel_pending = True
+            return
+        invite = branch.request
+        headers = [("Via", invite.headers.values("Via")[0])]
+        headers += [("Route", value) for value in invite.headers.get_all("Route")]
+        headers += [
+            ("Max-Forwards", str(DEFAULT_MAX_FORWARDS)),
+            ("From", invite.headers.get("From") or ""),
+            ("To", invite.headers.get("To") or ""),
+            ("Call-ID", invite.headers.get("Call-ID") or ""),
+            ("CSeq", f"{parse_cseq(invite.headers.get('CSeq') or '').number} CANCEL"),
+            ("Content-Length", "0"),
+        ]
+        branch.cancel_pending = False
+        self.layer.send_request(
+            Request("CANCEL", invite.uri, Headers(headers)), branch.destination, now
+        )
+
+    def _on_response(self, key: str, response: Response, now: float) -> None:
+        found = self._branch_of.get(key)
+        if found is None:
+            return  # a response to a CANCEL we sent
+        context, branch = found
+        upstream = replace(response, headers=pop_top_via(response.headers), raw=None)
+        if response.status < 200:
+            branch.provisional = True
+            if branch.cancel_pending:
+                self._cancel_branch(branch, now)
+            if response.status > 100 and not context.final_sent:
+                self.layer.send_response(context.server_key, upstream, now)
+            return
+        branch.final = response
+        if 200 <= response.status < 300:
+            # Every 2xx goes upstream, even after another: each creates its own dialog.
+            context.final_sent = True
+            self.layer.send_response(context.server_key, upstream, now)
+            if context.request.method == "INVITE":
+                for other in context.branches:
+                    self._cancel_branch(other, now)
+            return
+        if response.status >= 600 and context.request.method == "INVITE":
+            for other in context.branches:
+                self._cancel_branch(other, now)
+        if context.final_sent or any(b.final is None for b in context.branches):
+            return
+        finals = [b.final for b in context.branches if b.final is not None]
+        best = _best(finals)
+        context.final_sent = True
+        self.layer.send_response(
+            context.server_key, replace(best, headers=pop_top_via(best.headers), raw=None), now
+        )
+
+    # -- stateless forwarding ---------------------------------------------------------------
+
+    def _forward_ack(self, ack: Request, source: Address) -> None:
+        """§16.11: an ACK for a 2xx follows the route set, statelessly."""
+        stripped, hop, _ = self.strip_own_routes(ack, source)
+        if hop is None:
+            try:
+                uri = parse_uri(stripped.uri)
+            except URIError:
+                return
+            if not isinstance(uri, SipURI):
+                return
+            hop = uri_destination(uri)
+        listener = self.identity.listener(hop.transport)
+        branch = f"{MAGIC_COOKIE}{loop_hash(stripped)}.a"
+        via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
+        headers = _with_max_forwards(stripped.headers).prepend("Via", via)
+        self._outbox.append((hop, replace(stripped, headers=headers, raw=None)))
+
+    def _forward_stray(self, response: Response) -> None:
+        """§16.7 step 3 for a 2xx no transaction matches: forward it to the next Via."""
+        vias = response.headers.values("Via")
+        if len(vias) < 2:
+            return
+        try:
+            ours, upstream = parse_via(vias[0]), parse_via(vias[1])
+        except URIError:
+            return
+        if not any(ours.host == listener.host for listener in self.identity.listeners):
+            return
+        host = upstream.param("received") or upstream.host
+        rport = upstream.param("rport")
+        port = int(rport) if rport and rport.isdigit() else (upstream.port or 5060)
+        destination = Address(upstream.transport, host, port)
+        self._outbox.append(
+            (destination, replace(response, headers=pop_top_via(response.headers), raw=None))
+        )

@@ -1,0 +1,243 @@
+"""The proxy's mechanics without I/O: forking, best response, CANCEL, loops, dialogs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ringfence.proxy import flow_token
+from ringfence.proxy.engine import Identity, Incoming, Listener, ProxyEngine, Target, loop_hash
+from ringfence.sip.message import Headers, Message, Request, Response, make_response
+from ringfence.sip.transaction import Address, build_ack
+from ringfence.sip.uri import parse_name_addr
+
+KEY = b"k" * 32
+US = Identity((Listener("UDP", "192.0.2.1", 5060), Listener("TCP", "192.0.2.1", 5060)))
+CALLER = Address("UDP", "198.51.100.7", 5070)
+BOB_1 = Address("UDP", "203.0.113.5", 5060)
+BOB_2 = Address("TCP", "203.0.113.6", 40000, flow="flow-2")
+
+
+def invite(method: str = "INVITE", max_forwards: str = "70") -> Request:
+    return Request(
+        method,
+        "sip:bob@sip.acme.example",
+        Headers(
+            [
+                ("Via", "SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-caller-1;rport"),
+                ("Max-Forwards", max_forwards),
+                ("From", "<sip:alice@sip.acme.example>;tag=a1"),
+                ("To", "<sip:bob@sip.acme.example>"),
+                ("Call-ID", "call-1"),
+                ("CSeq", f"1 {method}"),
+                ("Contact", "<sip:alice@198.51.100.7:5070>"),
+                ("Content-Length", "0"),
+            ]
+        ),
+    )
+
+
+def start(engine: ProxyEngine, request: Request, now: float = 0.0) -> Incoming:
+    engine.receive(request, CALLER, now)
+    [incoming] = engine.pending()
+    return incoming
+
+
+def sent(engine: ProxyEngine) -> list[tuple[Address, Message]]:
+    return engine.data_to_send()
+
+
+def requests_to(out: list[tuple[Address, Message]], method: str) -> dict[Address, Request]:
+    return {a: m for a, m in out if isinstance(m, Request) and m.method == method}
+
+
+def responses(out: list[tuple[Address, Message]]) -> list[int]:
+    return [m.status for _, m in out if isinstance(m, Response)]
+
+
+TARGETS = [
+    Target("sip:bob@203.0.113.5:5060", BOB_1),
+    Target("sip:bob@203.0.113.6;transport=tcp", BOB_2),
+]
+
+
+def test_forks_in_parallel_with_via_record_route_and_max_forwards() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    assert responses(sent(engine)) == [100]
+    engine.forward(incoming.key, incoming.request, TARGETS, now=0.0)
+    out = requests_to(sent(engine), "INVITE")
+    assert set(out) == {BOB_1, BOB_2}
+    to_tcp = out[BOB_2]
+    assert to_tcp.uri == "sip:bob@203.0.113.6;transport=tcp"
+    assert to_tcp.headers.values("Via")[0].startswith("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK")
+    assert to_tcp.headers.get("Max-Forwards") == "69"
+    # Caller on UDP, callee on TCP: two Record-Route entries (callee's transport on top).
+    record_routes = to_tcp.headers.values("Record-Route")
+    assert len(record_routes) == 2
+    assert "transport=tcp" in record_routes[0]
+    assert "transport=udp" in record_routes[1]
+    token = parse_name_addr(record_routes[0]).uri
+    assert flow_token.decode(KEY, str(getattr(token, "user", ""))) == (CALLER, BOB_2)
+    assert len(out[BOB_1].headers.values("Record-Route")) == 1
+    branches = {m.headers.values("Via")[0] for m in out.values()}
+    assert len(branches) == 2
+
+
+def test_best_response_when_every_branch_fails() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, TARGETS, now=0.0)
+    out = requests_to(sent(engine), "INVITE")
+    engine.receive(make_response(out[BOB_1], 486, to_tag="b1"), BOB_1, 0.1)
+    assert responses(sent(engine)) == []
+    engine.receive(make_response(out[BOB_2], 503, to_tag="b2"), BOB_2, 0.2)
+    upstream = [m for a, m in sent(engine) if isinstance(m, Response) and a == CALLER]
+    assert [r.status for r in upstream] == [486]
+    assert upstream[0].headers.values("Via") == incoming.request.headers.values("Via")
+
+
+def test_only_503_becomes_500() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, TARGETS[:1], now=0.0)
+    out = requests_to(sent(engine), "INVITE")
+    engine.receive(make_response(out[BOB_1], 503, to_tag="b1"), BOB_1, 0.1)
+    assert 500 in responses(sent(engine))
+
+
+def test_provisional_and_2xx_pass_at_once_and_cancel_the_rest() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, TARGETS, now=0.0)
+    out = requests_to(sent(engine), "INVITE")
+    engine.receive(make_response(out[BOB_1], 180, to_tag="b1"), BOB_1, 0.1)
+    engine.receive(make_response(out[BOB_2], 180, to_tag="b2"), BOB_2, 0.1)
+    assert responses(sent(engine)) == [180, 180]
+    engine.receive(make_response(out[BOB_1], 200, to_tag="b1"), BOB_1, 0.2)
+    after = sent(engine)
+    assert 200 in responses(after)
+    cancels = requests_to(after, "CANCEL")
+    assert set(cancels) == {BOB_2}
+    cancel = cancels[BOB_2]
+    assert cancel.headers.values("Via") == [out[BOB_2].headers.values("Via")[0]]
+    assert cancel.headers.get("CSeq") == "1 CANCEL"
+
+
+def test_cancel_from_the_caller() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, TARGETS, now=0.0)
+    out = requests_to(sent(engine), "INVITE")
+    engine.receive(make_response(out[BOB_1], 180, to_tag="b1"), BOB_1, 0.1)
+    sent(engine)
+    cancel = replace(invite("CANCEL"), uri=incoming.request.uri)
+    engine.receive(cancel, CALLER, 0.2)
+    after = sent(engine)
+    assert responses(after) == [200]  # for the CANCEL
+    assert set(requests_to(after, "CANCEL")) == {BOB_1}  # BOB_2 has not answered yet
+    engine.receive(make_response(out[BOB_2], 100), BOB_2, 0.3)
+    assert set(requests_to(sent(engine), "CANCEL")) == {BOB_2}  # sent once it answered
+    engine.receive(make_response(out[BOB_1], 487, to_tag="b1"), BOB_1, 0.4)
+    engine.receive(make_response(out[BOB_2], 487, to_tag="b2"), BOB_2, 0.4)
+    assert responses(sent(engine)) == [487]
+
+
+def test_cancel_before_the_decision_and_unknown_cancel() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    sent(engine)
+    engine.receive(invite("CANCEL"), CALLER, 0.1)
+    assert sorted(responses(sent(engine))) == [200, 487]
+    engine.forward(incoming.key, incoming.request, TARGETS, now=0.2)
+    assert requests_to(sent(engine), "INVITE") == {}
+    other = ProxyEngine(US, KEY)
+    other.receive(invite("CANCEL"), CALLER, 0.0)
+    assert responses(other.data_to_send()) == [481]
+
+
+def test_loop_is_detected_and_max_forwards_zero_refused() -> None:
+    engine = ProxyEngine(US, KEY)
+    request = invite()
+    looped = replace(
+        request,
+        headers=request.headers.prepend(
+            "Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{loop_hash(request)}.0"
+        ),
+    )
+    engine.receive(looped, CALLER, 0.0)
+    assert engine.pending() == []
+    assert responses(sent(engine)) == [100, 482]
+    incoming = start(engine, invite(max_forwards="0"))
+    engine.forward(incoming.key, incoming.request, TARGETS, now=0.0)
+    assert 483 in responses(sent(engine))
+
+
+def test_in_dialog_requests_follow_the_flow_token() -> None:
+    engine = ProxyEngine(US, KEY)
+    token = flow_token.encode(KEY, CALLER, BOB_2)
+    bye = Request(
+        "BYE",
+        "sip:alice@198.51.100.7:5070",
+        Headers(
+            [
+                ("Via", "SIP/2.0/TCP 203.0.113.6:40000;branch=z9hG4bK-bye"),
+                ("Route", f"<sip:{token}@192.0.2.1:5060;transport=tcp;lr>"),
+                ("Route", f"<sip:{token}@192.0.2.1:5060;transport=udp;lr>"),
+                ("Max-Forwards", "70"),
+                ("From", "<sip:bob@sip.acme.example>;tag=b2"),
+                ("To", "<sip:alice@sip.acme.example>;tag=a1"),
+                ("Call-ID", "call-1"),
+                ("CSeq", "2 BYE"),
+                ("Content-Length", "0"),
+            ]
+        ),
+    )
+    engine.receive(bye, BOB_2, 0.0)
+    [incoming] = engine.pending()
+    assert incoming.in_dialog
+    assert incoming.hop == CALLER
+    assert incoming.request.headers.get("Route") is None
+    forged = flow_token.encode(b"x" * 32, CALLER, BOB_2)
+    assert flow_token.decode(KEY, forged) is None
+
+
+def test_ack_for_2xx_is_forwarded_statelessly() -> None:
+    engine = ProxyEngine(US, KEY)
+    token = flow_token.encode(KEY, CALLER, BOB_2)
+    ok = make_response(invite(), 200, to_tag="b2")
+    ack = build_ack(invite(), ok)
+    ack = replace(
+        ack,
+        uri="sip:bob@203.0.113.6;transport=tcp",
+        headers=ack.headers.add("Route", f"<sip:{token}@192.0.2.1:5060;transport=udp;lr>"),
+    )
+    engine.receive(ack, CALLER, 0.0)
+    [(destination, forwarded)] = sent(engine)
+    assert destination == BOB_2
+    assert isinstance(forwarded, Request)
+    assert forwarded.method == "ACK"
+    assert forwarded.headers.get("Route") is None
+    assert len(forwarded.headers.values("Via")) == 2
+
+
+def test_a_branch_that_times_out_gives_408() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite("MESSAGE"))
+    engine.forward(incoming.key, incoming.request, TARGETS[:1], now=0.0)
+    sent(engine)
+    while (deadline := engine.next_deadline()) is not None and deadline < 40:
+        engine.handle_timer(deadline)
+    assert 408 in responses(sent(engine))
+
+
+@pytest.mark.parametrize("status", [480, 404])
+def test_reply_gives_a_to_tag(status: int) -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite("MESSAGE"))
+    engine.reply(incoming.key, status, now=0.0)
+    [(_, response)] = sent(engine)
+    assert isinstance(response, Response)
+    assert response.status == status
+    assert parse_name_addr(response.headers.get("To") or "").tag
