@@ -94,6 +94,35 @@ class AuthSettings(_Section):
     login_window_s: int = Field(default=300, ge=1)
 
 
+class SIPSettings(_Section):
+    #: Serve SIP at all (registrar and proxy of the standalone mode).
+    enabled: bool = True
+    #: Address the SIP listeners bind to.
+    host: str = "127.0.0.1"
+    #: What we put in Via and Record-Route; default: `host`.
+    public_host: str | None = None
+    #: Ports; 0 disables that transport.
+    udp_port: int = Field(default=5060, ge=0, le=65535)
+    tcp_port: int = Field(default=5060, ge=0, le=65535)
+    tls_port: int = Field(default=5061, ge=0, le=65535)
+    ws_port: int = Field(default=8088, ge=0, le=65535)
+    #: TLS certificate and key (PEM). Empty: a self-signed pair made on first start in
+    #: `<data_dir>/tls/`.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Registration interval bounds (RFC 3261 §10.3: 423 below the minimum).
+    min_expires_s: int = Field(default=60, ge=1)
+    max_expires_s: int = Field(default=3600, ge=60)
+    default_expires_s: int = Field(default=3600, ge=60)
+    #: How long a digest nonce stays fresh before the client is told it is stale.
+    nonce_lifetime_s: int = Field(default=300, ge=10, le=3600)
+    #: Static outbound route for destinations outside the tenants, e.g.
+    #: "sip:trunk.example.com:5060;transport=udp". Empty: such calls get 403.
+    trunk: str | None = None
+    #: Source addresses (IPs) of the trunk or PBX whose requests need no authentication.
+    trusted_hosts: tuple[str, ...] = ()
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     #: One JSON object per line (for log shippers); false gives plain text for a terminal.
@@ -121,6 +150,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     keys: KeySettings = KeySettings()
     auth: AuthSettings = AuthSettings()
+    sip: SIPSettings = SIPSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -115,3 +115,11 @@ def test_bad_kek_text_is_refused() -> None:
 
 def test_repr_shows_no_key_material() -> None:
     assert KEK.hex() not in repr(KeyEncryptionKey(KEK))
+
+
+def test_derived_secrets_are_per_purpose_and_stable() -> None:
+    kek = KeyEncryptionKey(KEK)
+    assert kek.derive("sip-nonce") == KeyEncryptionKey(KEK).derive("sip-nonce")
+    assert kek.derive("sip-nonce") != kek.derive("flow-token")
+    assert kek.derive("sip-nonce") != KeyEncryptionKey(bytes(32)).derive("sip-nonce")
+    assert len(kek.derive("x")) == 32

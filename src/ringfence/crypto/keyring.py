@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -51,11 +52,12 @@ class WrappedKeyStore(Protocol):
 class KeyEncryptionKey:
     """The service's key-encryption key: wraps and unwraps subjects' data keys."""
 
-    __slots__ = ("_aead", "id")
+    __slots__ = ("_aead", "_key", "id")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError("a key-encryption key is 32 bytes")
+        self._key = key
         self.id = hashlib.sha256(key).digest()[:KEK_ID_BYTES]
         self._aead = AESGCM(key)
 
@@ -87,6 +89,14 @@ class KeyEncryptionKey:
         with os.fdopen(fd, "w", encoding="ascii") as file:
             file.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n")
         return cls.from_base64(path.read_text(encoding="ascii"))
+
+    def derive(self, purpose: str) -> bytes:
+        """A 256-bit secret for one purpose (digest nonces, flow tokens).
+
+        The same on every node that holds this KEK: HMAC-SHA-256 over the purpose, used as a
+        PRF (RFC 5869 §3.3).
+        """
+        return hmac.new(self._key, b"ringfence:derive:" + purpose.encode(), hashlib.sha256).digest()
 
     def wrap(self, subject: str, data_key: bytes, *, nonce: bytes | None = None) -> bytes:
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
