@@ -316,6 +316,11 @@ class ProvisioningService:
         expected = cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed)
         return stored if hmac.compare_digest(candidate, expected) else None
 
+    async def is_tenant_domain(self, domain: str) -> bool:
+        """Whether `domain` is a tenant's SIP domain (a code does not count)."""
+        tenant = await self._store.find_tenant(domain.lower())
+        return tenant is not None and tenant.sip_domain == domain.lower()
+
     async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
         """What a registrar needs to check a digest response for `username@domain`.
 

@@ -1,0 +1,194 @@
+"""Routing decisions: who may send what where (RFC 3261 §16.5 targets, §22.3 proxy auth).
+
+The router answers each `Incoming` request of the engine with a `Reply` or a `Forward`:
+
+- In-dialog requests go where our Record-Route's flow token says, else to the Request-URI
+  (a registered contact is reached over the flow it registered on).
+- Requests from one of our tenants' users must prove it (407, RFC 3261 §22.3) unless they
+  come from a trusted host (the trunk); the authenticated user must be the From user (403).
+- A Request-URI in a tenant's domain goes to every registered contact of that user (parallel
+  forking, §16.5); an unknown user gets 404, one with no registration 480.
+- Anything else goes to the configured trunk when a local user asked for it, else 403; a
+  stranger may only reach the tenants' users (no open relay).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ringfence.provisioning.service import SipCredentials
+from ringfence.proxy.engine import Incoming, Target, uri_destination
+from ringfence.sip.digest import (
+    DigestError,
+    DigestServer,
+    UnsupportedSchemeError,
+    VerifyStatus,
+    parse_credentials,
+)
+from ringfence.sip.transaction import Address
+from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
+
+logger = logging.getLogger(__name__)
+
+#: Methods that start something on a user's behalf: the caller must authenticate.
+AUTHENTICATED_METHODS = frozenset(
+    {"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH", "OPTIONS", "INFO", "UPDATE", "NOTIFY"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    targets: tuple[Target, ...]
+    record_route: bool = True
+
+
+Decision = Reply | Forward
+
+
+class Contact(Protocol):
+    """What the router needs of a registration (a `state.location.Binding`)."""
+
+    @property
+    def contact(self) -> str: ...
+
+    @property
+    def source(self) -> Address: ...
+
+    @property
+    def path(self) -> tuple[str, ...]: ...
+
+
+class Locations(Protocol):
+    async def lookup(self, aor: str, now: float) -> Sequence[Contact]: ...
+
+
+class Accounts(Protocol):
+    """What the router needs of provisioning (`ProvisioningService`)."""
+
+    async def is_tenant_domain(self, domain: str) -> bool: ...
+
+    async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    nonce_secret: bytes
+    nonce_lifetime_s: float = 300.0
+    trunk: str | None = None
+    trusted_hosts: frozenset[str] = frozenset()
+
+
+class Router:
+    def __init__(self, accounts: Accounts, locations: Locations, config: RouterConfig) -> None:
+        self._accounts = accounts
+        self._locations = locations
+        self._config = config
+        self._trunk: SipURI | None = None
+        if config.trunk:
+            trunk = parse_uri(config.trunk)
+            if not isinstance(trunk, SipURI):
+                raise ValueError("the trunk must be a sip: or sips: URI")
+            self._trunk = trunk
+        self._digest: dict[str, DigestServer] = {}
+
+    async def decide(self, incoming: Incoming, now: float) -> Decision:
+        request = incoming.request
+        if incoming.in_dialog:
+            return await self._in_dialog(incoming, now)
+        if incoming.hop is not None:
+            # A preloaded Route beyond us (an outbound proxy use): follow it.
+            return Forward((Target(request.uri, incoming.hop),), record_route=True)
+        try:
+            target = parse_uri(request.uri)
+            caller = parse_name_addr(request.headers.get("From") or "").uri
+        except URIError:
+            return Reply(400, "Bad Request-URI or From")
+        local_caller = False
+        if isinstance(caller, SipURI) and await self._accounts.is_tenant_domain(caller.host):
+            local_caller = True
+            if (
+                request.method in AUTHENTICATED_METHODS
+                and incoming.source.host not in self._config.trusted_hosts
+            ):
+                refusal = await self._authenticate(incoming, caller, now)
+                if refusal is not None:
+                    return refusal
+        if isinstance(target, SipURI) and await self._accounts.is_tenant_domain(target.host):
+            return await self._to_user(target, now)
+        if local_caller or incoming.source.host in self._config.trusted_hosts:
+            if self._trunk is not None:
+                return Forward((Target(request.uri, uri_destination(self._trunk)),))
+            return Reply(403, "No route to destinations outside this service")
+        return Reply(404, "Domain not served here")
+
+    async def _to_user(self, target: SipURI, now: float) -> Decision:
+        user = target.user_unescaped
+        if not user:
+            return Reply(404, "Not Found")
+        if await self._accounts.sip_credentials(target.host.lower(), user) is None:
+            return Reply(404, "Not Found")
+        aor = f"sip:{user}@{target.host.lower()}"
+        bindings = await self._locations.lookup(aor, now)
+        if not bindings:
+            return Reply(480, "Temporarily Unavailable")
+        # §16.5/§16.6: each contact is a branch; it is reached over the flow it registered
+        # from (RFC 5626; RFC 3581 for NATed UDP), with its Path as Route (RFC 3327).
+        return Forward(tuple(Target(b.contact, b.source, b.path) for b in bindings))
+
+    async def _in_dialog(self, incoming: Incoming, now: float) -> Decision:
+        request = incoming.request
+        if incoming.hop is not None:
+            return Forward((Target(request.uri, incoming.hop),), record_route=False)
+        try:
+            uri = parse_uri(request.uri)
+        except URIError:
+            return Reply(400, "Bad Request-URI")
+        if not isinstance(uri, SipURI):
+            return Reply(416, "Unsupported URI Scheme")
+        return Forward((Target(request.uri, uri_destination(uri)),), record_route=False)
+
+    async def _authenticate(self, incoming: Incoming, caller: SipURI, now: float) -> Reply | None:
+        realm = caller.host.lower()
+        server = self._digest.get(realm)
+        if server is None:
+            server = self._digest[realm] = DigestServer(
+                self._config.nonce_secret, realm, nonce_lifetime_s=self._config.nonce_lifetime_s
+            )
+        request = incoming.request
+        stale = False
+        for value in request.headers.get_all("Proxy-Authorization"):
+            try:
+                credentials = parse_credentials(value)
+            except UnsupportedSchemeError:
+                continue
+            except DigestError:
+                return Reply(400, "Malformed Proxy-Authorization")
+            if credentials.realm.lower() != realm:
+                continue
+            if credentials.username != caller.user_unescaped:
+                return Reply(403, "Credentials do not match the From user")
+            account = await self._accounts.sip_credentials(realm, credentials.username)
+            if account is None:
+                break
+            result = server.verify(credentials, request.method, account.ha1, now)
+            if result.status is VerifyStatus.OK:
+                if not account.active:
+                    return Reply(403, "Account suspended")
+                return None
+            stale = result.status is VerifyStatus.STALE
+            break
+        challenges = tuple(
+            ("Proxy-Authenticate", challenge.render())
+            for challenge in server.challenge(now, stale=stale)
+        )
+        return Reply(407, "Proxy Authentication Required", challenges)

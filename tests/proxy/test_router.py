@@ -1,0 +1,173 @@
+"""Routing decisions over real accounts: authentication, targets, trunk, no open relay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from ringfence.proxy.engine import Incoming, Target
+from ringfence.proxy.router import Forward, Reply, Router, RouterConfig
+from ringfence.runtime import Runtime
+from ringfence.sip.digest import answer, parse_challenge
+from ringfence.sip.message import Headers, Request
+from ringfence.sip.transaction import Address
+from tests.conftest import Demo
+
+ALICE_PHONE = Address("UDP", "198.51.100.7", 5070)
+BOB_PHONE = Address("TCP", "203.0.113.6", 40000, flow="f-bob")
+TRUNK_HOST = Address("UDP", "192.0.2.99", 5060)
+
+
+@dataclass(frozen=True)
+class FakeBinding:
+    contact: str
+    source: Address
+    path: tuple[str, ...] = ()
+
+
+class FakeLocations:
+    def __init__(self) -> None:
+        self.bindings: dict[str, list[FakeBinding]] = {}
+
+    async def lookup(self, aor: str, now: float) -> Sequence[FakeBinding]:
+        return self.bindings.get(aor, [])
+
+
+def request(
+    method: str = "INVITE",
+    uri: str = "sip:bob@sip.acme.example",
+    sender: str = "sip:alice@sip.acme.example",
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Request:
+    return Request(
+        method,
+        uri,
+        Headers(
+            [
+                ("Via", "SIP/2.0/UDP 198.51.100.7:5070;branch=z9hG4bK-1"),
+                ("From", f"<{sender}>;tag=a1"),
+                ("To", f"<{uri}>"),
+                ("Call-ID", "c1"),
+                ("CSeq", f"1 {method}"),
+                *extra,
+            ]
+        ),
+    )
+
+
+@pytest.fixture
+async def bob(runtime: Runtime, demo: Demo) -> None:
+    await runtime.provisioning.create_account("acme", "bob", "bob's secret")
+
+
+def make_router(runtime: Runtime, locations: FakeLocations, trunk: str | None = None) -> Router:
+    config = RouterConfig(b"s" * 32, trunk=trunk, trusted_hosts=frozenset({TRUNK_HOST.host}))
+    return Router(runtime.provisioning, locations, config)
+
+
+async def authenticated(router: Router, req: Request, password: str = "correct horse") -> Request:
+    challenge = await router.decide(Incoming("k", req, ALICE_PHONE), 0.0)
+    assert isinstance(challenge, Reply)
+    assert challenge.status == 407
+    offered = [parse_challenge(v) for n, v in challenge.headers if n == "Proxy-Authenticate"]
+    assert [c.algorithm for c in offered] == ["SHA-256", "MD5"]
+    credentials = answer(offered[0], req.method, req.uri, "alice", password, cnonce="c0ffee")
+    return Request(
+        req.method,
+        req.uri,
+        req.headers.add("Proxy-Authorization", credentials.render()),
+    )
+
+
+@pytest.mark.usefixtures("bob")
+async def test_local_caller_authenticates_then_reaches_every_contact(runtime: Runtime) -> None:
+    locations = FakeLocations()
+    locations.bindings["sip:bob@sip.acme.example"] = [
+        FakeBinding("sip:bob@203.0.113.6;transport=tcp", BOB_PHONE),
+        FakeBinding("sip:bob@10.0.0.2:5060", Address("UDP", "203.0.113.9", 6000), ("<sip:e>",)),
+    ]
+    router = make_router(runtime, locations)
+    req = await authenticated(router, request())
+    decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+    assert decision == Forward(
+        (
+            Target("sip:bob@203.0.113.6;transport=tcp", BOB_PHONE),
+            Target("sip:bob@10.0.0.2:5060", Address("UDP", "203.0.113.9", 6000), ("<sip:e>",)),
+        )
+    )
+
+
+@pytest.mark.usefixtures("bob")
+async def test_wrong_password_is_challenged_again(runtime: Runtime) -> None:
+    router = make_router(runtime, FakeLocations())
+    req = await authenticated(router, request(), password="wrong horse")
+    decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+    assert isinstance(decision, Reply)
+    assert decision.status == 407
+
+
+@pytest.mark.usefixtures("bob")
+async def test_credentials_of_another_user_are_refused(runtime: Runtime) -> None:
+    router = make_router(runtime, FakeLocations())
+    req = await authenticated(router, request())
+    spoofed = Request(
+        req.method,
+        req.uri,
+        req.headers.replace("From", "<sip:bob@sip.acme.example>;tag=x"),
+    )
+    decision = await router.decide(Incoming("k", spoofed, ALICE_PHONE), 1.0)
+    assert decision == Reply(403, "Credentials do not match the From user")
+
+
+@pytest.mark.usefixtures("bob")
+async def test_unknown_user_and_unregistered_user(runtime: Runtime) -> None:
+    router = make_router(runtime, FakeLocations())
+    stranger = "sip:someone@elsewhere.example"
+    nobody = await router.decide(
+        Incoming("k", request(uri="sip:nobody@sip.acme.example", sender=stranger), ALICE_PHONE),
+        0.0,
+    )
+    assert nobody == Reply(404, "Not Found")
+    away = await router.decide(Incoming("k", request(sender=stranger), ALICE_PHONE), 0.0)
+    assert away == Reply(480, "Temporarily Unavailable")
+
+
+@pytest.mark.usefixtures("demo")
+async def test_outside_destinations_need_a_trunk_and_a_local_caller(runtime: Runtime) -> None:
+    outside = "sip:+15550100@pstn.example"
+    router = make_router(runtime, FakeLocations())
+    req = await authenticated(router, request(uri=outside))
+    assert await router.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Reply(
+        403, "No route to destinations outside this service"
+    )
+    trunked = make_router(runtime, FakeLocations(), trunk="sip:192.0.2.99:5060")
+    req = await authenticated(trunked, request(uri=outside))
+    assert await trunked.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Forward(
+        (Target(outside, TRUNK_HOST),)
+    )
+    relay = await trunked.decide(
+        Incoming("k", request(uri=outside, sender="sip:x@evil.example"), ALICE_PHONE), 1.0
+    )
+    assert relay == Reply(404, "Domain not served here")
+
+
+@pytest.mark.usefixtures("bob")
+async def test_trusted_hosts_skip_authentication(runtime: Runtime) -> None:
+    locations = FakeLocations()
+    locations.bindings["sip:bob@sip.acme.example"] = [FakeBinding("sip:bob@x", BOB_PHONE)]
+    router = make_router(runtime, locations)
+    decision = await router.decide(Incoming("k", request(), TRUNK_HOST), 0.0)
+    assert isinstance(decision, Forward)
+
+
+async def test_in_dialog_follows_the_hop_without_record_route(runtime: Runtime) -> None:
+    router = make_router(runtime, FakeLocations())
+    bye = request("BYE", uri="sip:alice@198.51.100.7:5070")
+    decision = await router.decide(Incoming("k", bye, BOB_PHONE, ALICE_PHONE, True), 0.0)
+    assert decision == Forward((Target(bye.uri, ALICE_PHONE),), record_route=False)
+    without_hop = await router.decide(Incoming("k", bye, BOB_PHONE, None, True), 0.0)
+    assert without_hop == Forward(
+        (Target(bye.uri, Address("UDP", "198.51.100.7", 5070)),), record_route=False
+    )
