@@ -1,0 +1,271 @@
+"""The registrar service: RFC 3261 §10.3 steps 2-8 over the accounts and the location service.
+
+`Registrar.handle` takes a REGISTER whose Request-URI names a domain we serve (step 1 is the
+transport driver's) and returns the response:
+
+1. The AOR comes from To (`rules.address_of_record`: 400 for a non-SIP To, RFC 4475 §3.3.4).
+   Its domain must be a tenant's SIP domain (else 403) and its user an account there (else
+   404, step 5).
+2. Digest authentication (step 3, RFC 3261 §22.4) against the account's HA1 values, in the
+   realm of the tenant's SIP domain. No usable credentials (none, another scheme as in RFC
+   4475 §3.3.7, another realm) get a 401 with a SHA-256 and an MD5 challenge (RFC 8760
+   §2.3); a refused check is answered as `_REFUSALS` says.
+3. Authorisation (step 4): the digest username must be the To user (no third-party
+   registration) and the account active, else 403.
+4. `rules.process_register` decides (steps 6-8) and the new bindings replace the old ones as
+   a whole; a location store failure is a 500 (step 7).
+
+Personal data: the service logs status codes and digest outcomes only, never a user name,
+AOR, Contact or address.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Protocol
+
+from ringfence.provisioning.service import SipCredentials
+from ringfence.registrar.rules import (
+    DEFAULT_POLICY,
+    AddressOfRecord,
+    RegistrarError,
+    RegistrarPolicy,
+    address_of_record,
+    process_register,
+    sip_uri_equal,
+)
+from ringfence.sip.digest import (
+    Credentials,
+    DigestError,
+    DigestServer,
+    UnsupportedSchemeError,
+    VerifyStatus,
+    parse_credentials,
+)
+from ringfence.sip.message import Request, Response, make_response
+from ringfence.sip.transaction import Address
+from ringfence.sip.uri import SipURI, URIError, parse_uri
+from ringfence.state.location import Binding, LocationService, LocationServiceError
+
+__all__ = ["Accounts", "Registrar"]
+
+logger = logging.getLogger(__name__)
+
+Headers = tuple[tuple[str, str], ...]
+
+#: How a refused digest check is answered: (status, reason, stale). A 401 carries fresh
+#: challenges, so a client can retry with a new nonce; stale=true only when the response was
+#: right and the nonce merely too old, so the client retries without asking its user for the
+#: password again (RFC 7616 §3.3). A wrong password is a 401 too (RFC 3261 §22.4: the
+#: credentials did not authenticate the request), as is a replayed nonce-count (RFC 7616
+#: §3.4: the count must increase): neither can succeed without the password.
+_REFUSALS: dict[VerifyStatus, tuple[int, str, bool]] = {
+    VerifyStatus.STALE: (401, "Unauthorized", True),
+    VerifyStatus.WRONG_RESPONSE: (401, "Unauthorized", False),
+    VerifyStatus.INVALID_NONCE: (401, "Unauthorized", False),
+    VerifyStatus.REALM_MISMATCH: (401, "Unauthorized", False),
+    VerifyStatus.REPLAYED_NONCE_COUNT: (401, "Unauthorized", False),
+    VerifyStatus.UNSUPPORTED_ALGORITHM: (401, "Unauthorized", False),
+    VerifyStatus.UNSUPPORTED_QOP: (401, "Unauthorized", False),
+    # qop=auth without cnonce or nc, or an empty uri: the client is broken, not unauthorised.
+    VerifyStatus.MISSING_PARAMETER: (400, "Malformed Authorization", False),
+}
+
+
+class Accounts(Protocol):
+    """What the registrar needs of provisioning (`ProvisioningService` has it)."""
+
+    async def is_tenant_domain(self, domain: str) -> bool: ...
+
+    async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None: ...
+
+
+class Registrar:
+    """Answers REGISTER requests and keeps the location service up to date.
+
+    Time is an argument: `now` is in seconds on the clock the location service's bindings use
+    (the SIP driver's), and also dates the digest nonces. Nonces are checked statelessly
+    against `nonce_secret`, so every node sharing it accepts them (`sip.digest`).
+    """
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        location: LocationService,
+        nonce_secret: bytes,
+        policy: RegistrarPolicy = DEFAULT_POLICY,
+        *,
+        nonce_lifetime_s: float = 300.0,
+    ) -> None:
+        """Create the registrar.
+
+        Args:
+            accounts: The tenants' accounts and their digest secrets.
+            location: Where bindings live.
+            nonce_secret: The HMAC key of digest nonces, 16 bytes or more.
+            policy: Expiry bounds and limits.
+            nonce_lifetime_s: How long a nonce stays fresh before it is answered as stale.
+
+        Raises:
+            ValueError: The secret is shorter than 16 bytes or the lifetime is not positive.
+        """
+        if len(nonce_secret) < 16:
+            raise ValueError("the digest nonce secret must be at least 16 bytes")
+        if nonce_lifetime_s <= 0:
+            raise ValueError("nonce_lifetime_s must be positive")
+        self._accounts = accounts
+        self._location = location
+        self._secret = nonce_secret
+        self._policy = policy
+        self._nonce_lifetime_s = nonce_lifetime_s
+        # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
+        self._digest: dict[str, DigestServer] = {}
+
+    @property
+    def policy(self) -> RegistrarPolicy:
+        """The expiry bounds and limits in force."""
+        return self._policy
+
+    async def handle(self, request: Request, source: Address, now: float) -> Response:
+        """Answer one REGISTER (RFC 3261 §10.3), updating the AOR's bindings on success.
+
+        Args:
+            request: The request; anything but REGISTER is answered 405.
+            source: Where it came from (transport, address, port and flow).
+            now: The current time on the bindings' clock, in seconds.
+
+        Returns:
+            The response, with a To tag; never raises for anything a peer can send.
+        """
+        if request.method != "REGISTER":
+            return self._respond(request, 405, "Method Not Allowed", (("Allow", "REGISTER"),))
+        try:
+            aor = address_of_record(request)
+        except RegistrarError as refusal:
+            return self._respond(request, refusal.status, refusal.reason, refusal.headers)
+        account = await self._accounts.sip_credentials(aor.domain, aor.user)
+        if account is None:
+            if not await self._accounts.is_tenant_domain(aor.domain):
+                # §10.3 step 1 in spirit: we keep no bindings for this domain.
+                return self._respond(request, 403, "Domain not served here")
+            # §10.3 step 5: "If the address-of-record is not valid for the domain ... 404".
+            return self._respond(request, 404, "Not Found")
+        answer = self._authenticate(request, aor, account, now)
+        if answer is not None:
+            status, reason, headers = answer
+            return self._respond(request, status, reason, headers)
+        if not account.active:
+            # §10.3 step 4: authenticated, but not allowed to register.
+            return self._respond(request, 403, "Account suspended")
+        key = str(aor)
+        try:
+            existing = await self._location.lookup(key, now)
+            outcome = process_register(
+                request, aor=key, existing=existing, source=source, now=now, policy=self._policy
+            )
+            if outcome.bindings is not None:
+                await self._location.replace(key, list(outcome.bindings), now)
+        except LocationServiceError:
+            # §10.3 step 7: "If any one of them fails (for example, because the back-end
+            # database commit failed), the request MUST fail with a 500 (Server Error)".
+            logger.warning("location service failed; REGISTER answered 500")
+            return self._respond(request, 500, "Server Internal Error")
+        return self._respond(request, outcome.status, outcome.reason, outcome.headers)
+
+    async def bindings(self, aor: str, now: float) -> list[Binding]:
+        """The live bindings of a canonical AOR, for the proxy (RFC 3261 §16.5 targets).
+
+        Args:
+            aor: `sip:user@domain`, domain lowercased.
+            now: The current time on the bindings' clock.
+
+        Returns:
+            The bindings in registration order.
+        """
+        return await self._location.lookup(aor, now)
+
+    async def flow_closed(self, flow_id: str) -> int:
+        """Forget every binding registered over a flow that has closed (RFC 5626 §7).
+
+        Args:
+            flow_id: The flow (connection) id the transport gave the flow.
+
+        Returns:
+            How many bindings were removed.
+        """
+        removed = await self._location.remove_flow(flow_id)
+        if removed:
+            logger.debug("flow closed; %d binding(s) removed", removed)
+        return removed
+
+    def _server(self, realm: str) -> DigestServer:
+        server = self._digest.get(realm)
+        if server is None:
+            server = self._digest[realm] = DigestServer(
+                self._secret, realm, nonce_lifetime_s=self._nonce_lifetime_s
+            )
+        return server
+
+    def _authenticate(
+        self, request: Request, aor: AddressOfRecord, account: SipCredentials, now: float
+    ) -> tuple[int, str, Headers] | None:
+        """None when the request is authenticated as `account`, else the answer to give."""
+        # RFC 8760 §3 / provisioning: the realm is the tenant's SIP domain, HA1 is over it.
+        realm = account.tenant.sip_domain
+        server = self._server(realm)
+        credentials: Credentials | None = None
+        for value in request.headers.get_all("Authorization"):
+            try:
+                parsed = parse_credentials(value)
+            except UnsupportedSchemeError:
+                # RFC 4475 §3.3.7: an unknown scheme is ignored; we challenge in ours.
+                continue
+            except DigestError:
+                return 400, "Malformed Authorization", ()
+            if parsed.realm == realm:
+                credentials = parsed
+                break
+        if credentials is None:
+            return 401, "Unauthorized", self._challenges(server, now, stale=False)
+        if credentials.username != aor.user:
+            # §10.3 step 4: only the AOR's own user may change its bindings.
+            return 403, "Credentials do not match the To user", ()
+        if not _same_uri(credentials.uri, request.uri):
+            # RFC 7616 §3.4.6 (RFC 2617 §3.2.2.5): the digest-uri must name the resource of
+            # the request line, else "the server SHOULD return a 400 Bad Request error".
+            return 400, "Authorization uri does not match the Request-URI", ()
+        result = server.verify(credentials, request.method, account.ha1, now)
+        if result.ok:
+            return None
+        logger.debug("REGISTER digest check failed: %s", result.status.value)
+        status, reason, stale = _REFUSALS[result.status]
+        if status == 401:
+            return status, reason, self._challenges(server, now, stale=stale)
+        return status, reason, ()
+
+    @staticmethod
+    def _challenges(server: DigestServer, now: float, *, stale: bool) -> Headers:
+        # RFC 8760 §2.3: one WWW-Authenticate per algorithm, most preferred (SHA-256) first.
+        return tuple(
+            ("WWW-Authenticate", challenge.render())
+            for challenge in server.challenge(now, stale=stale)
+        )
+
+    @staticmethod
+    def _respond(request: Request, status: int, reason: str, headers: Headers = ()) -> Response:
+        # Reason phrases never quote the request, so they are safe to log.
+        logger.debug("REGISTER answered %d %s", status, reason)
+        # §8.2.6.2: a UAS adds a To tag to its responses; retransmissions of this response
+        # are the transaction layer's, which keeps the tag.
+        return make_response(request, status, reason, to_tag=secrets.token_hex(8), headers=headers)
+
+
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    if digest_uri == request_uri:
+        return True
+    try:
+        a, b = parse_uri(digest_uri), parse_uri(request_uri)
+    except URIError:
+        return False
+    return isinstance(a, SipURI) and isinstance(b, SipURI) and sip_uri_equal(a, b)

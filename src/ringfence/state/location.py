@@ -1,0 +1,195 @@
+"""The location service: live registrations (RFC 3261 §10), kept in memory, never stored.
+
+A binding ties an address-of-record to one contact of one device: where to send its calls,
+which proxies lie on the way (Path, RFC 3327), over which connection it registered (RFC 5626
+flows) and, for a later push issue, the Contact parameters it registered with (`pn-*` of
+RFC 8599). The registrar decides what the bindings of an AOR are; this module only keeps them
+until they expire.
+
+Personal data: a binding holds a user's address, device addresses and push tokens. It lives in
+process memory only, disappears when it expires (`lookup` never returns it, `purge` frees it),
+and its `repr` leaves all of that out, so a stray log line or traceback cannot carry it.
+
+Contract of a `LocationService`, which every implementation (this one, a later Redis one)
+keeps:
+
+1. Keys are canonical AOR strings (`sip:user@domain`, domain lowercased), as the registrar
+   builds them; an implementation compares them as opaque text.
+2. Time is an argument. `expires_at` and every `now` are seconds on one clock, the caller's;
+   a binding is live while `now < expires_at`.
+3. `lookup(aor, now)` returns the live bindings of `aor`, in the order `replace` stored them,
+   as a new list the caller may change. Expired bindings are never returned, purged or not.
+4. `replace(aor, bindings, now)` makes `bindings` the complete set of `aor`, atomically: a
+   concurrent `lookup` sees the old set or the new one, never a mix (RFC 3261 §10.3 step 7:
+   updates are committed all together or not at all). Bindings already expired at `now` are
+   dropped; an empty list removes the AOR. Each binding's `aor` must equal `aor`.
+   The registrar reads with `lookup` and writes with `replace`. In one process with this
+   implementation nothing runs in between (neither method suspends), so REGISTERs for one
+   AOR are serialised for free; a shared implementation must give the same guarantee, e.g.
+   with an optimistic check (Redis WATCH/MULTI on the AOR key) or a per-AOR lock.
+5. `remove_flow(flow_id)` removes every binding whose `source.flow` is `flow_id`, whatever
+   its AOR (RFC 5626 §7: a flow that can no longer deliver invalidates its bindings), and
+   returns how many it removed.
+6. `count()` is the number of bindings held, expired ones included until purged.
+7. `purge(now)` frees the bindings expired at `now` and returns how many; a shared store may
+   instead expire entries by itself (Redis key TTLs), then `purge` has little to do.
+8. Failure: an implementation that cannot reach its store raises `LocationServiceError`
+   (the registrar answers 500, RFC 3261 §10.3 step 7). The memory one never does.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ringfence.sip.transaction import Address
+
+__all__ = [
+    "Binding",
+    "LocationService",
+    "LocationServiceError",
+    "MemoryLocationService",
+]
+
+
+class LocationServiceError(Exception):
+    """The location store could not be read or written (e.g. a shared store is down)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """One registered contact of an address-of-record (RFC 3261 §10, RFC 5626 §6).
+
+    Attributes:
+        aor: The canonical address-of-record, `sip:user@domain`, domain lowercased.
+        contact: The Contact URI as registered (where requests to the AOR are sent).
+        instance: The `+sip.instance` URN without its quotes and brackets (RFC 5626 §4.1).
+        reg_id: The `reg-id` (RFC 5626 §4.2), only when outbound processing applied.
+        expires_at: When the binding ends, in seconds on the caller's clock.
+        q: The Contact's q-value (RFC 3261 §20.10), None when absent.
+        call_id: The Call-ID of the REGISTER that made it (RFC 3261 §10.3 step 7).
+        cseq: The CSeq number of that REGISTER.
+        path: The Path header values of that REGISTER, in order (RFC 3327 §5.3).
+        source: Where that REGISTER came from; `source.flow` is set only when the device's
+            own connection ends here (RFC 5626 §6), not for one relayed by an edge proxy.
+        params: Every Contact header parameter as given, in order (`expires`, `q`,
+            `+sip.instance`, `reg-id`, RFC 8599's `pn-provider`, `pn-prid`, `pn-param`, ...).
+        user_agent: The User-Agent header of that REGISTER, if any.
+    """
+
+    aor: str = field(repr=False)
+    contact: str = field(repr=False)
+    instance: str | None = field(default=None, repr=False)
+    reg_id: int | None = None
+    expires_at: float
+    q: float | None = None
+    call_id: str = field(repr=False)
+    cseq: int
+    path: tuple[str, ...] = field(default=(), repr=False)
+    source: Address = field(repr=False)
+    params: tuple[tuple[str, str | None], ...] = field(default=(), repr=False)
+    user_agent: str | None = field(default=None, repr=False)
+
+    @property
+    def flow(self) -> str | None:
+        """The flow (connection id) the device registered over, if it ends here."""
+        return self.source.flow
+
+    def expires_in(self, now: float) -> float:
+        """Seconds left at `now` (negative once expired)."""
+        return self.expires_at - now
+
+
+class LocationService(Protocol):
+    """Where live bindings are kept; see the module docstring for the contract."""
+
+    async def lookup(self, aor: str, now: float) -> list[Binding]:
+        """The live bindings of `aor` at `now`, in stored order."""
+        ...
+
+    async def replace(self, aor: str, bindings: list[Binding], now: float) -> None:
+        """Make `bindings` the complete set of `aor`, atomically; expired ones are dropped."""
+        ...
+
+    async def remove_flow(self, flow_id: str) -> int:
+        """Remove every binding registered over `flow_id`; how many were removed."""
+        ...
+
+    async def count(self) -> int:
+        """How many bindings are held (expired ones included until purged)."""
+        ...
+
+    async def purge(self, now: float) -> int:
+        """Free the bindings expired at `now`; how many were freed."""
+        ...
+
+
+class MemoryLocationService:
+    """The location service of one process: dicts, no I/O, nothing survives a restart.
+
+    Costs: `lookup`, `replace` and `remove_flow` touch only the bindings of the AORs
+    involved (at most the registrar's per-AOR limit each). `purge` pops a heap of
+    expiry times, so it does work in proportion to what expired (plus stale heap entries
+    left by refreshes), not to everything held.
+    """
+
+    def __init__(self) -> None:
+        self._by_aor: dict[str, tuple[Binding, ...]] = {}
+        # flow id -> the AORs that have a binding over it (RFC 5626 §7 invalidation).
+        self._by_flow: dict[str, set[str]] = {}
+        # (earliest expires_at of the AOR when it was set, aor); stale entries are
+        # recognised on pop and skipped.
+        self._expiries: list[tuple[float, str]] = []
+        self._count = 0
+
+    async def lookup(self, aor: str, now: float) -> list[Binding]:
+        return [binding for binding in self._by_aor.get(aor, ()) if binding.expires_at > now]
+
+    async def replace(self, aor: str, bindings: list[Binding], now: float) -> None:
+        for binding in bindings:
+            if binding.aor != aor:
+                raise ValueError("every binding must belong to the AOR being replaced")
+        self._set(aor, (binding for binding in bindings if binding.expires_at > now))
+
+    async def remove_flow(self, flow_id: str) -> int:
+        removed = 0
+        for aor in list(self._by_flow.get(flow_id, ())):
+            kept = tuple(b for b in self._by_aor.get(aor, ()) if b.source.flow != flow_id)
+            removed += len(self._by_aor.get(aor, ())) - len(kept)
+            self._set(aor, kept)
+        return removed
+
+    async def count(self) -> int:
+        return self._count
+
+    async def purge(self, now: float) -> int:
+        purged = 0
+        while self._expiries and self._expiries[0][0] <= now:
+            _, aor = heapq.heappop(self._expiries)
+            current = self._by_aor.get(aor, ())
+            live = tuple(binding for binding in current if binding.expires_at > now)
+            if len(live) != len(current):
+                purged += len(current) - len(live)
+                self._set(aor, live)
+        return purged
+
+    def _set(self, aor: str, bindings: Iterable[Binding]) -> None:
+        new = tuple(bindings)
+        old = self._by_aor.get(aor, ())
+        old_flows = {b.source.flow for b in old if b.source.flow is not None}
+        new_flows = {b.source.flow for b in new if b.source.flow is not None}
+        for flow_id in old_flows - new_flows:
+            aors = self._by_flow[flow_id]
+            aors.discard(aor)
+            if not aors:
+                del self._by_flow[flow_id]
+        for flow_id in new_flows - old_flows:
+            self._by_flow.setdefault(flow_id, set()).add(aor)
+        self._count += len(new) - len(old)
+        if new:
+            self._by_aor[aor] = new
+            heapq.heappush(self._expiries, (min(b.expires_at for b in new), aor))
+        else:
+            self._by_aor.pop(aor, None)

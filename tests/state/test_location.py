@@ -1,0 +1,157 @@
+"""The in-memory location service keeps the contract of `LocationService`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ringfence.sip.transaction import Address
+from ringfence.state.location import Binding, LocationService, MemoryLocationService
+
+ALICE = "sip:alice@sip.acme.example"
+BOB = "sip:bob@sip.acme.example"
+UDP = Address("UDP", "192.0.2.10", 5060)
+
+
+def binding(
+    aor: str = ALICE,
+    contact: str = "sip:alice@192.0.2.10:5060",
+    *,
+    expires_at: float = 1000.0,
+    flow: str | None = None,
+    call_id: str = "call-1",
+) -> Binding:
+    source = Address("TCP", "192.0.2.10", 40000, flow) if flow else UDP
+    return Binding(
+        aor=aor,
+        contact=contact,
+        expires_at=expires_at,
+        call_id=call_id,
+        cseq=1,
+        source=source,
+        params=(("expires", "3600"), ("pn-prid", "token-abc")),
+        user_agent="Phone/1.0",
+    )
+
+
+def test_memory_service_is_a_location_service() -> None:
+    service: LocationService = MemoryLocationService()
+    assert isinstance(service, MemoryLocationService)
+
+
+async def test_replace_then_lookup_in_order() -> None:
+    location = MemoryLocationService()
+    first, second = binding(contact="sip:a@192.0.2.1"), binding(contact="sip:b@192.0.2.2")
+    await location.replace(ALICE, [first, second], now=0.0)
+    assert await location.lookup(ALICE, 0.0) == [first, second]
+    assert await location.lookup(BOB, 0.0) == []
+    assert await location.count() == 2
+
+
+async def test_lookup_returns_only_live_bindings_and_a_fresh_list() -> None:
+    location = MemoryLocationService()
+    short, long = binding(contact="sip:a@h", expires_at=100.0), binding(expires_at=200.0)
+    await location.replace(ALICE, [short, long], now=0.0)
+    assert await location.lookup(ALICE, 99.9) == [short, long]
+    assert await location.lookup(ALICE, 100.0) == [long]  # live while now < expires_at
+    assert await location.lookup(ALICE, 200.0) == []
+    found = await location.lookup(ALICE, 0.0)
+    found.clear()
+    assert len(await location.lookup(ALICE, 0.0)) == 2
+
+
+async def test_replace_is_the_complete_set() -> None:
+    location = MemoryLocationService()
+    await location.replace(ALICE, [binding(contact="sip:a@h"), binding(contact="sip:b@h")], 0.0)
+    kept = binding(contact="sip:c@h")
+    await location.replace(ALICE, [kept], 0.0)
+    assert await location.lookup(ALICE, 0.0) == [kept]
+    assert await location.count() == 1
+    await location.replace(ALICE, [], 0.0)
+    assert await location.lookup(ALICE, 0.0) == []
+    assert await location.count() == 0
+
+
+async def test_replace_drops_bindings_already_expired() -> None:
+    location = MemoryLocationService()
+    await location.replace(ALICE, [binding(expires_at=5.0), binding(expires_at=50.0)], 10.0)
+    assert await location.count() == 1
+
+
+async def test_replace_refuses_a_binding_of_another_aor() -> None:
+    location = MemoryLocationService()
+    with pytest.raises(ValueError, match="AOR"):
+        await location.replace(ALICE, [binding(aor=BOB)], 0.0)
+    assert await location.count() == 0
+
+
+async def test_purge_frees_expired_bindings_only() -> None:
+    location = MemoryLocationService()
+    await location.replace(ALICE, [binding(contact="sip:a@h", expires_at=100.0)], 0.0)
+    await location.replace(BOB, [binding(aor=BOB, expires_at=300.0)], 0.0)
+    assert await location.purge(50.0) == 0
+    assert await location.purge(100.0) == 1
+    assert await location.count() == 1
+    assert await location.lookup(BOB, 100.0) != []
+    assert await location.purge(1000.0) == 1
+    assert await location.count() == 0
+    assert await location.purge(2000.0) == 0
+
+
+async def test_purge_after_refresh_keeps_the_refreshed_binding() -> None:
+    location = MemoryLocationService()
+    await location.replace(ALICE, [binding(expires_at=100.0)], 0.0)
+    refreshed = binding(expires_at=400.0)
+    await location.replace(ALICE, [refreshed], 90.0)
+    # The heap still holds the old expiry (100): popping it must not drop the refresh.
+    assert await location.purge(150.0) == 0
+    assert await location.lookup(ALICE, 150.0) == [refreshed]
+    assert await location.purge(400.0) == 1
+
+
+async def test_remove_flow_removes_that_flows_bindings_across_aors() -> None:
+    location = MemoryLocationService()
+    on_flow = binding(contact="sip:a@h", flow="tcp-1")
+    elsewhere = binding(contact="sip:b@h", flow="tcp-2")
+    udp = binding(contact="sip:c@h")
+    await location.replace(ALICE, [on_flow, elsewhere, udp], 0.0)
+    await location.replace(BOB, [binding(aor=BOB, flow="tcp-1")], 0.0)
+    assert await location.remove_flow("tcp-1") == 2
+    assert await location.lookup(ALICE, 0.0) == [elsewhere, udp]
+    assert await location.lookup(BOB, 0.0) == []
+    assert await location.count() == 2
+    assert await location.remove_flow("tcp-1") == 0
+    assert await location.remove_flow("unknown") == 0
+
+
+async def test_flow_index_follows_replacements() -> None:
+    location = MemoryLocationService()
+    await location.replace(ALICE, [binding(flow="tcp-old")], 0.0)
+    moved = binding(flow="tcp-new")  # RFC 5626: a re-registration over a new flow
+    await location.replace(ALICE, [moved], 0.0)
+    assert await location.remove_flow("tcp-old") == 0
+    assert await location.lookup(ALICE, 0.0) == [moved]
+    assert await location.remove_flow("tcp-new") == 1
+    assert await location.count() == 0
+
+
+async def test_purge_updates_the_flow_index() -> None:
+    location = MemoryLocationService()
+    await location.replace(ALICE, [binding(flow="tcp-1", expires_at=10.0)], 0.0)
+    assert await location.purge(10.0) == 1
+    assert await location.remove_flow("tcp-1") == 0
+
+
+def test_binding_repr_shows_no_personal_data() -> None:
+    shown = repr(binding(flow="tcp-1"))
+    for personal in ("alice", "192.0.2.10", "token-abc", "Phone/1.0", "call-1", "tcp-1"):
+        assert personal not in shown
+    assert "expires_at=1000.0" in shown
+
+
+def test_binding_helpers() -> None:
+    item = binding(flow="tcp-1", expires_at=100.0)
+    assert item.flow == "tcp-1"
+    assert item.expires_in(40.0) == 60.0
+    assert dataclasses.replace(item, source=UDP).flow is None
