@@ -134,6 +134,8 @@ def serve(
             await runtime.migrate()
             if demo and (credentials := await runtime.seed_demo()) is not None:
                 _print_demo(runtime, credentials)
+            if sip := await runtime.start_sip():
+                _echo(sip)
             _echo(
                 f"ringfence {settings.http.base_url()}  (OpenAPI at /openapi.json, docs at "
                 f"/docs; data in {settings.storage.data_dir.resolve()})"

@@ -121,6 +121,9 @@ class SIPSettings(_Section):
     trunk: str | None = None
     #: Source addresses (IPs) of the trunk or PBX whose requests need no authentication.
     trusted_hosts: tuple[str, ...] = ()
+    #: Messages per second accepted from one IP address (bursts of twice that); the rest
+    #: are dropped so that one source cannot starve the others.
+    rate_per_ip: float = Field(default=2000.0, gt=0)
 
 
 class LoggingSettings(_Section):

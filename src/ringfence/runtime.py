@@ -18,9 +18,17 @@ from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring
 from ringfence.provisioning.service import ProvisioningService
+from ringfence.proxy.engine import Identity, Listener, ProxyEngine
+from ringfence.proxy.router import Router, RouterConfig
+from ringfence.registrar.rules import RegistrarPolicy
+from ringfence.registrar.service import Registrar
+from ringfence.state.location import MemoryLocationService
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
 from ringfence.storage.repos import SqlKeyStore, SqlStore
+from ringfence.transport.config import TransportConfig
+from ringfence.transport.driver import SipNode
+from ringfence.transport.manager import TransportManager
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,102 @@ def load_kek(settings: Settings) -> KeyEncryptionKey:
     return KeyEncryptionKey.load_or_create(settings.kek_path())
 
 
+class SipService:
+    """The standalone SIP service: transports, registrar, location service, proxy."""
+
+    TRANSPORTS = ("UDP", "TCP", "TLS", "WS")
+
+    def __init__(
+        self,
+        settings: Settings,
+        provisioning: ProvisioningService,
+        kek: KeyEncryptionKey,
+        clock: Clock,
+    ) -> None:
+        sip = settings.sip
+        self._settings = sip
+        self._provisioning = provisioning
+        self._kek = kek
+        self.transports = TransportManager(
+            TransportConfig(
+                host=sip.host,
+                udp_port=sip.udp_port or None,
+                tcp_port=sip.tcp_port or None,
+                tls_port=sip.tls_port or None,
+                ws_port=sip.ws_port or None,
+                tls_cert_file=sip.tls_cert_file,
+                tls_key_file=sip.tls_key_file,
+                tls_cert_dir=settings.storage.data_dir / "tls",
+                tls_hostnames=tuple({sip.public_host or sip.host}),
+                rate_per_ip=sip.rate_per_ip,
+            ),
+            clock=clock,
+        )
+        self.location = MemoryLocationService()
+        self.registrar = Registrar(
+            provisioning,
+            self.location,
+            kek.derive("sip-nonce"),
+            RegistrarPolicy(
+                min_expires=sip.min_expires_s,
+                max_expires=sip.max_expires_s,
+                default_expires=sip.default_expires_s,
+            ),
+            nonce_lifetime_s=sip.nonce_lifetime_s,
+        )
+        self.node: SipNode | None = None
+        self._tasks: set[asyncio.Task[int]] = set()
+
+    async def start(self) -> None:
+        await self.transports.start()
+        sip = self._settings
+        host = sip.public_host or sip.host
+        listeners = []
+        for transport in self.TRANSPORTS:
+            with contextlib.suppress(KeyError, ValueError):
+                listeners.append(Listener(transport, host, self.transports.local(transport)[1]))
+        identity = Identity(tuple(listeners), aliases=frozenset({host.lower(), sip.host}))
+        engine = ProxyEngine(identity, self._kek.derive("flow-token"))
+        router = Router(
+            self._provisioning,
+            self.location,
+            RouterConfig(
+                nonce_secret=self._kek.derive("sip-nonce"),
+                nonce_lifetime_s=sip.nonce_lifetime_s,
+                trunk=sip.trunk,
+                trusted_hosts=frozenset(sip.trusted_hosts),
+            ),
+        )
+        self.node = SipNode(
+            engine,
+            router,
+            self.registrar.handle,
+            self._provisioning.is_tenant_domain,
+            self.transports.send,
+        )
+        self.transports.on_message = self.node.on_message
+        self.transports.on_flow_closed = self._flow_closed
+
+    def _flow_closed(self, flow_id: str) -> None:
+        # RFC 5626 §5.3: a binding on a flow that closed can no longer be reached.
+        task = asyncio.get_running_loop().create_task(self.registrar.flow_closed(flow_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def describe(self) -> str:
+        parts = []
+        for transport in self.TRANSPORTS:
+            with contextlib.suppress(KeyError, ValueError):
+                host, port = self.transports.local(transport)
+                parts.append(f"{transport.lower()} {host}:{port}")
+        return "SIP " + ", ".join(parts)
+
+    async def aclose(self) -> None:
+        if self.node is not None:
+            await self.node.aclose()
+        await self.transports.aclose()
+
+
 class Runtime:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -52,11 +156,18 @@ class Runtime:
         self.key_engine = make_engine(settings.key_store_url())
         self.store = SqlStore(self.engine)
         self.key_store = SqlKeyStore(self.key_engine)
-        self.keyring = Keyring(load_kek(settings), self.key_store)
+        kek = load_kek(settings)
+        self.keyring = Keyring(kek, self.key_store)
         self.provisioning = ProvisioningService(self.store, self.keyring, self.clock)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
         self.services = Services(
             provisioning=self.provisioning, auth=self.auth, clock=self.clock, http=settings.http
+        )
+        self.kek = kek
+        self.sip: SipService | None = (
+            SipService(settings, self.provisioning, kek, self.clock)
+            if settings.sip.enabled
+            else None
         )
 
     async def migrate(self) -> None:
@@ -86,6 +197,9 @@ class Runtime:
         swept = await self.auth.sweep_sessions()
         if swept:
             logger.info("deleted %d expired sessions", swept)
+        if self.sip is not None:
+            # Registrations live on the SIP driver's clock: the event loop's.
+            await self.sip.location.purge(asyncio.get_running_loop().time())
 
     async def _housekeeping_loop(self) -> None:
         while True:
@@ -95,11 +209,20 @@ class Runtime:
                 logger.exception("housekeeping failed; retrying at the next round")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
+    async def start_sip(self) -> str | None:
+        """Start the SIP listeners; what they are, for the operator."""
+        if self.sip is None:
+            return None
+        await self.sip.start()
+        return self.sip.describe()
+
     async def serve(self) -> None:
         chores = asyncio.create_task(self._housekeeping_loop(), name="housekeeping")
         try:
             await self._serve_http()
         finally:
+            if self.sip is not None:
+                await self.sip.aclose()
             chores.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await chores

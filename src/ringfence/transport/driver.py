@@ -1,0 +1,160 @@
+"""The SIP node: drives the sans-IO proxy engine with the network, the clock and the services.
+
+Messages arrive from the transports, are validated (RFC 3261 §16.3), and go to the engine; the
+engine's requests that need a decision go to the registrar (REGISTER for our domains) or the
+router, as tasks; what the engine wants sent goes to the transports; one timer handle follows
+the engine's next deadline. All SIP time is the event loop's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from ringfence.proxy.engine import Incoming, ProxyEngine
+from ringfence.proxy.router import Forward, Router
+from ringfence.sip.message import Message, Request, make_response
+from ringfence.sip.transaction import Address
+from ringfence.sip.uri import SipURI, URIError, parse_uri
+from ringfence.sip.validation import check_request, check_response
+
+logger = logging.getLogger(__name__)
+
+#: Option tags we implement (Require / Proxy-Require, RFC 3261 §8.2.2.3).
+SUPPORTED = frozenset({"outbound", "path"})
+
+
+class SipNode:
+    def __init__(
+        self,
+        engine: ProxyEngine,
+        router: Router,
+        register: Callable[[Request, Address, float], Awaitable[Message]],
+        is_local_domain: Callable[[str], Awaitable[bool]],
+        send: Callable[[Address, Message], bool],
+    ) -> None:
+        self._engine = engine
+        self._router = router
+        self._register = register
+        self._is_local_domain = is_local_domain
+        self._send = send
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def engine(self) -> ProxyEngine:
+        return self._engine
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- input ------------------------------------------------------------------------------
+
+    def on_message(self, message: Message, source: Address) -> None:
+        now = self._now()
+        if isinstance(message, Request):
+            # A REGISTER is ours to answer (UAS: Require applies); the rest we proxy.
+            registering = message.method == "REGISTER"
+            rejection = check_request(message, supported=SUPPORTED, as_uas=registering)
+            if rejection is not None:
+                if message.method != "ACK":
+                    # Stateless: the request may be too broken for a transaction (§16.3).
+                    response = make_response(
+                        message,
+                        rejection.status,
+                        rejection.reason,
+                        to_tag="rf-stateless",
+                        headers=rejection.headers,
+                    )
+                    self._send(source, response)
+                return
+        elif check_response(message) is not None:
+            return
+        self._engine.receive(message, source, now)
+        self._process()
+
+    def _process(self) -> None:
+        for incoming in self._engine.pending():
+            self._spawn(self._decide(incoming))
+        self._flush()
+
+    def _spawn(self, job: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await job
+            except Exception:
+                logger.exception("SIP request handling failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _decide(self, incoming: Incoming) -> None:
+        request = incoming.request
+        if request.method == "REGISTER" and not incoming.in_dialog:
+            await self._handle_register(incoming)
+            return
+        decision = await self._router.decide(incoming, self._now())
+        now = self._now()
+        if isinstance(decision, Forward):
+            self._engine.forward(
+                incoming.key,
+                request,
+                list(decision.targets),
+                now=now,
+                record_route=decision.record_route,
+            )
+        else:
+            self._engine.reply(
+                incoming.key, decision.status, decision.reason, decision.headers, now=now
+            )
+        self._process()
+
+    async def _handle_register(self, incoming: Incoming) -> None:
+        try:
+            uri = parse_uri(incoming.request.uri)
+        except URIError:
+            uri = None
+        if not isinstance(uri, SipURI) or not (
+            await self._is_local_domain(uri.host) or self._engine.identity.is_us(uri)
+        ):
+            self._engine.reply(incoming.key, 403, "Not a domain served here", now=self._now())
+            self._process()
+            return
+        response = await self._register(incoming.request, incoming.source, self._now())
+        if isinstance(response, Request):  # pragma: no cover - the registrar answers
+            return
+        self._engine.respond(incoming.key, response, now=self._now())
+        self._process()
+
+    # -- output and time --------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        for destination, message in self._engine.data_to_send():
+            if not self._send(destination, message):
+                logger.debug("could not send to a %s flow", destination.transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self._engine.next_deadline()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._engine.handle_timer(self._now())
+        self._process()
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
