@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -114,6 +114,11 @@ class SIPSettings(_Section):
     min_expires_s: int = Field(default=60, ge=1)
     max_expires_s: int = Field(default=3600, ge=60)
     default_expires_s: int = Field(default=3600, ge=60)
+    #: Digest challenges, in order of preference (RFC 8760 §2.3). Put "MD5" alone or first
+    #: for clients that answer only the first challenge and know only MD5 (SIPp 3.6).
+    digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = Field(
+        default=("SHA-256", "MD5"), min_length=1
+    )
     #: How long a digest nonce stays fresh before the client is told it is stale.
     nonce_lifetime_s: int = Field(default=300, ge=10, le=3600)
     #: Static outbound route for destinations outside the tenants, e.g.

@@ -22,6 +22,7 @@ from ringfence.proxy.engine import Identity, Listener, ProxyEngine
 from ringfence.proxy.router import Router, RouterConfig
 from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
+from ringfence.sip.digest import DigestAlgorithm
 from ringfence.state.location import MemoryLocationService
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
@@ -82,6 +83,7 @@ class SipService:
             clock=clock,
         )
         self.location = MemoryLocationService()
+        self.digest_algorithms = tuple(DigestAlgorithm(name) for name in sip.digest_algorithms)
         self.registrar = Registrar(
             provisioning,
             self.location,
@@ -92,6 +94,7 @@ class SipService:
                 default_expires=sip.default_expires_s,
             ),
             nonce_lifetime_s=sip.nonce_lifetime_s,
+            digest_algorithms=self.digest_algorithms,
         )
         self.node: SipNode | None = None
         self._tasks: set[asyncio.Task[int]] = set()
@@ -114,6 +117,7 @@ class SipService:
                 nonce_lifetime_s=sip.nonce_lifetime_s,
                 trunk=sip.trunk,
                 trusted_hosts=frozenset(sip.trusted_hosts),
+                digest_algorithms=self.digest_algorithms,
             ),
         )
         self.node = SipNode(

@@ -22,6 +22,7 @@ from typing import Protocol
 from ringfence.provisioning.service import SipCredentials
 from ringfence.proxy.engine import Incoming, Target, uri_destination
 from ringfence.sip.digest import (
+    DigestAlgorithm,
     DigestError,
     DigestServer,
     UnsupportedSchemeError,
@@ -86,6 +87,7 @@ class RouterConfig:
     nonce_lifetime_s: float = 300.0
     trunk: str | None = None
     trusted_hosts: frozenset[str] = frozenset()
+    digest_algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
 
 
 class Router:
@@ -162,7 +164,10 @@ class Router:
         server = self._digest.get(realm)
         if server is None:
             server = self._digest[realm] = DigestServer(
-                self._config.nonce_secret, realm, nonce_lifetime_s=self._config.nonce_lifetime_s
+                self._config.nonce_secret,
+                realm,
+                nonce_lifetime_s=self._config.nonce_lifetime_s,
+                algorithms=self._config.digest_algorithms,
             )
         request = incoming.request
         stale = False

@@ -37,6 +37,7 @@ from ringfence.registrar.rules import (
 )
 from ringfence.sip.digest import (
     Credentials,
+    DigestAlgorithm,
     DigestError,
     DigestServer,
     UnsupportedSchemeError,
@@ -97,6 +98,10 @@ class Registrar:
         policy: RegistrarPolicy = DEFAULT_POLICY,
         *,
         nonce_lifetime_s: float = 300.0,
+        digest_algorithms: tuple[DigestAlgorithm, ...] = (
+            DigestAlgorithm.SHA256,
+            DigestAlgorithm.MD5,
+        ),
     ) -> None:
         """Create the registrar.
 
@@ -106,6 +111,7 @@ class Registrar:
             nonce_secret: The HMAC key of digest nonces, 16 bytes or more.
             policy: Expiry bounds and limits.
             nonce_lifetime_s: How long a nonce stays fresh before it is answered as stale.
+            digest_algorithms: The challenges offered, in order of preference (RFC 8760).
 
         Raises:
             ValueError: The secret is shorter than 16 bytes or the lifetime is not positive.
@@ -119,6 +125,7 @@ class Registrar:
         self._secret = nonce_secret
         self._policy = policy
         self._nonce_lifetime_s = nonce_lifetime_s
+        self._algorithms = digest_algorithms
         # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
         self._digest: dict[str, DigestServer] = {}
 
@@ -203,7 +210,10 @@ class Registrar:
         server = self._digest.get(realm)
         if server is None:
             server = self._digest[realm] = DigestServer(
-                self._secret, realm, nonce_lifetime_s=self._nonce_lifetime_s
+                self._secret,
+                realm,
+                nonce_lifetime_s=self._nonce_lifetime_s,
+                algorithms=self._algorithms,
             )
         return server
 
@@ -232,9 +242,11 @@ class Registrar:
             # §10.3 step 4: only the AOR's own user may change its bindings.
             return 403, "Credentials do not match the To user", ()
         if not _same_uri(credentials.uri, request.uri):
-            # RFC 7616 §3.4.6 (RFC 2617 §3.2.2.5): the digest-uri must name the resource of
-            # the request line, else "the server SHOULD return a 400 Bad Request error".
-            return 400, "Authorization uri does not match the Request-URI", ()
+            # RFC 7616 §3.4.6 says SHOULD refuse with 400 when the digest-uri is not the
+            # Request-URI. Deployed clients disagree (SIPp puts the server's address there),
+            # and Kamailio does not check either. The response still covers the uri it names,
+            # and nonce-counts stop any replay, so we accept it and only note it.
+            logger.debug("REGISTER digest uri differs from the Request-URI")
         result = server.verify(credentials, request.method, account.ha1, now)
         if result.ok:
             return None

@@ -602,6 +602,7 @@ class DigestServer:
         nonce_lifetime_s: float = 300.0,
         max_tracked_nonces: int = 100_000,
         accept_without_qop: bool = True,
+        algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5),
     ) -> None:
         """Create a server for one realm.
 
@@ -611,6 +612,8 @@ class DigestServer:
             nonce_lifetime_s: Seconds a nonce stays fresh; after that it is STALE.
             max_tracked_nonces: Bound of the nonce-count table.
             accept_without_qop: Accept RFC 2069 style responses (no qop, no replay check).
+            algorithms: What to challenge with, in order of preference (RFC 8760 §2.3). Some
+                clients (SIPp 3.6) answer only the first challenge and know only MD5.
 
         Raises:
             ValueError: The secret is shorter than 16 bytes, or a bound is not positive.
@@ -621,6 +624,9 @@ class DigestServer:
             raise ValueError("nonce_lifetime_s must be positive")
         if max_tracked_nonces < 1:
             raise ValueError("max_tracked_nonces must be at least 1")
+        if not algorithms:
+            raise ValueError("at least one digest algorithm is needed")
+        self.algorithms = algorithms
         self.realm = realm
         self.nonce_lifetime_s = nonce_lifetime_s
         self.accept_without_qop = accept_without_qop
@@ -643,8 +649,8 @@ class DigestServer:
             stale: Set when the request was refused as STALE (RFC 7616 §3.3).
 
         Returns:
-            A SHA-256 challenge, then an MD5 one, sharing one fresh nonce (RFC 8760 §2.3:
-            in order of preference), each offering qop="auth".
+            One challenge per configured algorithm (by default SHA-256, then MD5), sharing
+            one fresh nonce (RFC 8760 §2.3: in order of preference), each offering qop="auth".
         """
         nonce = self._make_nonce(now)
         return [
@@ -656,7 +662,7 @@ class DigestServer:
                 opaque=self._opaque,
                 stale=stale,
             )
-            for algorithm in (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
+            for algorithm in self.algorithms
         ]
 
     def verify(
