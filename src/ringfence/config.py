@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 ENV_PREFIX = "RINGFENCE_"
 ENV_NESTED_DELIMITER = "__"
 #: Environment variables of ours that are not settings.
-_ENV_NOT_SETTINGS = frozenset({"RINGFENCE_CONFIG"})
+_ENV_NOT_SETTINGS = frozenset({"RINGFENCE_CONFIG", "RINGFENCE_NEW_PASSWORD"})
 
 
 class ConfigError(Exception):
