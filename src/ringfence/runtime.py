@@ -119,6 +119,7 @@ class SipService:
                 trusted_hosts=frozenset(sip.trusted_hosts),
                 digest_algorithms=self.digest_algorithms,
             ),
+            flow_open=self.transports.is_open,
         )
         self.node = SipNode(
             engine,

@@ -171,3 +171,21 @@ async def test_in_dialog_follows_the_hop_without_record_route(runtime: Runtime) 
     assert without_hop == Forward(
         (Target(bye.uri, Address("UDP", "198.51.100.7", 5070)),), record_route=False
     )
+
+
+@pytest.mark.usefixtures("bob")
+async def test_a_closed_connection_falls_back_to_the_contact(runtime: Runtime) -> None:
+    locations = FakeLocations()
+    locations.bindings["sip:bob@sip.acme.example"] = [
+        FakeBinding("sip:bob@203.0.113.6:5062;transport=tcp", BOB_PHONE)
+    ]
+    router = Router(
+        runtime.provisioning,
+        locations,
+        RouterConfig(b"s" * 32, trusted_hosts=frozenset({TRUNK_HOST.host})),
+        flow_open=lambda flow: False,
+    )
+    decision = await router.decide(Incoming("k", request(), TRUNK_HOST), 0.0)
+    assert decision == Forward(
+        (Target("sip:bob@203.0.113.6:5062;transport=tcp", Address("TCP", "203.0.113.6", 5062)),)
+    )

@@ -311,14 +311,22 @@ async def test_path_is_echoed(registrar: Registrar) -> None:
     assert binding.path == (path,)
 
 
-async def test_flow_closed_removes_only_that_flows_bindings(registrar: Registrar) -> None:
+async def test_flow_closed_removes_only_that_flows_outbound_bindings(
+    registrar: Registrar,
+) -> None:
     tcp = Address("TCP", "192.0.2.1", 40000, "tcp-9")
-    await register_ok(registrar, "<sip:alice@192.0.2.1;transport=tcp>", source=tcp)
+    outbound = "<sip:alice@192.0.2.1;transport=tcp;ob>;+sip.instance=" + INSTANCE + ";reg-id=1"
+    await register_ok(registrar, outbound, source=tcp)
+    plain = Address("TCP", "192.0.2.1", 40001, "tcp-10")
+    await register_ok(
+        registrar, "<sip:alice@192.0.2.1:5062;transport=tcp>", source=plain, call_id="plain-tcp"
+    )
     await register_ok(registrar, PHONE, call_id="udp-phone")
-    assert len(await registrar.bindings(AOR, NOW)) == 2
+    assert len(await registrar.bindings(AOR, NOW)) == 3
     assert await registrar.flow_closed("tcp-9") == 1
-    [left] = await registrar.bindings(AOR, NOW)
-    assert left.source == UDP
+    # A plain TCP registration is reached over a new connection (RFC 3261 §18.2.2).
+    assert await registrar.flow_closed("tcp-10") == 0
+    assert {b.source for b in await registrar.bindings(AOR, NOW)} == {UDP, plain}
 
 
 async def test_bindings_expire(registrar: Registrar) -> None:

@@ -21,11 +21,15 @@ def binding(
     expires_at: float = 1000.0,
     flow: str | None = None,
     call_id: str = "call-1",
+    outbound: bool = True,
 ) -> Binding:
     source = Address("TCP", "192.0.2.10", 40000, flow) if flow else UDP
     return Binding(
         aor=aor,
         contact=contact,
+        # Over a flow, an RFC 5626 registration unless told otherwise.
+        instance="<urn:uuid:00000000-0000-4000-8000-000000000001>" if flow and outbound else None,
+        reg_id=1 if flow and outbound else None,
         expires_at=expires_at,
         call_id=call_id,
         cseq=1,
@@ -123,6 +127,21 @@ async def test_remove_flow_removes_that_flows_bindings_across_aors() -> None:
     assert await location.count() == 2
     assert await location.remove_flow("tcp-1") == 0
     assert await location.remove_flow("unknown") == 0
+
+
+async def test_plain_tcp_registrations_outlive_their_connection() -> None:
+    # RFC 3261 §18.2.2: without outbound, the Contact is reached over a new connection.
+    location = MemoryLocationService()
+    plain = binding(flow="tcp-1", outbound=False)
+    websocket = dataclasses.replace(
+        plain,
+        contact="sip:x@df7jal23ls0d.invalid;transport=ws",
+        source=Address("WS", "192.0.2.10", 40001, "ws-1"),
+    )
+    await location.replace(ALICE, [plain, websocket], 0.0)
+    assert await location.remove_flow("tcp-1") == 0
+    assert await location.remove_flow("ws-1") == 1  # RFC 7118: only reachable over it
+    assert await location.lookup(ALICE, 0.0) == [plain]
 
 
 async def test_flow_index_follows_replacements() -> None:

@@ -15,7 +15,7 @@ The router answers each `Incoming` request of the engine with a `Reply` or a `Fo
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,11 +90,23 @@ class RouterConfig:
     digest_algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
 
 
+def _always_open(_flow: str) -> bool:
+    return True
+
+
 class Router:
-    def __init__(self, accounts: Accounts, locations: Locations, config: RouterConfig) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        locations: Locations,
+        config: RouterConfig,
+        *,
+        flow_open: Callable[[str], bool] = _always_open,
+    ) -> None:
         self._accounts = accounts
         self._locations = locations
         self._config = config
+        self._flow_open = flow_open
         self._trunk: SipURI | None = None
         if config.trunk:
             trunk = parse_uri(config.trunk)
@@ -145,7 +157,21 @@ class Router:
             return Reply(480, "Temporarily Unavailable")
         # §16.5/§16.6: each contact is a branch; it is reached over the flow it registered
         # from (RFC 5626; RFC 3581 for NATed UDP), with its Path as Route (RFC 3327).
-        return Forward(tuple(Target(b.contact, b.source, b.path) for b in bindings))
+        return Forward(tuple(Target(b.contact, self._next_hop(b), b.path) for b in bindings))
+
+    def _next_hop(self, binding: Contact) -> Address:
+        """The registration's flow while it is open, else a new connection to its Contact.
+
+        Plain TCP/TLS registrations outlive their connection (RFC 3261 §18.2.2).
+        """
+        source = binding.source
+        if source.flow is None or self._flow_open(source.flow):
+            return source
+        try:
+            uri = parse_uri(binding.contact)
+        except URIError:
+            return source
+        return uri_destination(uri) if isinstance(uri, SipURI) else source
 
     async def _in_dialog(self, incoming: Incoming, now: float) -> Decision:
         request = incoming.request

@@ -126,6 +126,16 @@ class LocationService(Protocol):
         ...
 
 
+def flow_bound(binding: Binding) -> bool:
+    """Whether the binding can be reached only over the flow it registered on.
+
+    RFC 5626 outbound registrations (reg-id) and WebSocket clients (RFC 7118 §5: their Contact
+    host is not resolvable) are; a plain TCP/TLS registration is not: its Contact can be
+    reached over a new connection (RFC 3261 §18.2.2), so it outlives its connection.
+    """
+    return binding.reg_id is not None or binding.source.transport.upper() in ("WS", "WSS")
+
+
 class MemoryLocationService:
     """The location service of one process: dicts, no I/O, nothing survives a restart.
 
@@ -156,7 +166,9 @@ class MemoryLocationService:
     async def remove_flow(self, flow_id: str) -> int:
         removed = 0
         for aor in list(self._by_flow.get(flow_id, ())):
-            kept = tuple(b for b in self._by_aor.get(aor, ()) if b.source.flow != flow_id)
+            kept = tuple(
+                b for b in self._by_aor.get(aor, ()) if not flow_bound(b) or b.flow != flow_id
+            )
             removed += len(self._by_aor.get(aor, ())) - len(kept)
             self._set(aor, kept)
         return removed
