@@ -8,6 +8,7 @@ only MD5, so this server offers MD5 (setting `sip.digest_algorithms`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -141,6 +142,8 @@ async def tls_exchange(server: Server, request: Request) -> Response:
                 parser.receive_data(data)
     finally:
         writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
 
 
 def register_request(cseq: int, authorization: str | None = None) -> Request:
