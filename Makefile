@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check bench system-deps clean
+.PHONY: run test check bench bench-sip system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ system-deps:
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/keyring.py
 	$(BIN)/python benchmarks/provisioning.py
+
+## bench-sip: SIPp against Kamailio and against ringfence, side by side (see benchmarks/sip)
+bench-sip: $(VENV)/.test-deps system-deps
+	$(BIN)/python benchmarks/sip/bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -24,6 +24,9 @@ from ringfence.provisioning.models import (
 )
 from ringfence.sip.digest import DigestAlgorithm, ha1
 
+#: How long the SIP credentials cache may answer for another node's change (see __init__).
+SIP_CACHE_TTL_S = 30.0
+SIP_CACHE_MAX_ENTRIES = 200_000
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 DISPLAY_NAME_MAX_CHARS = 128
@@ -97,6 +100,11 @@ class ProvisioningService:
         self._store = store
         self._keyring = keyring
         self._clock = clock
+        # The SIP hot path asks for the same few accounts thousands of times a second: a
+        # short-lived cache of their opened digest secrets, in memory only. Changes made
+        # here evict at once; another node's changes are seen within SIP_CACHE_TTL_S.
+        self._sip_cache: dict[tuple[str, str], tuple[float, SipCredentials | None]] = {}
+        self._domains: tuple[float, frozenset[str]] | None = None
 
     # -- tenants ---------------------------------------------------------------------------
 
@@ -131,6 +139,7 @@ class ProvisioningService:
             created_at=self._clock.now(),
         )
         await self._store.add_tenant(tenant)
+        self._domains = None
         return tenant
 
     async def tenant(self, code: str) -> Tenant:
@@ -185,6 +194,7 @@ class ProvisioningService:
             for stored in batch:
                 await self._erase_account(stored)
         await self._store.delete_tenant(tenant.id)
+        self._domains = None
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -230,6 +240,7 @@ class ProvisioningService:
             updated_at=now,
         )
         stored = _with_password(stored, cipher, tenant, password)
+        self._forget_sip(domain=tenant.sip_domain, username=username)
         try:
             await self._store.add_account(stored)
         except BaseException:
@@ -297,6 +308,7 @@ class ProvisioningService:
         # A new password or a suspension ends every session at once.
         revoke = change.password is not None or updated.status is AccountStatus.SUSPENDED
         await self._store.update_account(updated, revoke_sessions=revoke)
+        self._forget_sip(domain=tenant.sip_domain, username=username)
         return self._open(updated, tenant, cipher)
 
     async def delete_account(self, tenant_code: str, username: str) -> None:
@@ -318,14 +330,44 @@ class ProvisioningService:
 
     async def is_tenant_domain(self, domain: str) -> bool:
         """Whether `domain` is a tenant's SIP domain (a code does not count)."""
-        tenant = await self._store.find_tenant(domain.lower())
-        return tenant is not None and tenant.sip_domain == domain.lower()
+        now = self._clock.monotonic()
+        if self._domains is None or self._domains[0] <= now:
+            domains = frozenset(tenant.sip_domain for tenant in await self._store.list_tenants())
+            self._domains = (now + SIP_CACHE_TTL_S, domains)
+        return domain.lower() in self._domains[1]
 
     async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
         """What a registrar needs to check a digest response for `username@domain`.
 
-        None when the domain is no tenant's or the user does not exist.
+        None when the domain is no tenant's or the user does not exist. Served from a cache
+        of at most SIP_CACHE_TTL_S seconds (see `__init__`).
         """
+        key = (domain.lower(), username)
+        now = self._clock.monotonic()
+        cached = self._sip_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await self._load_sip_credentials(*key)
+        if len(self._sip_cache) >= SIP_CACHE_MAX_ENTRIES:
+            self._sip_cache.clear()
+        self._sip_cache[key] = (now + SIP_CACHE_TTL_S, found)
+        return found
+
+    def _forget_sip(
+        self,
+        *,
+        domain: str | None = None,
+        username: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        if domain is not None and username is not None:
+            self._sip_cache.pop((domain.lower(), username), None)
+        if account_id is not None:
+            for key, (_, value) in list(self._sip_cache.items()):
+                if value is not None and value.account_id == account_id:
+                    del self._sip_cache[key]
+
+    async def _load_sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
         tenant = await self._store.find_tenant(domain.lower())
         if tenant is None or tenant.sip_domain != domain.lower():
             return None
@@ -357,6 +399,7 @@ class ProvisioningService:
 
     async def _erase_account(self, stored: StoredAccount) -> None:
         # Key first: should the row deletion fail, what remains can no longer be read (P19).
+        self._forget_sip(account_id=stored.id)
         await self._keyring.destroy(account_subject(stored.id))
         await self._store.delete_account(stored.id)
 

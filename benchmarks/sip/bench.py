@@ -1,0 +1,122 @@
+"""`make bench-sip`: the same SIPp ladders against Kamailio and against ringfence, side by side.
+
+1. Kamailio 5.6 from Debian, configured as the equivalent registrar + proxy (kamailio.cfg).
+2. ringfence: a fresh data directory with the benchmark's 10,000 accounts (user0000..user9999,
+   password pw-<user>, domain bench.example), `ringfence serve` pinned to CPU 1 like Kamailio,
+   MD5 challenges (SIPp knows no other) and no per-source rate limit (all load comes from one
+   SIPp on 127.0.0.1).
+3. The comparison table of run.py, with the ratio ringfence / Kamailio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ringfence.config import KeySettings, Settings, StorageSettings
+from ringfence.runtime import Runtime
+
+HERE = Path(__file__).resolve().parent
+RUN = HERE / "run.py"
+BIN = Path(sys.executable).parent / "ringfence"
+DOMAIN = "bench.example"
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+async def provision(data_dir: Path, users: int) -> None:
+    runtime = Runtime(Settings(storage=StorageSettings(data_dir=data_dir), keys=KeySettings()))
+    await runtime.migrate()
+    await runtime.provisioning.create_tenant("bench", "Benchmark", DOMAIN)
+    for n in range(users):
+        user = f"user{n:04d}"
+        await runtime.provisioning.create_account("bench", user, f"pw-{user}")
+    await runtime.aclose()
+
+
+def run(args: list[str]) -> None:
+    subprocess.run([sys.executable, str(RUN), *args], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="short steps, fewer rates")
+    parser.add_argument("--skip-kamailio", action="store_true")
+    options = parser.parse_args()
+    extra = ["--users", str(options.users)]
+    if options.quick:
+        extra += ["--duration", "3", "--refine", "0"]
+    out = Path(tempfile.mkdtemp(prefix="ringfence-bench-sip-"))
+    kamailio_json, ringfence_json = out / "kamailio.json", out / "ringfence.json"
+    if not options.skip_kamailio:
+        run(["--target", "kamailio", "--json", str(kamailio_json), *extra])
+
+    data_dir = out / "ringfence-data"
+    started = time.perf_counter()
+    asyncio.run(provision(data_dir, options.users))
+    print(f"provisioned {options.users} accounts in {time.perf_counter() - started:.1f} s")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
+        "RINGFENCE_STORAGE__DATA_DIR": str(data_dir),
+        "RINGFENCE_HTTP__PORT": str(free_port()),
+        "RINGFENCE_SIP__UDP_PORT": str(port),
+        "RINGFENCE_SIP__TCP_PORT": str(port),
+        "RINGFENCE_SIP__TLS_PORT": "0",
+        "RINGFENCE_SIP__WS_PORT": "0",
+        "RINGFENCE_SIP__DIGEST_ALGORITHMS": '["MD5"]',
+        "RINGFENCE_SIP__RATE_PER_IP": "1000000",
+        "RINGFENCE_LOGGING__LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        ["taskset", "-c", "1", str(BIN), "serve"],
+        cwd=out,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)
+        run(
+            [
+                "--target",
+                f"external:127.0.0.1:{port}",
+                "--name",
+                "ringfence",
+                "--server-pids",
+                str(server.pid),
+                "--json",
+                str(ringfence_json),
+                *extra,
+            ]
+        )
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+    if not options.skip_kamailio:
+        run(["--compare", str(kamailio_json), str(ringfence_json)])
+    print(f"results in {out}")
+
+
+if __name__ == "__main__":
+    main()
