@@ -90,7 +90,16 @@ def test_check_config(workdir: Path) -> None:
 @contextmanager
 def serving(workdir: Path, port: int) -> Iterator[str]:
     """Run `ringfence serve --demo` until it listens; yield what it printed until then."""
-    env = {**os.environ, "RINGFENCE_HTTP__PORT": str(port), "RINGFENCE_LOGGING__LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "RINGFENCE_HTTP__PORT": str(port),
+        "RINGFENCE_LOGGING__LEVEL": "WARNING",
+        # SIP on ports of its own, so that tests never collide with a server on 5060.
+        "RINGFENCE_SIP__UDP_PORT": str(free_port()),
+        "RINGFENCE_SIP__TCP_PORT": str(free_port()),
+        "RINGFENCE_SIP__TLS_PORT": str(free_port()),
+        "RINGFENCE_SIP__WS_PORT": str(free_port()),
+    }
     with subprocess.Popen(
         [str(BIN), "serve", "--demo"],
         cwd=workdir,
@@ -150,6 +159,8 @@ def test_demo_is_created_only_once(workdir: Path) -> None:
     port = free_port()
     with serving(workdir, port) as first:
         assert "A demo tenant was created" in first
+        assert "sip:alice@demo.localhost" in first
+        assert "SIP udp 127.0.0.1:" in first
     with serving(workdir, port) as second:
         assert "A demo tenant was created" not in second
         assert "ringfence http://" in second

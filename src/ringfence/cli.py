@@ -114,8 +114,14 @@ def _print_demo(runtime: Runtime, demo: DemoCredentials) -> None:
         f"  curl -s -u '{demo.login}:{demo.password}' '{base}/v1/provisioning?format=xml'",
         "The admin API:",
         f"  curl -s -H 'Authorization: Bearer {demo.admin_token}' {base}/admin/v1/tenants",
-        "",
     ]
+    if runtime.settings.sip.enabled:
+        sip = runtime.settings.sip
+        lines += [
+            "A SIP phone: account sip:alice@demo.localhost, the password above, outbound "
+            f"proxy {sip.public_host or sip.host}:{sip.udp_port or sip.tcp_port}.",
+        ]
+    lines.append("")
     _echo("\n".join(lines))
 
 
