@@ -8,6 +8,7 @@ A parsed message also keeps the bytes it came from (`raw`), which equality ignor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -116,6 +117,16 @@ def canonical_name(name: str) -> str:
     Unknown names are kept as received: header names compare case-insensitively
     (RFC 3261 §7.3.1), which `Headers` does for them.
     """
+    return _canonical_cached(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lookup_key(name: str) -> str:
+    return canonical_name(name).lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_cached(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
@@ -177,12 +188,14 @@ def split_list(value: str) -> list[str]:
 class Headers:
     """The header fields of a message, in order; an immutable value."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple(
             (canonical_name(name), value) for name, value in items
         )
+        # Lookups compare lowercase names, computed once per message, not once per lookup.
+        self._keys: tuple[str, ...] = tuple(name.lower() for name, _ in self._items)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -206,15 +219,15 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """The value of every header line named `name`, in order."""
-        wanted = canonical_name(name).lower()
-        return [value for key, value in self._items if key.lower() == wanted]
+        wanted = _lookup_key(name)
+        return [item[1] for key, item in zip(self._keys, self._items, strict=True) if key == wanted]
 
     def get(self, name: str) -> str | None:
         """The value of the first header line named `name`, or None."""
-        wanted = canonical_name(name).lower()
-        for key, value in self._items:
-            if key.lower() == wanted:
-                return value
+        wanted = _lookup_key(name)
+        for key, item in zip(self._keys, self._items, strict=True):
+            if key == wanted:
+                return item[1]
         return None
 
     def values(self, name: str) -> list[str]:

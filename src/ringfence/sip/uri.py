@@ -42,6 +42,8 @@ _IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # tel: RFC 3966 §3, leniently: visual separators allowed, digits required.
+# Characters that end a URI inside a header (RFC 3261 §25.1: LWS, "<", ">", DQUOTE).
+_URI_DELIMITERS = re.compile(r'[\s<>"]')
 _TEL_NUMBER = re.compile(r"\+?[0-9A-Fa-f*#\-.()]+")
 
 
@@ -210,7 +212,7 @@ def parse_uri(text: str) -> URI:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.fullmatch(scheme) or not rest:
         raise URIError(f"not a URI: {text[:60]!r}")
-    if any(char.isspace() or char in '<>"' for char in rest):
+    if _URI_DELIMITERS.search(rest):
         raise URIError(f"whitespace or delimiter inside URI {text[:60]!r}")
     lowered = scheme.lower()
     if lowered in ("sip", "sips"):
