@@ -47,6 +47,9 @@ class ProvisioningStore(Protocol):
     async def add_account(self, account: StoredAccount) -> None: ...
     async def get_account(self, tenant_id: str, username: str) -> StoredAccount | None: ...
     async def get_account_by_id(self, account_id: str) -> StoredAccount | None: ...
+    async def find_sip_account(
+        self, domain: str, username: str
+    ) -> tuple[Tenant, StoredAccount] | None: ...
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int
     ) -> list[StoredAccount]: ...
@@ -368,12 +371,10 @@ class ProvisioningService:
                     del self._sip_cache[key]
 
     async def _load_sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
-        tenant = await self._store.find_tenant(domain.lower())
-        if tenant is None or tenant.sip_domain != domain.lower():
+        found = await self._store.find_sip_account(domain.lower(), username)
+        if found is None:
             return None
-        stored = await self._store.get_account(tenant.id, username)
-        if stored is None:
-            return None
+        tenant, stored = found
         cipher = await self._keyring.cipher(account_subject(stored.id))
         return SipCredentials(
             account_id=stored.id,

@@ -37,6 +37,19 @@ from ringfence.storage.tables import (
 T = TypeVar("T")
 
 
+class _Row:
+    """Attribute access over a column mapping, for rows of a join (same names as a Row)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+
 class _Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -57,7 +70,7 @@ class _Store:
         return [convert(row) for row in rows]
 
 
-def _tenant(row: Row[Any]) -> Tenant:
+def _tenant(row: Row[Any] | _Row) -> Tenant:
     return Tenant(
         id=row.id,
         code=row.code,
@@ -68,7 +81,7 @@ def _tenant(row: Row[Any]) -> Tenant:
     )
 
 
-def _account(row: Row[Any]) -> StoredAccount:
+def _account(row: Row[Any] | _Row) -> StoredAccount:
     return StoredAccount(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -195,6 +208,24 @@ class SqlStore(_Store):
 
     async def get_account_by_id(self, account_id: str) -> StoredAccount | None:
         return await self._first(select(accounts).where(accounts.c.id == account_id), _account)
+
+    async def find_sip_account(
+        self, domain: str, username: str
+    ) -> tuple[Tenant, StoredAccount] | None:
+        """One round trip for the SIP hot path: the account of `username@domain`."""
+        query = (
+            select(tenants, accounts)
+            .join(accounts, accounts.c.tenant_id == tenants.c.id)
+            .where(tenants.c.sip_domain == domain, accounts.c.username == username)
+        )
+        async with self._tx() as tx:
+            row = (await tx.execute(query)).first()
+        if row is None:
+            return None
+        mapping = row._mapping
+        tenant_row = {c.name: mapping[tenants.c[c.name]] for c in tenants.columns}
+        account_row = {c.name: mapping[accounts.c[c.name]] for c in accounts.columns}
+        return _tenant(_Row(tenant_row)), _account(_Row(account_row))
 
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int
