@@ -19,6 +19,7 @@ from ringfence.crypto import CryptoError
 from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
 from ringfence.runtime import DemoCredentials, Runtime
+from ringfence.transport.loop import install_uvloop
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -150,6 +151,7 @@ def serve(
         finally:
             await runtime.aclose()
 
+    install_uvloop()
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
