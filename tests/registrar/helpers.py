@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from ringfence.sip.message import Headers, Request
 from ringfence.sip.parser import parse_datagram
+from tests.support.torture import TORTURE_ROOT
 
-TORTURE = Path(
-    os.environ.get("RINGFENCE_SIP_TORTURE", Path(__file__).parents[3] / "shared" / "sip-torture")
-)
+TORTURE = TORTURE_ROOT
 
 
 def register(

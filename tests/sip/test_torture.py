@@ -7,9 +7,7 @@ Every message is also fed to the stream parser byte by byte, and with trailing d
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +17,9 @@ from ringfence.sip.message import Message, Request, Response
 from ringfence.sip.parser import StreamParser, parse_datagram
 from ringfence.sip.validation import check_request, check_response
 from tests.sip.torture_expectations import EXPECTATIONS, Expectation, Outcome
+from tests.support.torture import TORTURE_ROOT
 
-ROOT = Path(
-    os.environ.get("RINGFENCE_SIP_TORTURE", Path(__file__).parents[3] / "shared" / "sip-torture")
-)
+ROOT = TORTURE_ROOT
 #: The responses that message validation itself gives; the others (200, 401, 404, 406, 483)
 #: belong to the registrar and proxy, which pass the message through validation first.
 VALIDATION_STATUSES = {400, 415, 416, 420, 501, 505}
