@@ -62,8 +62,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="short steps, fewer rates")
     parser.add_argument("--skip-kamailio", action="store_true")
-    options = parser.parse_args()
-    extra = ["--users", str(options.users)]
+    # Anything else goes to run.py as it is (e.g. --rates-register 100,200,500).
+    options, passthrough = parser.parse_known_args()
+    extra = ["--users", str(options.users), *passthrough]
     if options.quick:
         extra += ["--duration", "3", "--refine", "0"]
     out = Path(tempfile.mkdtemp(prefix="ringfence-bench-sip-"))
