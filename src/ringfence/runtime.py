@@ -168,7 +168,6 @@ class Runtime:
         self.services = Services(
             provisioning=self.provisioning, auth=self.auth, clock=self.clock, http=settings.http
         )
-        self.kek = kek
         self.sip: SipService | None = (
             SipService(settings, self.provisioning, kek, self.clock)
             if settings.sip.enabled

@@ -24,10 +24,8 @@ from ringfence.proxy.engine import Incoming, Target, uri_destination
 from ringfence.sip.digest import (
     DigestAlgorithm,
     DigestError,
-    DigestServer,
-    UnsupportedSchemeError,
+    DigestRealms,
     VerifyStatus,
-    parse_credentials,
 )
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
@@ -113,7 +111,11 @@ class Router:
             if not isinstance(trunk, SipURI):
                 raise ValueError("the trunk must be a sip: or sips: URI")
             self._trunk = trunk
-        self._digest: dict[str, DigestServer] = {}
+        self._realms = DigestRealms(
+            config.nonce_secret,
+            nonce_lifetime_s=config.nonce_lifetime_s,
+            algorithms=config.digest_algorithms,
+        )
 
     async def decide(self, incoming: Incoming, now: float) -> Decision:
         request = incoming.request
@@ -187,39 +189,23 @@ class Router:
 
     async def _authenticate(self, incoming: Incoming, caller: SipURI, now: float) -> Reply | None:
         realm = caller.host.lower()
-        server = self._digest.get(realm)
-        if server is None:
-            server = self._digest[realm] = DigestServer(
-                self._config.nonce_secret,
-                realm,
-                nonce_lifetime_s=self._config.nonce_lifetime_s,
-                algorithms=self._config.digest_algorithms,
-            )
         request = incoming.request
+        try:
+            credentials = self._realms.credentials_for(
+                request.headers.get_all("Proxy-Authorization"), realm
+            )
+        except DigestError:
+            return Reply(400, "Malformed Proxy-Authorization")
         stale = False
-        for value in request.headers.get_all("Proxy-Authorization"):
-            try:
-                credentials = parse_credentials(value)
-            except UnsupportedSchemeError:
-                continue
-            except DigestError:
-                return Reply(400, "Malformed Proxy-Authorization")
-            if credentials.realm.lower() != realm:
-                continue
+        if credentials is not None:
             if credentials.username != caller.user_unescaped:
                 return Reply(403, "Credentials do not match the From user")
             account = await self._accounts.sip_credentials(realm, credentials.username)
-            if account is None:
-                break
-            result = server.verify(credentials, request.method, account.ha1, now)
-            if result.status is VerifyStatus.OK:
-                if not account.active:
-                    return Reply(403, "Account suspended")
-                return None
-            stale = result.status is VerifyStatus.STALE
-            break
-        challenges = tuple(
-            ("Proxy-Authenticate", challenge.render())
-            for challenge in server.challenge(now, stale=stale)
-        )
+            if account is not None:
+                server = self._realms.server(realm)
+                result = server.verify(credentials, request.method, account.ha1, now)
+                if result.status is VerifyStatus.OK:
+                    return None if account.active else Reply(403, "Account suspended")
+                stale = result.status is VerifyStatus.STALE
+        challenges = self._realms.challenge_headers(realm, "Proxy-Authenticate", now, stale=stale)
         return Reply(407, "Proxy Authentication Required", challenges)

@@ -36,13 +36,10 @@ from ringfence.registrar.rules import (
     sip_uri_equal,
 )
 from ringfence.sip.digest import (
-    Credentials,
     DigestAlgorithm,
     DigestError,
-    DigestServer,
-    UnsupportedSchemeError,
+    DigestRealms,
     VerifyStatus,
-    parse_credentials,
 )
 from ringfence.sip.message import Request, Response, make_response
 from ringfence.sip.transaction import Address
@@ -122,12 +119,11 @@ class Registrar:
             raise ValueError("nonce_lifetime_s must be positive")
         self._accounts = accounts
         self._location = location
-        self._secret = nonce_secret
         self._policy = policy
-        self._nonce_lifetime_s = nonce_lifetime_s
-        self._algorithms = digest_algorithms
         # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
-        self._digest: dict[str, DigestServer] = {}
+        self._realms = DigestRealms(
+            nonce_secret, nonce_lifetime_s=nonce_lifetime_s, algorithms=digest_algorithms
+        )
 
     @property
     def policy(self) -> RegistrarPolicy:
@@ -206,38 +202,20 @@ class Registrar:
             logger.debug("flow closed; %d binding(s) removed", removed)
         return removed
 
-    def _server(self, realm: str) -> DigestServer:
-        server = self._digest.get(realm)
-        if server is None:
-            server = self._digest[realm] = DigestServer(
-                self._secret,
-                realm,
-                nonce_lifetime_s=self._nonce_lifetime_s,
-                algorithms=self._algorithms,
-            )
-        return server
-
     def _authenticate(
         self, request: Request, aor: AddressOfRecord, account: SipCredentials, now: float
     ) -> tuple[int, str, Headers] | None:
         """None when the request is authenticated as `account`, else the answer to give."""
         # RFC 8760 §3 / provisioning: the realm is the tenant's SIP domain, HA1 is over it.
         realm = account.tenant.sip_domain
-        server = self._server(realm)
-        credentials: Credentials | None = None
-        for value in request.headers.get_all("Authorization"):
-            try:
-                parsed = parse_credentials(value)
-            except UnsupportedSchemeError:
-                # RFC 4475 §3.3.7: an unknown scheme is ignored; we challenge in ours.
-                continue
-            except DigestError:
-                return 400, "Malformed Authorization", ()
-            if parsed.realm == realm:
-                credentials = parsed
-                break
+        try:
+            credentials = self._realms.credentials_for(
+                request.headers.get_all("Authorization"), realm
+            )
+        except DigestError:
+            return 400, "Malformed Authorization", ()
         if credentials is None:
-            return 401, "Unauthorized", self._challenges(server, now, stale=False)
+            return 401, "Unauthorized", self._challenges(realm, now, stale=False)
         if credentials.username != aor.user:
             # §10.3 step 4: only the AOR's own user may change its bindings.
             return 403, "Credentials do not match the To user", ()
@@ -247,22 +225,18 @@ class Registrar:
             # and Kamailio does not check either. The response still covers the uri it names,
             # and nonce-counts stop any replay, so we accept it and only note it.
             logger.debug("REGISTER digest uri differs from the Request-URI")
-        result = server.verify(credentials, request.method, account.ha1, now)
+        result = self._realms.server(realm).verify(credentials, request.method, account.ha1, now)
         if result.ok:
             return None
         logger.debug("REGISTER digest check failed: %s", result.status.value)
         status, reason, stale = _REFUSALS[result.status]
         if status == 401:
-            return status, reason, self._challenges(server, now, stale=stale)
+            return status, reason, self._challenges(realm, now, stale=stale)
         return status, reason, ()
 
-    @staticmethod
-    def _challenges(server: DigestServer, now: float, *, stale: bool) -> Headers:
-        # RFC 8760 §2.3: one WWW-Authenticate per algorithm, most preferred (SHA-256) first.
-        return tuple(
-            ("WWW-Authenticate", challenge.render())
-            for challenge in server.challenge(now, stale=stale)
-        )
+    def _challenges(self, realm: str, now: float, *, stale: bool) -> Headers:
+        # RFC 8760 §2.3: one WWW-Authenticate per algorithm, most preferred first.
+        return self._realms.challenge_headers(realm, "WWW-Authenticate", now, stale=stale)
 
     @staticmethod
     def _respond(request: Request, status: int, reason: str, headers: Headers = ()) -> Response:

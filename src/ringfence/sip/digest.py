@@ -56,6 +56,7 @@ __all__ = [
     "Credentials",
     "DigestAlgorithm",
     "DigestError",
+    "DigestRealms",
     "DigestServer",
     "DuplicateParameterError",
     "MalformedHeaderError",
@@ -916,3 +917,61 @@ def answer(
         qop=qop,
         nc=nc_text,
     )
+
+
+class DigestRealms:
+    """One `DigestServer` per realm, and the header work registrar and proxy share.
+
+    A registrar answers 401 and reads Authorization, a proxy 407 and Proxy-Authorization;
+    each realm's server keeps its own nonce-count table.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        nonce_lifetime_s: float = 300.0,
+        algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5),
+    ) -> None:
+        self._secret = secret
+        self._nonce_lifetime_s = nonce_lifetime_s
+        self._algorithms = algorithms
+        self._servers: dict[str, DigestServer] = {}
+
+    def server(self, realm: str) -> DigestServer:
+        server = self._servers.get(realm)
+        if server is None:
+            server = self._servers[realm] = DigestServer(
+                self._secret,
+                realm,
+                nonce_lifetime_s=self._nonce_lifetime_s,
+                algorithms=self._algorithms,
+            )
+        return server
+
+    @staticmethod
+    def credentials_for(values: Iterable[str], realm: str) -> Credentials | None:
+        """The Digest credentials for `realm` among Authorization-type header values.
+
+        Other schemes are skipped (RFC 4475 §3.3.7: challenge in ours instead).
+
+        Raises:
+            DigestError: a Digest value that does not parse.
+        """
+        for value in values:
+            try:
+                parsed = parse_credentials(value)
+            except UnsupportedSchemeError:
+                continue
+            if parsed.realm.lower() == realm.lower():
+                return parsed
+        return None
+
+    def challenge_headers(
+        self, realm: str, header: str, now: float, *, stale: bool = False
+    ) -> tuple[tuple[str, str], ...]:
+        """One `header` (WWW- or Proxy-Authenticate) per algorithm (RFC 8760 §2.3)."""
+        return tuple(
+            (header, challenge.render())
+            for challenge in self.server(realm).challenge(now, stale=stale)
+        )
