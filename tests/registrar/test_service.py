@@ -369,3 +369,29 @@ def test_the_nonce_secret_must_be_long_enough(runtime: Runtime) -> None:
         Registrar(runtime.provisioning, MemoryLocationService(), b"short")
     with pytest.raises(ValueError, match="positive"):
         Registrar(runtime.provisioning, MemoryLocationService(), SECRET, nonce_lifetime_s=0)
+
+
+PUSH_CONTACT = (
+    "<sip:alice@203.0.113.5;transport=tcp>;pn-provider=apns;pn-prid=token-0fd2;"
+    "pn-param=TEAM.com.example.voip"
+)
+
+
+async def test_push_parameters_are_kept_when_push_is_on(registrar: Registrar) -> None:
+    await register_ok(registrar, PUSH_CONTACT)
+    [binding] = await registrar.bindings(AOR, NOW)
+    assert ("pn-prid", "token-0fd2") in binding.params
+
+
+@pytest.mark.promise("P4")
+@pytest.mark.promise("P1")
+async def test_push_parameters_are_dropped_in_another_background_mode(
+    runtime: Runtime, registrar: Registrar
+) -> None:
+    await runtime.provisioning.update_account(
+        "acme", "alice", AccountChange(overrides={"push": {"mode": "keepalive"}})
+    )
+    await register_ok(registrar, PUSH_CONTACT)
+    [binding] = await registrar.bindings(AOR, NOW)
+    assert [name for name, _ in binding.params if name.startswith("pn-")] == []
+    assert "token-0fd2" not in repr(binding.params)

@@ -10,7 +10,12 @@ from typing import Any, Protocol
 from ringfence.clock import Clock
 from ringfence.crypto import Keyring, SubjectCipher
 from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotFoundError
-from ringfence.provisioning.features import FeatureConfig, effective_config, merge_overrides
+from ringfence.provisioning.features import (
+    Feature,
+    FeatureConfig,
+    effective_config,
+    merge_overrides,
+)
 from ringfence.provisioning.models import (
     E164_RE,
     SIP_DOMAIN_RE,
@@ -66,6 +71,8 @@ class SipCredentials:
     username: str
     active: bool
     ha1: dict[DigestAlgorithm, str] = field(repr=False)
+    #: The account wakes by push (P4: otherwise nothing may go to the push server).
+    push: bool = False
 
 
 def account_subject(account_id: str) -> str:
@@ -381,6 +388,7 @@ class ProvisioningService:
             tenant=tenant,
             username=stored.username,
             active=stored.status is AccountStatus.ACTIVE,
+            push=effective_config(tenant.defaults, stored.overrides).is_enabled(Feature.PUSH),
             ha1={
                 DigestAlgorithm.MD5: cipher.open_text(CTX_HA1_MD5, stored.ha1_md5_sealed),
                 DigestAlgorithm.SHA256: cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed),

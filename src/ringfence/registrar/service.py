@@ -21,6 +21,7 @@ AOR, Contact or address.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from typing import Protocol
@@ -168,7 +169,12 @@ class Registrar:
                 request, aor=key, existing=existing, source=source, now=now, policy=self._policy
             )
             if outcome.bindings is not None:
-                await self._location.replace(key, list(outcome.bindings), now)
+                bindings = list(outcome.bindings)
+                if not account.push:
+                    # P1/P4: with another background mode configured, the RFC 8599 push
+                    # parameters (device tokens) are not kept, even in memory.
+                    bindings = [without_push_parameters(b) for b in bindings]
+                await self._location.replace(key, bindings, now)
         except LocationServiceError:
             # §10.3 step 7: "If any one of them fails (for example, because the back-end
             # database commit failed), the request MUST fail with a 500 (Server Error)".
@@ -245,6 +251,14 @@ class Registrar:
         # §8.2.6.2: a UAS adds a To tag to its responses; retransmissions of this response
         # are the transaction layer's, which keeps the tag.
         return make_response(request, status, reason, to_tag=secrets.token_hex(8), headers=headers)
+
+
+def without_push_parameters(binding: Binding) -> Binding:
+    """The binding without RFC 8599 `pn-*` Contact parameters."""
+    kept = tuple(
+        (name, value) for name, value in binding.params if not name.lower().startswith("pn-")
+    )
+    return dataclasses.replace(binding, params=kept)
 
 
 def _same_uri(digest_uri: str, request_uri: str) -> bool:
