@@ -1,0 +1,92 @@
+"""`ringfence serve` as a real process, with accounts made by the CLI, for peer tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.peers.sipp import sipp_binary
+from tests.support.net import free_port, wait_for_port
+
+BIN = Path(sys.executable).parent / "ringfence"
+DOMAIN = "sip.acme.example"
+PASSWORDS = {
+    "alice": "alice-secret-1",
+    "bob": "bob-secret-22",
+    "carol": "carol-secret-333",
+    "dave": "dave-secret-4444",
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int  # UDP and TCP
+    tls_port: int
+    workdir: Path
+
+
+def _free_udp_and_tcp_port() -> int:
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if sipp_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("sipp (Debian package sip-tester) is required in CI")
+        pytest.skip("sipp not installed (Debian package sip-tester)")
+    workdir = tmp_path_factory.mktemp("sip-e2e")
+    port, tls_port = _free_udp_and_tcp_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
+        "RINGFENCE_HTTP__PORT": str(free_port()),
+        "RINGFENCE_SIP__UDP_PORT": str(port),
+        "RINGFENCE_SIP__TCP_PORT": str(port),
+        "RINGFENCE_SIP__TLS_PORT": str(tls_port),
+        "RINGFENCE_SIP__WS_PORT": "0",
+        "RINGFENCE_SIP__DIGEST_ALGORITHMS": '["MD5"]',
+        "RINGFENCE_LOGGING__LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [str(BIN), "tenant", "add", "acme", "--domain", DOMAIN],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    for user, password in PASSWORDS.items():
+        subprocess.run(
+            [str(BIN), "account", "add", "acme", user, "--password", password],
+            cwd=workdir,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    log = (workdir / "serve.log").open("w")
+    with subprocess.Popen(
+        [str(BIN), "serve"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+    ) as process:
+        try:
+            wait_for_port(port)
+            wait_for_port(tls_port)
+            yield Server(port, tls_port, workdir)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
