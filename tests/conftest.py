@@ -17,6 +17,7 @@ from ringfence.config import AuthSettings, KeySettings, Settings, StorageSetting
 from ringfence.runtime import Runtime
 from tests.support.clock import FakeClock
 from tests.support.postgres import Cluster
+from tests.support.tools import missing_tool
 
 BACKENDS = ["sqlite", "postgresql"]
 _db_counter = itertools.count()
@@ -27,10 +28,8 @@ def pg_cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="ringfence-pg-"))
     try:
         cluster = Cluster(root)
-    except FileNotFoundError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI: {exc} not found")
-        pytest.skip(f"PostgreSQL not installed: {exc} not found")
+    except FileNotFoundError:
+        missing_tool("initdb", "postgresql")
     cluster.start()
     yield cluster
     cluster.stop()

@@ -103,10 +103,7 @@ class SipService:
         await self.transports.start()
         sip = self._settings
         host = sip.public_host or sip.host
-        listeners = []
-        for transport in self.TRANSPORTS:
-            with contextlib.suppress(KeyError, ValueError):
-                listeners.append(Listener(transport, host, self.transports.local(transport)[1]))
+        listeners = [Listener(transport, host, port) for transport, _, port in self._bound()]
         identity = Identity(tuple(listeners), aliases=frozenset({host.lower(), sip.host}))
         engine = ProxyEngine(identity, self._kek.derive("flow-token"))
         router = Router(
@@ -137,13 +134,17 @@ class SipService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def describe(self) -> str:
-        parts = []
+    def _bound(self) -> list[tuple[str, str, int]]:
+        """(transport, host, port) of every listener that is running."""
+        bound = []
         for transport in self.TRANSPORTS:
-            with contextlib.suppress(KeyError, ValueError):
+            with contextlib.suppress(KeyError):
                 host, port = self.transports.local(transport)
-                parts.append(f"{transport.lower()} {host}:{port}")
-        return "SIP " + ", ".join(parts)
+                bound.append((transport, host, port))
+        return bound
+
+    def describe(self) -> str:
+        return "SIP " + ", ".join(f"{t.lower()} {h}:{p}" for t, h, p in self._bound())
 
     async def aclose(self) -> None:
         if self.node is not None:

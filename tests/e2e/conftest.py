@@ -14,6 +14,7 @@ import pytest
 
 from tests.peers.sipp import sipp_binary
 from tests.support.net import free_port, wait_for_port
+from tests.support.tools import missing_tool
 
 BIN = Path(sys.executable).parent / "ringfence"
 DOMAIN = "sip.acme.example"
@@ -46,9 +47,7 @@ def _free_udp_and_tcp_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if sipp_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("sipp (Debian package sip-tester) is required in CI")
-        pytest.skip("sipp not installed (Debian package sip-tester)")
+        missing_tool("sipp", "sip-tester")
     workdir = tmp_path_factory.mktemp("sip-e2e")
     port, tls_port = _free_udp_and_tcp_port(), free_port()
     env = {

@@ -7,7 +7,6 @@ Headless per ../shared/PEERS.md: a sine source, a null player, loopback only.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from tests.e2e.conftest import DOMAIN, PASSWORDS, Server
 from tests.peers.sipp import SippResult, free_udp_port, run_scenario, uas, write_injection
 from tests.support.net import wait_until
+from tests.support.tools import missing_tool
 
 CONFIG = """\
 poll_method epoll
@@ -41,9 +41,7 @@ module_app menu.so
 def baresip_binary() -> str:
     found = shutil.which("baresip")
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("baresip (Debian package baresip-core) is required in CI")
-        pytest.skip("baresip not installed (Debian package baresip-core)")
+        missing_tool("baresip", "baresip-core")
     return found
 
 
