@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,9 @@ class MemoryKeyStore:
 
     async def get_wrapped_key(self, subject: str) -> bytes | None:
         return self.keys.get(subject)
+
+    async def get_wrapped_keys(self, subjects: Sequence[str]) -> dict[str, bytes]:
+        return {s: self.keys[s] for s in subjects if s in self.keys}
 
     async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None:
         self.keys[subject] = wrapped

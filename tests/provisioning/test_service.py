@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ringfence.crypto import KeyDestroyedError
 from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from ringfence.provisioning.features import FeatureConfig, LocationConfig, LocationMode
 from ringfence.provisioning.models import AccountChange, AccountStatus
-from ringfence.provisioning.service import account_subject
+from ringfence.provisioning.service import (
+    SIP_CACHE_STALE_MAX_S,
+    SIP_CACHE_TTL_S,
+    SIP_LOAD_BATCH,
+    ProvisioningService,
+    account_subject,
+)
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import DigestAlgorithm, ha1
 from ringfence.storage.tables import accounts
+from tests.support.clock import FakeClock
 
 
 async def _tenant(runtime: Runtime) -> None:
@@ -183,3 +190,108 @@ async def test_sip_credentials_for_digest(runtime: Runtime) -> None:
     assert found.ha1[DigestAlgorithm.SHA256] not in repr(found)
     assert await runtime.provisioning.sip_credentials("acme", "alice") is None  # a code
     assert await runtime.provisioning.sip_credentials("sip.acme.example", "bob") is None
+
+
+def _md5(username: str, password: str) -> str:
+    return ha1(DigestAlgorithm.MD5, username, "sip.acme.example", password)
+
+
+async def test_sip_credentials_cache_is_warmed_in_batches(runtime: Runtime, backend: str) -> None:
+    await _tenant(runtime)
+    names = [f"user{n}" for n in range(SIP_LOAD_BATCH + 3)]  # two pages
+    for name in names:
+        await runtime.provisioning.create_account("acme", name, f"pw-{name}-long")
+    # Another node (its own service over the same databases) warms its cache at start.
+    node = ProvisioningService(runtime.store, runtime.keyring, runtime.clock)
+    assert await node.warm_sip_credentials() == len(names)
+    # The answers come from memory: the rows are gone, behind the services' backs.
+    async with runtime.engine.begin() as connection:
+        await connection.execute(delete(accounts))
+    for name in (names[0], names[-1]):
+        found = await node.sip_credentials("sip.acme.example", name)
+        assert found is not None
+        assert found.ha1[DigestAlgorithm.MD5] == _md5(name, f"pw-{name}-long")
+
+
+async def test_warm_stops_at_its_limit(runtime: Runtime) -> None:
+    await _tenant(runtime)
+    for name in ("alice", "bob", "carol"):
+        await runtime.provisioning.create_account("acme", name, "correct horse")
+    node = ProvisioningService(runtime.store, runtime.keyring, runtime.clock)
+    assert await node.warm_sip_credentials(limit=2) == 2
+
+
+async def test_stale_sip_credentials_are_served_then_refreshed(
+    runtime: Runtime, clock: FakeClock, backend: str
+) -> None:
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    node = ProvisioningService(runtime.store, runtime.keyring, clock)
+    await node.warm_sip_credentials()
+    # The password changes on the other node: this one does not hear of it...
+    await runtime.provisioning.update_account(
+        "acme", "alice", AccountChange(password="new battery")
+    )
+    found = await node.sip_credentials("sip.acme.example", "alice")
+    assert found is not None
+    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "correct horse")
+    # ...until the TTL has passed: the entry is still answered from, and queued.
+    assert await node.refresh_sip_credentials() == 0
+    clock.advance(SIP_CACHE_TTL_S + 1)
+    found = await node.sip_credentials("sip.acme.example", "alice")
+    assert found is not None
+    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "correct horse")
+    assert await node.refresh_sip_credentials() == 1
+    assert await node.refresh_sip_credentials() == 0
+    found = await node.sip_credentials("sip.acme.example", "alice")
+    assert found is not None
+    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "new battery")
+
+
+async def test_refresh_forgets_an_account_deleted_elsewhere(
+    runtime: Runtime, clock: FakeClock, backend: str
+) -> None:
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    node = ProvisioningService(runtime.store, runtime.keyring, clock)
+    await node.warm_sip_credentials()
+    await runtime.provisioning.delete_account("acme", "alice")
+    clock.advance(SIP_CACHE_TTL_S + 1)
+    assert await node.sip_credentials("sip.acme.example", "alice") is not None  # stale
+    assert await node.refresh_sip_credentials() == 1
+    assert await node.sip_credentials("sip.acme.example", "alice") is None
+
+
+async def test_too_old_sip_credentials_are_loaded_before_answering(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    node = ProvisioningService(runtime.store, runtime.keyring, clock)
+    await node.warm_sip_credentials()
+    await runtime.provisioning.update_account(
+        "acme", "alice", AccountChange(status=AccountStatus.SUSPENDED)
+    )
+    clock.advance(SIP_CACHE_STALE_MAX_S + 1)
+    found = await node.sip_credentials("sip.acme.example", "alice")
+    assert found is not None
+    assert not found.active
+
+
+async def test_changes_on_this_node_evict_at_once(runtime: Runtime) -> None:
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    service = runtime.provisioning
+    await service.warm_sip_credentials()
+    await service.update_account("acme", "alice", AccountChange(password="new battery"))
+    found = await service.sip_credentials("sip.acme.example", "alice")
+    assert found is not None
+    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "new battery")
+    # A tenant's defaults decide the push mode of its accounts.
+    assert found.push
+    await service.update_tenant(
+        "acme", defaults=FeatureConfig.model_validate({"push": {"mode": "keepalive"}})
+    )
+    found = await service.sip_credentials("sip.acme.example", "alice")
+    assert found is not None
+    assert not found.push

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from ringfence.sip import digest as digest_module
 from ringfence.sip.digest import (
     Challenge,
     Credentials,
@@ -682,3 +683,36 @@ def test_parsers_raise_only_digest_errors_on_near_misses(value: str) -> None:
 def test_verify_never_raises(credentials: Credentials, method: str) -> None:
     result = DigestServer(SECRET, REALM).verify(credentials, method, HA1S, NOW)
     assert not result.ok
+
+
+# The fast path of the parameter parser must agree with the checked parser on every input it
+# accepts, and leave every error to it.
+_TOKENS = st.text(alphabet="abcXYZ019-.!%*_+`'~", min_size=1, max_size=8)
+_QUOTED = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=12).map(
+    lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+)
+_SPACES = st.sampled_from(["", " ", "\t", "  "])
+
+
+@st.composite
+def _auth_values(draw: st.DrawFn) -> str:
+    params = draw(st.lists(st.tuples(_TOKENS, st.one_of(_TOKENS, _QUOTED)), max_size=6))
+    parts = [
+        f"{name}{draw(_SPACES)}={draw(_SPACES)}{value}{draw(_SPACES)}" for name, value in params
+    ]
+    joiner = draw(st.sampled_from([",", ", ", " ,", ",,", " "]))
+    return draw(st.sampled_from(["Digest ", "digest\t", "Digest", "Basic "])) + joiner.join(parts)
+
+
+@settings(max_examples=400)
+@given(st.one_of(_auth_values(), st.text(max_size=60)))
+def test_fast_parameter_parser_agrees_with_the_checked_one(value: str) -> None:
+    fast = digest_module._parse_params_fast(value)
+    try:
+        checked: dict[str, str] | None = digest_module._parse_params_checked(value, "credentials")
+    except DigestError:
+        checked = None
+    if fast is not None:
+        assert fast == checked
+    if checked is not None:
+        assert digest_module._parse_params(value, "credentials") == checked

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +44,10 @@ class WrappedKeyStore(Protocol):
     """Where wrapped data keys live (a table of `ringfence.storage`)."""
 
     async def get_wrapped_key(self, subject: str) -> bytes | None: ...
+
+    async def get_wrapped_keys(self, subjects: Sequence[str]) -> dict[str, bytes]:
+        """The wrapped keys of those subjects that have one."""
+        ...
 
     async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None: ...
 
@@ -154,6 +159,14 @@ class Keyring:
         if wrapped is None:
             raise KeyDestroyedError(f"no data key for subject {subject}")
         return SubjectCipher(subject, self._kek.unwrap(subject, wrapped))
+
+    async def ciphers(self, subjects: Sequence[str]) -> dict[str, SubjectCipher]:
+        """The ciphers of many subjects in one round trip; destroyed ones are left out."""
+        wrapped = await self._store.get_wrapped_keys(subjects)
+        return {
+            subject: SubjectCipher(subject, self._kek.unwrap(subject, key))
+            for subject, key in wrapped.items()
+        }
 
     async def destroy(self, subject: str) -> bool:
         """Destroy the subject's data key: none of its ciphertexts can be opened again.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -32,6 +34,11 @@ from ringfence.sip.digest import DigestAlgorithm, ha1
 #: How long the SIP credentials cache may answer for another node's change (see __init__).
 SIP_CACHE_TTL_S = 30.0
 SIP_CACHE_MAX_ENTRIES = 200_000
+#: An entry past its TTL is still answered from, up to this age, while it is reloaded in the
+#: background (`refresh_sip_credentials`); an older one is loaded before answering.
+SIP_CACHE_STALE_MAX_S = 300.0
+#: Accounts loaded per database round trip when warming or refreshing the cache.
+SIP_LOAD_BATCH = 500
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 DISPLAY_NAME_MAX_CHARS = 128
@@ -55,6 +62,12 @@ class ProvisioningStore(Protocol):
     async def find_sip_account(
         self, domain: str, username: str
     ) -> tuple[Tenant, StoredAccount] | None: ...
+    async def find_sip_accounts(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> list[tuple[Tenant, StoredAccount]]: ...
+    async def sip_accounts_page(
+        self, after_id: str | None, limit: int
+    ) -> list[tuple[Tenant, StoredAccount]]: ...
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int
     ) -> list[StoredAccount]: ...
@@ -110,10 +123,14 @@ class ProvisioningService:
         self._store = store
         self._keyring = keyring
         self._clock = clock
-        # The SIP hot path asks for the same few accounts thousands of times a second: a
-        # short-lived cache of their opened digest secrets, in memory only. Changes made
-        # here evict at once; another node's changes are seen within SIP_CACHE_TTL_S.
+        # The SIP hot path asks for the same accounts thousands of times a second: a cache
+        # of their opened digest secrets, in memory only, warmed at start. Changes made here
+        # evict at once (and bump the generation, so that a load that read the database
+        # before the change is not cached); another node's changes are seen within
+        # SIP_CACHE_TTL_S plus one background refresh.
         self._sip_cache: dict[tuple[str, str], tuple[float, SipCredentials | None]] = {}
+        self._sip_stale: dict[tuple[str, str], None] = {}  # an ordered set
+        self._sip_generation = 0
         self._domains: tuple[float, frozenset[str]] | None = None
 
     # -- tenants ---------------------------------------------------------------------------
@@ -195,6 +212,8 @@ class ProvisioningService:
             tenant, name=name if name is not None else tenant.name, defaults=new_defaults
         )
         await self._store.update_tenant(updated)
+        # The defaults decide each account's push mode (SipCredentials.push).
+        self._forget_sip(tenant_domain=tenant.sip_domain)
         return updated
 
     async def delete_tenant(self, code: str) -> None:
@@ -204,6 +223,7 @@ class ProvisioningService:
             for stored in batch:
                 await self._erase_account(stored)
         await self._store.delete_tenant(tenant.id)
+        self._forget_sip(tenant_domain=tenant.sip_domain)
         self._domains = None
 
     # -- accounts --------------------------------------------------------------------------
@@ -349,19 +369,76 @@ class ProvisioningService:
     async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
         """What a registrar needs to check a digest response for `username@domain`.
 
-        None when the domain is no tenant's or the user does not exist. Served from a cache
-        of at most SIP_CACHE_TTL_S seconds (see `__init__`).
+        None when the domain is no tenant's or the user does not exist. Served from the
+        cache (see `__init__`): fresh entries as they are; entries past SIP_CACHE_TTL_S, up
+        to SIP_CACHE_STALE_MAX_S, as they are while `refresh_sip_credentials` reloads them.
         """
         key = (domain.lower(), username)
         now = self._clock.monotonic()
         cached = self._sip_cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            expires, found = cached
+            if expires > now:
+                return found
+            if now - expires < SIP_CACHE_STALE_MAX_S - SIP_CACHE_TTL_S:
+                self._sip_stale[key] = None
+                return found
+        generation = self._sip_generation
         found = await self._load_sip_credentials(*key)
-        if len(self._sip_cache) >= SIP_CACHE_MAX_ENTRIES:
-            self._sip_cache.clear()
-        self._sip_cache[key] = (now + SIP_CACHE_TTL_S, found)
+        if generation == self._sip_generation:
+            self._cache_sip(key, found, now)
         return found
+
+    async def refresh_sip_credentials(self) -> int:
+        """Reload, in one batch, cache entries that were answered from after their TTL.
+
+        Returns:
+            How many entries were reloaded (0: nothing was waiting).
+        """
+        keys = list(itertools.islice(self._sip_stale, SIP_LOAD_BATCH))
+        for key in keys:
+            del self._sip_stale[key]
+        if not keys:
+            return 0
+        generation = self._sip_generation
+        rows = await self._store.find_sip_accounts(keys)
+        opened = {(c.tenant.sip_domain, c.username): c for c in await self._open_sip(rows)}
+        if generation == self._sip_generation:
+            now = self._clock.monotonic()
+            for key in keys:
+                self._cache_sip(key, opened.get(key), now)
+        return len(keys)
+
+    async def warm_sip_credentials(self, limit: int = SIP_CACHE_MAX_ENTRIES) -> int:
+        """Fill the cache with every account (up to `limit`), a batch per round trip.
+
+        Then the first REGISTER of each account does not wait for the database.
+
+        Returns:
+            How many accounts were loaded.
+        """
+        after: str | None = None
+        count = 0
+        while count < limit:
+            generation = self._sip_generation
+            rows = await self._store.sip_accounts_page(after, min(SIP_LOAD_BATCH, limit - count))
+            if not rows:
+                break
+            opened = await self._open_sip(rows)
+            if generation == self._sip_generation:
+                now = self._clock.monotonic()
+                for credentials in opened:
+                    key = (credentials.tenant.sip_domain, credentials.username)
+                    self._cache_sip(key, credentials, now)
+            after = rows[-1][1].id
+            count += len(rows)
+        return count
+
+    def _cache_sip(self, key: tuple[str, str], found: SipCredentials | None, now: float) -> None:
+        if len(self._sip_cache) >= SIP_CACHE_MAX_ENTRIES and key not in self._sip_cache:
+            self._sip_cache.clear()
+            self._sip_stale.clear()
+        self._sip_cache[key] = (now + SIP_CACHE_TTL_S, found)
 
     def _forget_sip(
         self,
@@ -369,7 +446,12 @@ class ProvisioningService:
         domain: str | None = None,
         username: str | None = None,
         account_id: str | None = None,
+        tenant_domain: str | None = None,
     ) -> None:
+        self._sip_generation += 1
+        if tenant_domain is not None:
+            for key in [key for key in self._sip_cache if key[0] == tenant_domain.lower()]:
+                del self._sip_cache[key]
         if domain is not None and username is not None:
             self._sip_cache.pop((domain.lower(), username), None)
         if account_id is not None:
@@ -383,6 +465,21 @@ class ProvisioningService:
             return None
         tenant, stored = found
         cipher = await self._keyring.cipher(account_subject(stored.id))
+        return self._sip_credentials_of(tenant, stored, cipher)
+
+    async def _open_sip(self, rows: Sequence[tuple[Tenant, StoredAccount]]) -> list[SipCredentials]:
+        ciphers = await self._keyring.ciphers([account_subject(s.id) for _, s in rows])
+        opened = []
+        for tenant, stored in rows:
+            cipher = ciphers.get(account_subject(stored.id))
+            if cipher is not None:  # None: the key is destroyed, the account being erased
+                opened.append(self._sip_credentials_of(tenant, stored, cipher))
+        return opened
+
+    @staticmethod
+    def _sip_credentials_of(
+        tenant: Tenant, stored: StoredAccount, cipher: SubjectCipher
+    ) -> SipCredentials:
         return SipCredentials(
             account_id=stored.id,
             tenant=tenant,

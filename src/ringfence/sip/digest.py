@@ -152,6 +152,14 @@ _FOLD_RE = re.compile(r"\r\n(?=[ \t])")
 _WSP_RE = re.compile(r"[ \t]*")
 # nc-value = 8LHEX; upper case is accepted too, and the text is hashed as sent.
 _NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
+# One `name = value` auth-param and the comma (or end) after it: the fast path of
+# `_parse_params` for well-formed values; anything it does not match goes the slow way,
+# which names the problem.
+_PARAM_FAST_RE = re.compile(
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*=[ \t]*"
+    r'(?:"((?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*)"'
+    r"|([A-Za-z0-9\-.!%*_+`'~]+))[ \t]*(?:,|$)"
+)
 # Characters a quoted-string cannot carry even as a quoted-pair.
 _UNQUOTABLE_RE = re.compile(r"[\r\n]")
 # Characters that must be sent as a quoted-pair inside a quoted-string.
@@ -174,6 +182,42 @@ def _token_or_quoted(value: str) -> str:
 
 def _parse_params(value: str, kind: str) -> dict[str, str]:
     """Split `Digest name=value, …` into lowercased names and unquoted values, in order."""
+    return _parse_params_fast(value) or _parse_params_checked(value, kind)
+
+
+def _parse_params_fast(value: str) -> dict[str, str] | None:
+    """`_parse_params` for an unfolded, well-formed value: one regex match a parameter.
+
+    None for anything else (every error included), which the checked parser then reads and
+    names.
+    """
+    if "\r" in value or "\n" in value:
+        return None
+    text = value.strip(" \t")
+    if text[:6].lower() != "digest" or text[6:7] not in (" ", "\t"):
+        return None
+    params: dict[str, str] = {}
+    pos, end = 6, len(text)
+    match = _PARAM_FAST_RE.match
+    while pos < end:
+        found = match(text, pos)
+        if found is None:
+            return None
+        key, quoted, token = found.groups()
+        key = key.lower()
+        if key in params:
+            return None
+        if token is not None:
+            params[key] = token
+        else:
+            params[key] = _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
+        pos = found.end()
+        if text[pos - 1] == "," and pos == end:
+            return None  # a trailing comma: the checked parser names it
+    return params or None
+
+
+def _parse_params_checked(value: str, kind: str) -> dict[str, str]:
     text = _FOLD_RE.sub("", value)
     if "\r" in text or "\n" in text:
         raise MalformedHeaderError(f"{kind} contains a CR or LF that is not line folding")

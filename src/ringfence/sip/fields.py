@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from ringfence.sip.memo import memoized
 from ringfence.sip.uri import (
     Params,
     URIError,
@@ -65,6 +66,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{params_text(self.params)}"
 
 
+@memoized(4096)
 def parse_via(value: str) -> Via:
     """Parse one Via value (split a header's list first with `Headers.values`).
 
@@ -92,6 +94,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+@memoized(4096)
 def parse_cseq(value: str) -> CSeq:
     """CSeq = 1*DIGIT LWS Method, the number below 2**31 (RFC 3261 §8.1.1.5).
 

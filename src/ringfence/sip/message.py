@@ -188,14 +188,38 @@ def split_list(value: str) -> list[str]:
 class Headers:
     """The header fields of a message, in order; an immutable value."""
 
-    __slots__ = ("_items", "_keys")
+    __slots__ = ("_first", "_items", "_lists", "_more")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple(
             (canonical_name(name), value) for name, value in items
         )
-        # Lookups compare lowercase names, computed once per message, not once per lookup.
-        self._keys: tuple[str, ...] = tuple(name.lower() for name, _ in self._items)
+        # Lookups by lowercase name, built once per message: a proxy reads Via, From, To,
+        # Call-ID and CSeq several times for each message it handles. Most names occur once:
+        # `_first` has the first value of each, `_more` every value of the repeated ones.
+        # Both hold only strings, so the garbage collector does not track them.
+        first: dict[str, str] = {}
+        more: dict[str, tuple[str, ...]] | None = None
+        for name, value in self._items:
+            key = _lookup_key(name)
+            if key not in first:
+                first[key] = value
+            elif more is None:
+                more = {key: (first[key], value)}
+            else:
+                more[key] = (*more.get(key, (first[key],)), value)
+        self._first = first
+        self._more = more
+        # The split values of list headers, filled on first use (the value is immutable).
+        self._lists: dict[str, tuple[str, ...]] | None = None
+
+    def _all(self, key: str) -> tuple[str, ...]:
+        if self._more is not None:
+            found = self._more.get(key)
+            if found is not None:
+                return found
+        value = self._first.get(key)
+        return () if value is None else (value,)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -215,27 +239,26 @@ class Headers:
         return f"Headers({list(self._items)!r})"
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and _lookup_key(name) in self._first
 
     def get_all(self, name: str) -> list[str]:
         """The value of every header line named `name`, in order."""
-        wanted = _lookup_key(name)
-        return [item[1] for key, item in zip(self._keys, self._items, strict=True) if key == wanted]
+        return list(self._all(_lookup_key(name)))
 
     def get(self, name: str) -> str | None:
         """The value of the first header line named `name`, or None."""
-        wanted = _lookup_key(name)
-        for key, item in zip(self._keys, self._items, strict=True):
-            if key == wanted:
-                return item[1]
-        return None
+        return self._first.get(_lookup_key(name))
 
     def values(self, name: str) -> list[str]:
         """Every value of a list header, over all its lines, split at top-level commas."""
-        found: list[str] = []
-        for line in self.get_all(name):
-            found.extend(split_list(line))
-        return found
+        key = _lookup_key(name)
+        if self._lists is None:
+            self._lists = {}
+        split = self._lists.get(key)
+        if split is None:
+            split = tuple(part for line in self._all(key) for part in split_list(line))
+            self._lists[key] = split
+        return list(split)
 
     def add(self, name: str, value: str) -> Headers:
         return Headers((*self._items, (name, value)))

@@ -15,6 +15,7 @@ from typing import TypeAlias
 from urllib.parse import unquote
 
 from ringfence.sip.errors import RemoteProtocolError
+from ringfence.sip.memo import memoized
 
 Params: TypeAlias = tuple[tuple[str, str | None], ...]
 
@@ -55,6 +56,7 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
+@memoized(4096)
 def is_valid_host(host: str) -> bool:
     """Whether `host` is a hostname, IPv4address or IPv6reference (RFC 3261 §25.1, RFC 5118)."""
     if host.startswith("["):
@@ -203,6 +205,7 @@ def _parse_sip(scheme: str, rest: str) -> SipURI:
     return SipURI(scheme.lower(), user, host, port, password, params, tuple(headers))
 
 
+@memoized(8192)
 def parse_uri(text: str) -> URI:
     """Parse an absolute URI: sip/sips fully, tel leniently, other schemes opaquely.
 
@@ -326,6 +329,7 @@ def parse_generic_params(text: str) -> Params:
     return tuple(params)
 
 
+@memoized(8192)
 def parse_name_addr(value: str) -> NameAddr:
     """Parse one From/To/Contact/Route value: `name-addr` or `addr-spec`, then params.
 

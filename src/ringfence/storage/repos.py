@@ -6,12 +6,12 @@ services' own errors, so nothing above storage ever sees SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, delete, insert, or_, select, update
+from sqlalchemy import Row, Select, delete, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -213,19 +213,61 @@ class SqlStore(_Store):
         self, domain: str, username: str
     ) -> tuple[Tenant, StoredAccount] | None:
         """One round trip for the SIP hot path: the account of `username@domain`."""
+        found = await self._sip_accounts(
+            (tenants.c.sip_domain == domain) & (accounts.c.username == username)
+        )
+        return found[0] if found else None
+
+    async def find_sip_accounts(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> list[tuple[Tenant, StoredAccount]]:
+        """The accounts of many `(domain, username)` pairs in one round trip.
+
+        Missing ones are left out. At most 500 pairs, under every database's limit of bound
+        parameters.
+        """
+        if not keys:
+            return []
+        if len(keys) > 500:
+            raise ValueError("at most 500 keys per call")
+        return await self._sip_accounts(
+            tuple_(tenants.c.sip_domain, accounts.c.username).in_(list(keys))
+        )
+
+    async def sip_accounts_page(
+        self, after_id: str | None, limit: int
+    ) -> list[tuple[Tenant, StoredAccount]]:
+        """Every account with its tenant, `limit` at a time in account id order."""
+        condition = accounts.c.id > after_id if after_id is not None else accounts.c.id.is_not(None)
+        return await self._sip_accounts(condition, order=True, limit=limit)
+
+    async def _sip_accounts(
+        self, condition: Any, *, order: bool = False, limit: int | None = None
+    ) -> list[tuple[Tenant, StoredAccount]]:
         query = (
             select(tenants, accounts)
             .join(accounts, accounts.c.tenant_id == tenants.c.id)
-            .where(tenants.c.sip_domain == domain, accounts.c.username == username)
+            .where(condition)
         )
+        if order:
+            query = query.order_by(accounts.c.id)
+        if limit is not None:
+            query = query.limit(limit)
         async with self._tx() as tx:
-            row = (await tx.execute(query)).first()
-        if row is None:
-            return None
-        mapping = row._mapping
-        tenant_row = {c.name: mapping[tenants.c[c.name]] for c in tenants.columns}
-        account_row = {c.name: mapping[accounts.c[c.name]] for c in accounts.columns}
-        return _tenant(_Row(tenant_row)), _account(_Row(account_row))
+            rows = (await tx.execute(query)).all()
+        # One Tenant value per tenant, shared by its accounts (the SIP cache holds many).
+        by_id: dict[str, Tenant] = {}
+        found = []
+        for row in rows:
+            mapping = row._mapping
+            tenant_id = mapping[tenants.c.id]
+            tenant = by_id.get(tenant_id)
+            if tenant is None:
+                tenant_row = {c.name: mapping[tenants.c[c.name]] for c in tenants.columns}
+                tenant = by_id[tenant_id] = _tenant(_Row(tenant_row))
+            account_row = {c.name: mapping[accounts.c[c.name]] for c in accounts.columns}
+            found.append((tenant, _account(_Row(account_row))))
+        return found
 
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int
@@ -381,6 +423,19 @@ class SqlKeyStore(_Store):
         async with self._tx() as tx:
             wrapped = (await tx.execute(query)).scalar_one_or_none()
         return None if wrapped is None else bytes(wrapped)
+
+    async def get_wrapped_keys(self, subjects: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        async with self._tx() as tx:
+            # Chunks keep every database under its bound-parameter limit.
+            for start in range(0, len(subjects), 500):
+                chunk = list(subjects[start : start + 500])
+                query = select(subject_keys.c.subject, subject_keys.c.wrapped).where(
+                    subject_keys.c.subject.in_(chunk)
+                )
+                for subject, wrapped in (await tx.execute(query)).all():
+                    found[subject] = bytes(wrapped)
+        return found
 
     async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None:
         async with self._tx() as tx:
