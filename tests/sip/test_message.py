@@ -95,3 +95,27 @@ def test_editing_returns_new_headers() -> None:
     assert list(headers.replace("Via", "x")) == [("Via", "x"), ("To", "t")]
     assert headers.replace("Max-Forwards", "70").get("Max-Forwards") == "70"
     assert headers.get_all("Via") == ["1", "2"]  # unchanged
+
+
+def test_header_lookups_by_any_spelling_and_repeats() -> None:
+    headers = Headers(
+        [
+            ("v", "SIP/2.0/UDP a"),
+            ("Via", "SIP/2.0/UDP b, SIP/2.0/UDP c"),
+            ("X-A", "1"),
+            ("x-a", "2"),
+        ]
+    )
+    assert headers.get_all("VIA") == ["SIP/2.0/UDP a", "SIP/2.0/UDP b, SIP/2.0/UDP c"]
+    assert headers.values("via") == ["SIP/2.0/UDP a", "SIP/2.0/UDP b", "SIP/2.0/UDP c"]
+    assert headers.get("X-a") == "1"
+    assert headers.repeated("x-A")
+    assert headers.repeated("Via")
+    assert not headers.repeated("To")
+    assert "x-a" in headers
+    assert "To" not in headers
+    assert headers.get_all("To") == []
+    # Lists handed out are copies: the value stays immutable.
+    headers.get_all("Via").append("changed")
+    headers.values("Via").clear()
+    assert len(headers.values("Via")) == 3

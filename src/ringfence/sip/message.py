@@ -159,6 +159,9 @@ LIST_HEADERS = frozenset(
 
 def split_list(value: str) -> list[str]:
     """Split a list header's value at commas outside quoted strings and angle brackets."""
+    if '"' not in value and "<" not in value:
+        # Nothing can hide a comma: most Via, Supported and Allow values.
+        return [part.strip() for part in value.split(",")]
     parts: list[str] = []
     start = 0
     in_quotes = False
@@ -244,6 +247,10 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """The value of every header line named `name`, in order."""
         return list(self._all(_lookup_key(name)))
+
+    def repeated(self, name: str) -> bool:
+        """Whether more than one header line is named `name`."""
+        return self._more is not None and _lookup_key(name) in self._more
 
     def get(self, name: str) -> str | None:
         """The value of the first header line named `name`, or None."""

@@ -87,7 +87,7 @@ def _check_common(message: Request | Response) -> str | None:
         if headers.get(name) is None:
             return f"Missing {name}"
     for name in SINGLE:
-        if len(headers.get_all(name)) > 1:
+        if headers.repeated(name):
             return f"Multiple {name} values"
     try:
         for value in headers.values("Via"):

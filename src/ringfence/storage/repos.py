@@ -245,8 +245,8 @@ class SqlStore(_Store):
         self, condition: Any, *, order: bool = False, limit: int | None = None
     ) -> list[tuple[Tenant, StoredAccount]]:
         query = (
-            select(tenants, accounts)
-            .join(accounts, accounts.c.tenant_id == tenants.c.id)
+            select(accounts)
+            .join(tenants, accounts.c.tenant_id == tenants.c.id)
             .where(condition)
         )
         if order:
@@ -254,20 +254,13 @@ class SqlStore(_Store):
         if limit is not None:
             query = query.limit(limit)
         async with self._tx() as tx:
-            rows = (await tx.execute(query)).all()
-        # One Tenant value per tenant, shared by its accounts (the SIP cache holds many).
-        by_id: dict[str, Tenant] = {}
-        found = []
-        for row in rows:
-            mapping = row._mapping
-            tenant_id = mapping[tenants.c.id]
-            tenant = by_id.get(tenant_id)
-            if tenant is None:
-                tenant_row = {c.name: mapping[tenants.c[c.name]] for c in tenants.columns}
-                tenant = by_id[tenant_id] = _tenant(_Row(tenant_row))
-            account_row = {c.name: mapping[accounts.c[c.name]] for c in accounts.columns}
-            found.append((tenant, _account(_Row(account_row))))
-        return found
+            found = [_account(row) for row in (await tx.execute(query)).all()]
+            # Each tenant read once, and its value shared by its accounts (the SIP cache
+            # holds many).
+            tenant_ids = list({account.tenant_id for account in found})
+            query = select(tenants).where(tenants.c.id.in_(tenant_ids))
+            by_id = {t.id: t for t in map(_tenant, (await tx.execute(query)).all())}
+        return [(by_id[account.tenant_id], account) for account in found]
 
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int

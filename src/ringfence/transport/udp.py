@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from typing import Any, cast
@@ -14,6 +15,15 @@ from ringfence.transport.errors import ListenError
 from ringfence.transport.flow import Sink
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class UDPListener(asyncio.DatagramProtocol):
@@ -88,9 +98,7 @@ class UDPListener(asyncio.DatagramProtocol):
         """
         if self._transport is None or self._transport.is_closing():
             return False
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not _is_ip_address(host):
             logger.warning("UDP: refusing to send to a host name; resolve it first")
             return False
         try:
