@@ -129,6 +129,9 @@ class SIPSettings(_Section):
     #: Messages per second accepted from one IP address (bursts of twice that); the rest
     #: are dropped so that one source cannot starve the others.
     rate_per_ip: float = Field(default=2000.0, gt=0)
+    #: The UDP socket's receive buffer: datagrams that arrive while the node is busy wait
+    #: here; the kernel drops what does not fit (and caps the size at net.core.rmem_max).
+    udp_receive_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536)
 
 
 class LoggingSettings(_Section):

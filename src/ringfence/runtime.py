@@ -84,6 +84,7 @@ class SipService:
                 tls_cert_dir=settings.storage.data_dir / "tls",
                 tls_hostnames=tuple({sip.public_host or sip.host}),
                 rate_per_ip=sip.rate_per_ip,
+                udp_receive_buffer_bytes=sip.udp_receive_buffer_bytes,
             ),
             clock=clock,
         )

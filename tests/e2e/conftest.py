@@ -23,6 +23,7 @@ PASSWORDS = {
     "bob": "bob-secret-22",
     "carol": "carol-secret-333",
     "dave": "dave-secret-4444",
+    "erin": "erin-secret-55555",
 }
 
 

@@ -2,7 +2,9 @@
 
 It registers with digest, is called by a SIPp user agent and answers (auto-answer), receives a
 MESSAGE, and calls a registered SIPp user agent itself (answered through the proxy, 407 first).
-Headless per ../shared/PEERS.md: a sine source, a null player, loopback only.
+Over TLS (the server's self-signed certificate as its CA file) it registers, calls and is
+called, and sends a MESSAGE to another baresip. Headless per ../shared/PEERS.md: a sine source,
+a null player, loopback only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ringfence.transport.tls import CERT_FILE_NAME
 from tests.e2e.conftest import DOMAIN, PASSWORDS, Server
 from tests.peers.sipp import SippResult, free_udp_port, run_scenario, uas, write_injection
 from tests.support.net import wait_until
@@ -33,6 +36,7 @@ module g711.so
 module ausine.so
 module aubridge.so
 module_app account.so
+module_app contact.so
 module_app menu.so
 """
 
@@ -47,18 +51,39 @@ def baresip_binary() -> str:
 
 @contextmanager
 def baresip(
-    binary: str, server: Server, user: str, seconds: int, commands: tuple[str, ...] = ()
+    binary: str,
+    server: Server,
+    user: str,
+    seconds: int,
+    commands: tuple[str, ...] = (),
+    *,
+    tls: bool = False,
+    contact: str | None = None,
 ) -> Iterator[Path]:
-    """Run baresip registered as `user` for `seconds`; yield its log file (read it after)."""
+    """Run baresip registered as `user` for `seconds`; yield its log file (read it after).
+
+    With `tls`, it registers over TLS and checks the server's certificate; `contact` is the
+    URI its `/message` command writes to.
+    """
     home = server.workdir / f"baresip-{user}"
     home.mkdir(exist_ok=True)
-    (home / "config").write_text(CONFIG.format(port=free_udp_port()))
+    config = CONFIG.format(port=free_udp_port())
+    if tls:
+        config += f"sip_cafile {server.workdir / 'var' / 'tls' / CERT_FILE_NAME}\n"
+        outbound = f"sip:127.0.0.1:{server.tls_port};transport=tls"
+    else:
+        outbound = f"sip:127.0.0.1:{server.port};transport=udp"
+    (home / "config").write_text(config)
     (home / "accounts").write_text(
         f"<sip:{user}@{DOMAIN}>;auth_pass={PASSWORDS[user]};"
-        f'outbound="sip:127.0.0.1:{server.port};transport=udp";answermode=auto;regint=600\n'
+        f'outbound="{outbound}";answermode=auto;regint=600\n'
     )
+    if contact is not None:
+        (home / "contacts").write_text(f"<{contact}>\n")
+        (home / "current_contact").write_text(f"{contact}\n")
     log = home / "baresip.log"
-    argv = [binary, "-f", str(home), "-t", str(seconds)]
+    # -s: the SIP trace goes to the log too, so tests can read what baresip received.
+    argv = [binary, "-s", "-f", str(home), "-t", str(seconds)]
     for command in commands:
         argv += ["-e", command]
     with (
@@ -107,3 +132,43 @@ def test_baresip_calls_a_registered_sipp_user_agent(server: Server, baresip_bina
         pass
     text = log.read_text(errors="replace")
     assert f"Call established: sip:bob@{DOMAIN}" in text, text[-2000:]
+
+
+def test_baresip_over_tls_calls_and_sends_a_message(server: Server, baresip_binary: str) -> None:
+    callee_port = free_udp_port()
+    bob = server.workdir / "bob-for-tls.csv"
+    write_injection(bob, [("bob", PASSWORDS["bob"])], DOMAIN)
+    assert run_scenario("register_auth.xml", server.port, inf=bob, local_port=callee_port) == (
+        SippResult(1, 0)
+    )
+    with (
+        baresip(baresip_binary, server, "dave", seconds=10) as dave_log,
+        uas(server.port, callee_port),
+        # The outbound proxy is the TLS port only: erin registers, sends and calls over TLS.
+        baresip(
+            baresip_binary,
+            server,
+            "erin",
+            seconds=6,
+            commands=("/message hello over tls", f"/dial sip:bob@{DOMAIN}"),
+            tls=True,
+            contact=f"sip:dave@{DOMAIN}",
+        ) as erin_log,
+    ):
+        pass
+    erin = erin_log.read_text(errors="replace")
+    assert f"Call established: sip:bob@{DOMAIN}" in erin, erin[-2000:]
+    dave = dave_log.read_text(errors="replace")
+    assert "hello over tls" in dave, dave[-2000:]
+    # The proxy consumed erin's credentials: dave never sees her digest response.
+    assert 'username="erin"' not in dave, dave[-3000:]
+
+
+def test_baresip_over_tls_is_called(server: Server, baresip_binary: str) -> None:
+    caller = server.workdir / "alice-to-erin.csv"
+    write_injection(caller, [("alice", PASSWORDS["alice"])], DOMAIN, callee="erin")
+    with baresip(baresip_binary, server, "erin", seconds=8, tls=True) as log:
+        # The INVITE reaches erin over the TLS connection she registered on.
+        assert run_scenario("uac_call.xml", server.port, inf=caller) == SippResult(1, 0)
+    text = log.read_text(errors="replace")
+    assert "Call established: sip:alice@" in text, text[-2000:]

@@ -241,3 +241,21 @@ def test_reply_gives_a_to_tag(status: int) -> None:
     assert isinstance(response, Response)
     assert response.status == status
     assert parse_name_addr(response.headers.get("To") or "").tag
+
+
+def test_tls_side_of_a_double_record_route_is_a_sip_uri_with_transport_tls() -> None:
+    # RFC 5630 §3.1.3: sips: would claim TLS on the UDP side of the dialog too.
+    us = Identity((Listener("UDP", "192.0.2.1", 5060), Listener("TLS", "192.0.2.1", 5061)))
+    engine = ProxyEngine(us, KEY)
+    incoming = start(engine, invite())
+    callee = Address("TLS", "203.0.113.7", 40001, flow="flow-tls")
+    engine.forward(
+        incoming.key, incoming.request, [Target("sip:bob@203.0.113.7;transport=tls", callee)], now=0
+    )
+    [to_tls] = requests_to(sent(engine), "INVITE").values()
+    tls_side, udp_side = to_tls.headers.values("Record-Route")
+    assert tls_side.startswith("<sip:")
+    assert ";transport=tls;lr>" in tls_side
+    assert "@192.0.2.1:5061;" in tls_side
+    assert udp_side.startswith("<sip:")
+    assert ";transport=udp;lr>" in udp_side

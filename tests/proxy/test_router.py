@@ -95,7 +95,8 @@ async def test_local_caller_authenticates_then_reaches_every_contact(runtime: Ru
         (
             Target("sip:bob@203.0.113.6;transport=tcp", BOB_PHONE),
             Target("sip:bob@10.0.0.2:5060", Address("UDP", "203.0.113.9", 6000), ("<sip:e>",)),
-        )
+        ),
+        consumed_realm="sip.acme.example",
     )
 
 
@@ -145,7 +146,7 @@ async def test_outside_destinations_need_a_trunk_and_a_local_caller(runtime: Run
     trunked = make_router(runtime, FakeLocations(), trunk="sip:192.0.2.99:5060")
     req = await authenticated(trunked, request(uri=outside))
     assert await trunked.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Forward(
-        (Target(outside, TRUNK_HOST),)
+        (Target(outside, TRUNK_HOST),), consumed_realm="sip.acme.example"
     )
     relay = await trunked.decide(
         Incoming("k", request(uri=outside, sender="sip:x@evil.example"), ALICE_PHONE), 1.0

@@ -716,3 +716,14 @@ def test_fast_parameter_parser_agrees_with_the_checked_one(value: str) -> None:
         assert fast == checked
     if checked is not None:
         assert digest_module._parse_params(value, "credentials") == checked
+
+
+def test_a_proxy_forwards_only_credentials_it_did_not_consume() -> None:
+    ours = 'Digest username="alice", realm="SIP.acme.example", nonce="n", uri="sip:b", response="r"'
+    theirs = 'Digest username="alice", realm="pbx.example", nonce="m", uri="sip:b", response="s"'
+    other_scheme = "Bearer abc"
+    broken = 'Digest realm="sip.acme.example"'  # not credentials we could have verified
+    kept = digest_module.without_credentials_for(
+        [ours, theirs, other_scheme, broken], "sip.acme.example"
+    )
+    assert kept == [theirs, other_scheme, broken]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,15 @@ async def test_flooding_source_does_not_starve_others(start: Start) -> None:
 
     assert flood_received <= 2 * rate + rate * elapsed + 1
     assert flood_received < 1000
+
+
+async def test_receive_buffer_is_sized_for_bursts(start: Start) -> None:
+    server = await start(udp_receive_buffer_bytes=1024 * 1024)
+    udp = server.manager._udp
+    assert udp is not None
+    assert udp._transport is not None
+    sock = udp._transport.get_extra_info("socket")
+    # Linux reports twice what was asked (bookkeeping), capped by net.core.rmem_max.
+    ceiling = int(Path("/proc/sys/net/core/rmem_max").read_text())  # noqa: ASYNC240
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert granted >= min(1024 * 1024, ceiling)

@@ -302,10 +302,12 @@ class ProxyEngine:
         token = flow_token.encode(self._flow_key, caller, callee)
 
         def entry(transport: str) -> str:
+            # sip: with transport=tls, not sips:, for the TLS side: a sips: Record-Route
+            # would claim TLS on every hop of the dialog (RFC 5630 §3.1.3), which the other
+            # side may not have; baresip 1.0 ends such a dialog at once (ENOSYS on the ACK).
             listener = self.identity.listener(transport)
-            scheme = "sips" if listener.transport in ("TLS", "WSS") else "sip"
             return (
-                f"<{scheme}:{token}@{listener.host}:{listener.port};"
+                f"<sip:{token}@{listener.host}:{listener.port};"
                 f"transport={listener.transport.lower()};lr>"
             )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ringfence.provisioning.service import SipCredentials
@@ -49,6 +49,11 @@ class Reply:
 class Forward:
     targets: tuple[Target, ...]
     record_route: bool = True
+    #: The realm whose Proxy-Authorization credentials we consumed: they are removed
+    #: before forwarding, so that no callee or trunk receives the caller's digest response
+    #: (enough for an offline guess at the password; RFC 3261 §22.3 makes these
+    #: credentials hop-by-hop).
+    consumed_realm: str | None = None
 
 
 Decision = Reply | Forward
@@ -130,6 +135,7 @@ class Router:
         except URIError:
             return Reply(400, "Bad Request-URI or From")
         local_caller = False
+        consumed: str | None = None
         if isinstance(caller, SipURI) and await self._accounts.is_tenant_domain(caller.host):
             local_caller = True
             if (
@@ -139,11 +145,16 @@ class Router:
                 refusal = await self._authenticate(incoming, caller, now)
                 if refusal is not None:
                     return refusal
+                consumed = caller.host.lower()
         if isinstance(target, SipURI) and await self._accounts.is_tenant_domain(target.host):
-            return await self._to_user(target, now)
+            decision = await self._to_user(target, now)
+            if isinstance(decision, Forward):
+                return replace(decision, consumed_realm=consumed)
+            return decision
         if local_caller or incoming.source.host in self._config.trusted_hosts:
             if self._trunk is not None:
-                return Forward((Target(request.uri, uri_destination(self._trunk)),))
+                destination = uri_destination(self._trunk)
+                return Forward((Target(request.uri, destination),), consumed_realm=consumed)
             return Reply(403, "No route to destinations outside this service")
         return Reply(404, "Domain not served here")
 

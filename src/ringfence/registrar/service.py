@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 from typing import Protocol
 
 from ringfence.provisioning.service import SipCredentials
@@ -43,6 +42,7 @@ from ringfence.sip.digest import (
     VerifyStatus,
 )
 from ringfence.sip.message import Request, Response, make_response
+from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
 from ringfence.state.location import Binding, LocationService, LocationServiceError
@@ -250,7 +250,7 @@ class Registrar:
         logger.debug("REGISTER answered %d %s", status, reason)
         # §8.2.6.2: a UAS adds a To tag to its responses; retransmissions of this response
         # are the transaction layer's, which keeps the tag.
-        return make_response(request, status, reason, to_tag=secrets.token_hex(8), headers=headers)
+        return make_response(request, status, reason, to_tag=random_hex(8), headers=headers)
 
 
 def without_push_parameters(binding: Binding) -> Binding:

@@ -48,8 +48,9 @@ import enum
 import hashlib
 import hmac
 import re
-import secrets
 from collections.abc import Iterable, Mapping
+
+from ringfence.sip.randomness import random_bytes, random_hex
 
 __all__ = [
     "Challenge",
@@ -805,7 +806,7 @@ class DigestServer:
 
     def _make_nonce(self, now: float) -> str:
         issued = round(now * 1000).to_bytes(_ISSUED_BYTES, "big", signed=True)
-        salt = secrets.token_bytes(_SALT_BYTES)
+        salt = random_bytes(_SALT_BYTES)
         return (issued + salt + self._nonce_mac(issued + salt)).hex()
 
     def _nonce_mac(self, issued_and_salt: bytes) -> bytes:
@@ -854,9 +855,26 @@ class DigestServer:
 # --- client ---------------------------------------------------------------------------------
 
 
+def without_credentials_for(values: Iterable[str], realm: str) -> list[str]:
+    """Authorization-type header values minus the Digest credentials for `realm`.
+
+    What a proxy forwards after consuming its own realm's credentials; other schemes, other
+    realms (a proxy further on may want them) and values that do not parse stay.
+    """
+    kept = []
+    for value in values:
+        try:
+            if parse_credentials(value).realm.lower() == realm.lower():
+                continue
+        except DigestError:
+            pass
+        kept.append(value)
+    return kept
+
+
 def new_cnonce() -> str:
     """A fresh random client nonce (RFC 7616 §3.4: unpredictable, 128 bits here)."""
-    return secrets.token_hex(16)
+    return random_hex(16)
 
 
 def _answerable(challenge: Challenge) -> bool:

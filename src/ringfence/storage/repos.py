@@ -245,9 +245,7 @@ class SqlStore(_Store):
         self, condition: Any, *, order: bool = False, limit: int | None = None
     ) -> list[tuple[Tenant, StoredAccount]]:
         query = (
-            select(accounts)
-            .join(tenants, accounts.c.tenant_id == tenants.c.id)
-            .where(condition)
+            select(accounts).join(tenants, accounts.c.tenant_id == tenants.c.id).where(condition)
         )
         if order:
             query = query.order_by(accounts.c.id)

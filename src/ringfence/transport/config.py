@@ -40,6 +40,8 @@ class TransportConfig:
     #: Extra trust anchors (PEM) for outbound TLS; the system's are used too.
     tls_ca_file: Path | None = None
 
+    #: SO_RCVBUF of the UDP socket (RFC 3261 §18 says nothing; bursts need room).
+    udp_receive_buffer_bytes: int = 4 * 1024 * 1024
     #: A UDP datagram or WebSocket message longer than this is dropped unparsed.
     max_datagram_bytes: int = MAX_DATAGRAM_BYTES
     #: Parser limits (RFC 3261 §21.5.14: 513 Message Too Large).
@@ -65,6 +67,7 @@ class TransportConfig:
                 raise ConfigError(f"{name} {port} is not a port number")
         positive = {
             "max_datagram_bytes": self.max_datagram_bytes,
+            "udp_receive_buffer_bytes": self.udp_receive_buffer_bytes,
             "max_header_bytes": self.max_header_bytes,
             "max_headers": self.max_headers,
             "max_body_bytes": self.max_body_bytes,

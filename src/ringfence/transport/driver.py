@@ -9,11 +9,13 @@ the engine's next deadline. All SIP time is the event loop's monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
 from ringfence.proxy.engine import Incoming, ProxyEngine
 from ringfence.proxy.router import Forward, Router
+from ringfence.sip.digest import without_credentials_for
 from ringfence.sip.message import Message, Request, make_response
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
@@ -99,6 +101,8 @@ class SipNode:
         decision = await self._router.decide(incoming, self._now())
         now = self._now()
         if isinstance(decision, Forward):
+            if decision.consumed_realm is not None:
+                request = _consume_credentials(request, decision.consumed_realm)
             self._engine.forward(
                 incoming.key,
                 request,
@@ -158,3 +162,15 @@ class SipNode:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _consume_credentials(request: Request, realm: str) -> Request:
+    """The request without the Proxy-Authorization values we verified (RFC 3261 §22.3)."""
+    values = request.headers.get_all("Proxy-Authorization")
+    kept = without_credentials_for(values, realm)
+    if len(kept) == len(values):
+        return request
+    headers = request.headers.remove("Proxy-Authorization")
+    for value in kept:
+        headers = headers.add("Proxy-Authorization", value)
+    return dataclasses.replace(request, headers=headers, raw=None)

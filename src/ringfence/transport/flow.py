@@ -7,10 +7,10 @@ listeners free of bookkeeping and the manager free of framing.
 
 from __future__ import annotations
 
-import secrets
 from typing import Protocol
 
 from ringfence.sip.message import Message
+from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
 from ringfence.transport.config import TransportConfig
 
@@ -21,7 +21,7 @@ def new_flow_id(transport: str) -> str:
     Random rather than a counter: ids may outlive the process in stored bindings, and a
     reused id would send one user's calls over another user's connection.
     """
-    return f"{transport.lower()}-{secrets.token_hex(8)}"
+    return f"{transport.lower()}-{random_hex(8)}"
 
 
 class Flow(Protocol):

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import socket
 from typing import Any, cast
 
 from ringfence.sip.errors import ParseError
@@ -49,6 +50,14 @@ class UDPListener(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.DatagramTransport, transport)  # uvloop's types are not subclasses
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, self._sink.config.udp_receive_buffer_bytes
+                )
+            except OSError as exc:
+                logger.warning("UDP: could not size the receive buffer: %s", exc.strerror)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
