@@ -104,6 +104,16 @@ def baresip(
             process.wait(timeout=seconds + 10)
 
 
+def register_sipp_user(server: Server, user: str) -> int:
+    """Register `user` from a SIPp port (for a `uas` there); the port."""
+    port = free_udp_port()
+    injection = server.workdir / f"{user}-{port}.csv"
+    write_injection(injection, [(user, PASSWORDS[user])], DOMAIN)
+    result = run_scenario("register_auth.xml", server.port, inf=injection, local_port=port)
+    assert result == SippResult(1, 0)
+    return port
+
+
 def test_baresip_registers_is_called_and_receives_a_message(
     server: Server, baresip_binary: str
 ) -> None:
@@ -117,12 +127,7 @@ def test_baresip_registers_is_called_and_receives_a_message(
 
 
 def test_baresip_calls_a_registered_sipp_user_agent(server: Server, baresip_binary: str) -> None:
-    callee_port = free_udp_port()
-    bob = server.workdir / "bob-for-baresip.csv"
-    write_injection(bob, [("bob", PASSWORDS["bob"])], DOMAIN)
-    assert run_scenario("register_auth.xml", server.port, inf=bob, local_port=callee_port) == (
-        SippResult(1, 0)
-    )
+    callee_port = register_sipp_user(server, "bob")
     with (
         uas(server.port, callee_port),
         baresip(
@@ -135,12 +140,7 @@ def test_baresip_calls_a_registered_sipp_user_agent(server: Server, baresip_bina
 
 
 def test_baresip_over_tls_calls_and_sends_a_message(server: Server, baresip_binary: str) -> None:
-    callee_port = free_udp_port()
-    bob = server.workdir / "bob-for-tls.csv"
-    write_injection(bob, [("bob", PASSWORDS["bob"])], DOMAIN)
-    assert run_scenario("register_auth.xml", server.port, inf=bob, local_port=callee_port) == (
-        SippResult(1, 0)
-    )
+    callee_port = register_sipp_user(server, "bob")
     with (
         baresip(baresip_binary, server, "dave", seconds=10) as dave_log,
         uas(server.port, callee_port),
