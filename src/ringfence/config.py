@@ -129,6 +129,12 @@ class SIPSettings(_Section):
     #: Messages per second accepted from one IP address (bursts of twice that); the rest
     #: are dropped so that one source cannot starve the others.
     rate_per_ip: float = Field(default=2000.0, gt=0)
+    #: Wrong digest responses (and unknown users) accepted from one IP address within
+    #: auth_failure_window_s; beyond that, its REGISTERs and calls get 403 until the window
+    #: passes. The second limit is per user at one address.
+    auth_failures_per_ip: int = Field(default=50, ge=1)
+    auth_failures_per_user: int = Field(default=10, ge=1)
+    auth_failure_window_s: int = Field(default=300, ge=1, le=86_400)
     #: The UDP socket's receive buffer: datagrams that arrive while the node is busy wait
     #: here; the kernel drops what does not fit (and caps the size at net.core.rmem_max).
     udp_receive_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536)

@@ -25,6 +25,7 @@ from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
 from ringfence.sip.digest import DigestAlgorithm
 from ringfence.state.location import MemoryLocationService
+from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
 from ringfence.storage.repos import SqlKeyStore, SqlStore
@@ -91,6 +92,10 @@ class SipService:
             clock=clock,
         )
         self.location = MemoryLocationService()
+        # One guard for REGISTER and calls: a guesser cannot switch methods to go on.
+        self.auth_guard = AuthFailureGuard(
+            sip.auth_failures_per_ip, sip.auth_failures_per_user, sip.auth_failure_window_s
+        )
         self.digest_algorithms = tuple(DigestAlgorithm(name) for name in sip.digest_algorithms)
         self.registrar = Registrar(
             provisioning,
@@ -103,6 +108,8 @@ class SipService:
             ),
             nonce_lifetime_s=sip.nonce_lifetime_s,
             digest_algorithms=self.digest_algorithms,
+            guard=self.auth_guard,
+            clock=clock,
         )
         self.node: SipNode | None = None
         self._credentials: asyncio.Task[None] | None = None
@@ -126,6 +133,7 @@ class SipService:
                 digest_algorithms=self.digest_algorithms,
             ),
             flow_open=self.transports.is_open,
+            guard=self.auth_guard,
         )
         self.node = SipNode(
             engine,

@@ -13,6 +13,7 @@ from ringfence.runtime import Runtime
 from ringfence.sip.digest import answer, parse_challenge
 from ringfence.sip.message import Headers, Request
 from ringfence.sip.transaction import Address
+from ringfence.state.ratelimit import AuthFailureGuard
 from tests.conftest import Demo
 
 ALICE_PHONE = Address("UDP", "198.51.100.7", 5070)
@@ -190,3 +191,30 @@ async def test_a_closed_connection_falls_back_to_the_contact(runtime: Runtime) -
     assert decision == Forward(
         (Target("sip:bob@203.0.113.6:5062;transport=tcp", Address("TCP", "203.0.113.6", 5062)),)
     )
+
+
+@pytest.mark.usefixtures("bob")
+async def test_guessing_a_callers_password_is_refused(runtime: Runtime) -> None:
+    locations = FakeLocations()
+    locations.bindings["sip:bob@sip.acme.example"] = [FakeBinding("sip:bob@x", BOB_PHONE)]
+    config = RouterConfig(b"s" * 32)
+    guard = AuthFailureGuard(per_source=50, per_user=2, window_s=100)
+    router = Router(runtime.provisioning, locations, config, guard=guard)
+    for guess in ("guess one", "guess two"):
+        req = await authenticated(router, request(), password=guess)
+        refused = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+        assert isinstance(refused, Reply)
+        assert refused.status == 407
+    right = await authenticated_after_block(router)
+    assert await router.decide(Incoming("k", right, ALICE_PHONE), 2.0) == Reply(
+        403, AuthFailureGuard.REASON
+    )
+    # Past the window (and within the nonce's lifetime) the right password gets through.
+    decision = await router.decide(Incoming("k", right, ALICE_PHONE), 102.0)
+    assert isinstance(decision, Forward)
+
+
+async def authenticated_after_block(router: Router) -> Request:
+    """Credentials answering a challenge taken from an unblocked router (same secret)."""
+    other = Router(router._accounts, FakeLocations(), RouterConfig(b"s" * 32))
+    return await authenticated(other, request())

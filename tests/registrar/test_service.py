@@ -20,6 +20,7 @@ from ringfence.sip.digest import (
 from ringfence.sip.message import Request, Response
 from ringfence.sip.transaction import Address
 from ringfence.state.location import Binding, LocationServiceError, MemoryLocationService
+from ringfence.state.ratelimit import AuthFailureGuard
 from tests.conftest import Demo
 from tests.registrar.helpers import register, torture
 
@@ -38,7 +39,7 @@ def location() -> MemoryLocationService:
 
 @pytest.fixture
 def registrar(runtime: Runtime, demo: Demo, location: MemoryLocationService) -> Registrar:
-    return Registrar(runtime.provisioning, location, SECRET)
+    return Registrar(runtime.provisioning, location, SECRET, clock=runtime.clock)
 
 
 def challenges(response: Response) -> list[Challenge]:
@@ -117,6 +118,9 @@ async def test_challenge_then_200_with_contact_expires(
     assert contacts(ok) == ["<sip:alice@192.0.2.1:5060>;expires=3600"]
     assert to_tag(ok)
     assert ok.headers.get("Call-ID") == "call-1@phone"
+    # §10.3 step 8, in the rfc1123-date form of §20.17 (the fake clock's 2026-01-05 09:00).
+    assert ok.headers.get("Date") == "Mon, 05 Jan 2026 09:00:00 GMT"
+    assert first.headers.get("Date") is None
     [binding] = await registrar.bindings(AOR, NOW)
     assert (binding.contact, binding.expires_at, binding.source) == (
         "sip:alice@192.0.2.1:5060",
@@ -395,3 +399,42 @@ async def test_push_parameters_are_dropped_in_another_background_mode(
     [binding] = await registrar.bindings(AOR, NOW)
     assert [name for name, _ in binding.params if name.startswith("pn-")] == []
     assert "token-0fd2" not in repr(binding.params)
+
+
+# -- password guessing ---------------------------------------------------------------------
+
+
+async def test_guessing_from_one_address_is_refused_then_allowed_again(
+    runtime: Runtime, demo: Demo, location: MemoryLocationService
+) -> None:
+    guard = AuthFailureGuard(per_source=50, per_user=3, window_s=300)
+    registrar = Registrar(runtime.provisioning, location, SECRET, guard=guard)
+    guesser = Address("UDP", "198.51.100.66", 5060)
+    for attempt in range(3):
+        first = await registrar.handle(register(PHONE, cseq=2 * attempt + 1), guesser, NOW)
+        wrong = authorized(
+            register(PHONE, cseq=2 * attempt + 2), first, password=f"guess {attempt}"
+        )
+        assert (await registrar.handle(wrong, guesser, NOW)).status == 401
+    # The fourth try is refused before any password is checked, even the right one...
+    blocked = await registrar.handle(register(PHONE, cseq=7), guesser, NOW + 1)
+    assert (blocked.status, blocked.reason) == (403, AuthFailureGuard.REASON)
+    # ...while the user's own phone, elsewhere, registers as usual...
+    await register_ok(registrar, PHONE, source=UDP, now=NOW + 1, cseq=20)
+    # ...and once the window has passed the address may try again.
+    await register_ok(registrar, PHONE, source=guesser, now=NOW + 301, cseq=30)
+
+
+async def test_enumerating_users_counts_against_the_address(
+    runtime: Runtime, demo: Demo, location: MemoryLocationService
+) -> None:
+    guard = AuthFailureGuard(per_source=5, per_user=3, window_s=300)
+    registrar = Registrar(runtime.provisioning, location, SECRET, guard=guard)
+    scanner = Address("UDP", "198.51.100.99", 5060)
+    for n in range(5):
+        to = f"<sip:user{n}@sip.acme.example>"
+        assert (await registrar.handle(register(PHONE, to=to), scanner, NOW)).status == 404
+    # Now even a real user's name gets no challenge from this address.
+    refused = await registrar.handle(register(PHONE), scanner, NOW)
+    assert refused.status == 403
+    assert refused.headers.get("WWW-Authenticate") is None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringfence.state.ratelimit import FailureWindow
+from ringfence.state.ratelimit import AuthFailureGuard, FailureWindow
 
 
 def test_limit_then_window_slides() -> None:
@@ -34,3 +34,24 @@ def test_memory_is_bounded() -> None:
 def test_bad_parameters() -> None:
     with pytest.raises(ValueError, match="limit"):
         FailureWindow(limit=0, window_s=1)
+
+
+def test_auth_guard_counts_per_address_and_per_user_at_an_address() -> None:
+    guard = AuthFailureGuard(per_source=4, per_user=2, window_s=60)
+    guard.failed("198.51.100.1", "alice", 0)
+    guard.failed("198.51.100.1", "alice", 1)
+    assert guard.blocked("198.51.100.1", "alice", 2)
+    assert not guard.blocked("198.51.100.1", "bob", 2)  # the address has 2 of 4 left
+    assert not guard.blocked("203.0.113.7", "alice", 2)  # no lock-out from elsewhere
+    guard.failed("198.51.100.1", None, 3)  # unknown users count for the address only
+    guard.failed("198.51.100.1", "bob", 4)
+    assert guard.blocked("198.51.100.1", "carol", 5)
+    assert not guard.blocked("198.51.100.1", "carol", 62)  # the window has passed
+
+
+def test_auth_guard_success_clears_the_user_count() -> None:
+    guard = AuthFailureGuard(per_source=10, per_user=2, window_s=60)
+    guard.failed("198.51.100.1", "alice", 0)
+    guard.succeeded("198.51.100.1", "alice")
+    guard.failed("198.51.100.1", "alice", 1)
+    assert not guard.blocked("198.51.100.1", "alice", 2)

@@ -29,6 +29,7 @@ from ringfence.sip.digest import (
 )
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
+from ringfence.state.ratelimit import AuthFailureGuard
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,10 @@ class Router:
         config: RouterConfig,
         *,
         flow_open: Callable[[str], bool] = _always_open,
+        guard: AuthFailureGuard | None = None,
     ) -> None:
         self._accounts = accounts
+        self._guard = guard
         self._locations = locations
         self._config = config
         self._flow_open = flow_open
@@ -208,15 +211,30 @@ class Router:
         except DigestError:
             return Reply(400, "Malformed Proxy-Authorization")
         stale = False
+        source = incoming.source.host
+        if self._guard is not None and self._guard.blocked(
+            source, caller.user_unescaped or "", now
+        ):
+            return Reply(403, AuthFailureGuard.REASON)
         if credentials is not None:
             if credentials.username != caller.user_unescaped:
                 return Reply(403, "Credentials do not match the From user")
             account = await self._accounts.sip_credentials(realm, credentials.username)
-            if account is not None:
+            if account is None:
+                self._failed(source, None, now)
+            else:
                 server = self._realms.server(realm)
                 result = server.verify(credentials, request.method, account.ha1, now)
                 if result.status is VerifyStatus.OK:
+                    if self._guard is not None:
+                        self._guard.succeeded(source, credentials.username)
                     return None if account.active else Reply(403, "Account suspended")
+                if result.status is VerifyStatus.WRONG_RESPONSE:
+                    self._failed(source, credentials.username, now)
                 stale = result.status is VerifyStatus.STALE
         challenges = self._realms.challenge_headers(realm, "Proxy-Authenticate", now, stale=stale)
         return Reply(407, "Proxy Authentication Required", challenges)
+
+    def _failed(self, source: str, user: str | None, now: float) -> None:
+        if self._guard is not None:
+            self._guard.failed(source, user, now)

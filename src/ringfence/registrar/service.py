@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from email.utils import format_datetime
 from typing import Protocol
 
+from ringfence.clock import Clock, SystemClock
 from ringfence.provisioning.service import SipCredentials
 from ringfence.registrar.rules import (
     DEFAULT_POLICY,
@@ -46,6 +48,7 @@ from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
 from ringfence.state.location import Binding, LocationService, LocationServiceError
+from ringfence.state.ratelimit import AuthFailureGuard
 
 __all__ = ["Accounts", "Registrar"]
 
@@ -100,6 +103,8 @@ class Registrar:
             DigestAlgorithm.SHA256,
             DigestAlgorithm.MD5,
         ),
+        guard: AuthFailureGuard | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Create the registrar.
 
@@ -110,6 +115,8 @@ class Registrar:
             policy: Expiry bounds and limits.
             nonce_lifetime_s: How long a nonce stays fresh before it is answered as stale.
             digest_algorithms: The challenges offered, in order of preference (RFC 8760).
+            guard: Failure limits per source address; None: no limits.
+            clock: The wall clock, for the Date of a 200 (RFC 3261 §10.3 step 8).
 
         Raises:
             ValueError: The secret is shorter than 16 bytes or the lifetime is not positive.
@@ -119,6 +126,8 @@ class Registrar:
         if nonce_lifetime_s <= 0:
             raise ValueError("nonce_lifetime_s must be positive")
         self._accounts = accounts
+        self._guard = guard
+        self._clock = clock or SystemClock()
         self._location = location
         self._policy = policy
         # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
@@ -148,14 +157,19 @@ class Registrar:
             aor = address_of_record(request)
         except RegistrarError as refusal:
             return self._respond(request, refusal.status, refusal.reason, refusal.headers)
+        guard = self._guard
+        if guard is not None and guard.blocked(source.host, aor.user, now):
+            return self._respond(request, 403, AuthFailureGuard.REASON)
         account = await self._accounts.sip_credentials(aor.domain, aor.user)
         if account is None:
             if not await self._accounts.is_tenant_domain(aor.domain):
                 # §10.3 step 1 in spirit: we keep no bindings for this domain.
                 return self._respond(request, 403, "Domain not served here")
+            if guard is not None:
+                guard.failed(source.host, None, now)  # user enumeration counts as failure
             # §10.3 step 5: "If the address-of-record is not valid for the domain ... 404".
             return self._respond(request, 404, "Not Found")
-        answer = self._authenticate(request, aor, account, now)
+        answer = self._authenticate(request, aor, account, source, now)
         if answer is not None:
             status, reason, headers = answer
             return self._respond(request, status, reason, headers)
@@ -180,7 +194,11 @@ class Registrar:
             # database commit failed), the request MUST fail with a 500 (Server Error)".
             logger.warning("location service failed; REGISTER answered 500")
             return self._respond(request, 500, "Server Internal Error")
-        return self._respond(request, outcome.status, outcome.reason, outcome.headers)
+        headers = outcome.headers
+        if outcome.status == 200:
+            # §10.3 step 8: a Date lets a phone without a clock of its own set one.
+            headers = (*headers, ("Date", format_datetime(self._clock.now(), usegmt=True)))
+        return self._respond(request, outcome.status, outcome.reason, headers)
 
     async def bindings(self, aor: str, now: float) -> list[Binding]:
         """The live bindings of a canonical AOR, for the proxy (RFC 3261 §16.5 targets).
@@ -209,7 +227,12 @@ class Registrar:
         return removed
 
     def _authenticate(
-        self, request: Request, aor: AddressOfRecord, account: SipCredentials, now: float
+        self,
+        request: Request,
+        aor: AddressOfRecord,
+        account: SipCredentials,
+        source: Address,
+        now: float,
     ) -> tuple[int, str, Headers] | None:
         """None when the request is authenticated as `account`, else the answer to give."""
         # RFC 8760 §3 / provisioning: the realm is the tenant's SIP domain, HA1 is over it.
@@ -233,8 +256,12 @@ class Registrar:
             logger.debug("REGISTER digest uri differs from the Request-URI")
         result = self._realms.server(realm).verify(credentials, request.method, account.ha1, now)
         if result.ok:
+            if self._guard is not None:
+                self._guard.succeeded(source.host, aor.user)
             return None
         logger.debug("REGISTER digest check failed: %s", result.status.value)
+        if result.status is VerifyStatus.WRONG_RESPONSE and self._guard is not None:
+            self._guard.failed(source.host, aor.user, now)
         status, reason, stale = _REFUSALS[result.status]
         if status == 401:
             return status, reason, self._challenges(realm, now, stale=stale)

@@ -51,3 +51,41 @@ class FailureWindow:
 
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)
+
+
+class AuthFailureGuard:
+    """Refuses digest authentication to sources that keep failing it (password guessing).
+
+    Two windows: failures per source address (a scanner trying many users, or enumerating
+    them), and failures per user at one source (a guess at one password). Failures from
+    other addresses do not lock a user out, so nobody can deny a user service by failing
+    in their name. Time is an argument, on any monotonic clock.
+    """
+
+    #: The reason phrase of the 403 a blocked source gets.
+    REASON = "Too many failed authentications"
+
+    def __init__(self, per_source: int, per_user: int, window_s: float) -> None:
+        self._sources = FailureWindow(per_source, window_s)
+        self._users = FailureWindow(per_user, window_s)
+
+    def blocked(self, source: str, user: str, now: float) -> bool:
+        """Whether `source` may not try to authenticate (as `user`) now."""
+        return (
+            self._sources.retry_after(source, now) is not None
+            or self._users.retry_after(_user_key(source, user), now) is not None
+        )
+
+    def failed(self, source: str, user: str | None, now: float) -> None:
+        """Count a wrong digest response, or an unknown user (`user` None)."""
+        self._sources.record_failure(source, now)
+        if user is not None:
+            self._users.record_failure(_user_key(source, user), now)
+
+    def succeeded(self, source: str, user: str) -> None:
+        """A right response clears that user's count at that source."""
+        self._users.reset(_user_key(source, user))
+
+
+def _user_key(source: str, user: str) -> str:
+    return f"{user}\0{source}"
