@@ -404,11 +404,14 @@ async def test_push_parameters_are_dropped_in_another_background_mode(
 # -- password guessing ---------------------------------------------------------------------
 
 
-async def test_guessing_from_one_address_is_refused_then_allowed_again(
-    runtime: Runtime, demo: Demo, location: MemoryLocationService
-) -> None:
-    guard = AuthFailureGuard(per_source=50, per_user=3, window_s=300)
-    registrar = Registrar(runtime.provisioning, location, SECRET, guard=guard)
+def guarded(runtime: Runtime, per_source: int, per_user: int) -> Registrar:
+    guard = AuthFailureGuard(per_source=per_source, per_user=per_user, window_s=300)
+    return Registrar(runtime.provisioning, MemoryLocationService(), SECRET, guard=guard)
+
+
+@pytest.mark.usefixtures("demo")
+async def test_guessing_from_one_address_is_refused_then_allowed_again(runtime: Runtime) -> None:
+    registrar = guarded(runtime, per_source=50, per_user=3)
     guesser = Address("UDP", "198.51.100.66", 5060)
     for attempt in range(3):
         first = await registrar.handle(register(PHONE, cseq=2 * attempt + 1), guesser, NOW)
@@ -425,11 +428,9 @@ async def test_guessing_from_one_address_is_refused_then_allowed_again(
     await register_ok(registrar, PHONE, source=guesser, now=NOW + 301, cseq=30)
 
 
-async def test_enumerating_users_counts_against_the_address(
-    runtime: Runtime, demo: Demo, location: MemoryLocationService
-) -> None:
-    guard = AuthFailureGuard(per_source=5, per_user=3, window_s=300)
-    registrar = Registrar(runtime.provisioning, location, SECRET, guard=guard)
+@pytest.mark.usefixtures("demo")
+async def test_enumerating_users_counts_against_the_address(runtime: Runtime) -> None:
+    registrar = guarded(runtime, per_source=5, per_user=3)
     scanner = Address("UDP", "198.51.100.99", 5060)
     for n in range(5):
         to = f"<sip:user{n}@sip.acme.example>"
