@@ -164,3 +164,26 @@ def test_demo_is_created_only_once(workdir: Path) -> None:
     with serving(workdir, port) as second:
         assert "A demo tenant was created" not in second
         assert "ringfence http://" in second
+
+
+def test_account_import_from_csv(workdir: Path) -> None:
+    _cli("tenant", "add", "acme", "--domain", "sip.acme.example")
+    good = workdir / "accounts.csv"
+    good.write_text(
+        "username,password,display_name,e164\n"
+        "alice,correct horse,Alice,+41445551234\n"
+        "bob,battery staple,,\n"
+    )
+    assert "2 accounts created in acme" in _cli("account", "import", "acme", str(good))
+    assert "alice\tactive\tAlice" in _cli("account", "list", "acme")
+    bad = workdir / "bad.csv"
+    bad.write_text("username,password\ncarol,carol's secret\ndan,short\n")
+    result = CliRunner().invoke(app, ["account", "import", "acme", str(bad)])
+    assert result.exit_code == 2
+    assert "rows[1].password" in result.output
+    assert "carol" not in _cli("account", "list", "acme")  # nothing was written
+    headless = workdir / "headless.csv"
+    headless.write_text("name,secret\nx,y\n")
+    result = CliRunner().invoke(app, ["account", "import", "acme", str(headless)])
+    assert result.exit_code == 2
+    assert "lacks password, username" in result.output

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ringfence.config import KeySettings, Settings, StorageSettings
+from ringfence.provisioning.service import NewAccount
 from ringfence.runtime import Runtime
 
 HERE = Path(__file__).resolve().parent
@@ -47,9 +48,9 @@ async def provision(data_dir: Path, users: int) -> None:
     runtime = Runtime(Settings(storage=StorageSettings(data_dir=data_dir), keys=KeySettings()))
     await runtime.migrate()
     await runtime.provisioning.create_tenant("bench", "Benchmark", DOMAIN)
-    for n in range(users):
-        user = f"user{n:04d}"
-        await runtime.provisioning.create_account("bench", user, f"pw-{user}")
+    names = [f"user{n:04d}" for n in range(users)]
+    rows = [NewAccount(username=user, password=f"pw-{user}") for user in names]
+    await runtime.provisioning.import_accounts("bench", rows)
     await runtime.aclose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from ringfence.config import ConfigError, Settings, load_settings
 from ringfence.crypto import CryptoError
 from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
+from ringfence.provisioning.service import NewAccount
 from ringfence.runtime import DemoCredentials, Runtime
 from ringfence.transport.loop import install_uvloop
 
@@ -227,6 +229,46 @@ def account_add(
     _echo(f"account {account.username}@{account.tenant.code} created ({account.aor})")
     if password is None:
         _echo(f"password: {secret}")
+
+
+@account_app.command("import")
+def account_import(
+    tenant: str,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="CSV with a header row: username,password and optionally display_name,e164",
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Create many accounts from a CSV file: all rows are checked before any is written."""
+    rows = _read_accounts_csv(file)
+    count = _run(config, lambda rt: rt.provisioning.import_accounts(tenant, rows))
+    _echo(f"{count} accounts created in {tenant}")
+
+
+def _read_accounts_csv(file: Path) -> list[NewAccount]:
+    with file.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        missing = {"username", "password"} - columns
+        if missing:
+            raise _fail(f"{file.name}: the header row lacks {', '.join(sorted(missing))}")
+        unknown = columns - {"username", "password", "display_name", "e164"}
+        if unknown:
+            raise _fail(f"{file.name}: unknown columns {', '.join(sorted(unknown))}")
+        return [
+            NewAccount(
+                username=row["username"] or "",
+                password=row["password"] or "",
+                display_name=row.get("display_name") or None,
+                e164=row.get("e164") or None,
+            )
+            for row in reader
+        ]
 
 
 @account_app.command("list")

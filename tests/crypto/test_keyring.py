@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,9 @@ class MemoryKeyStore:
 
     async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None:
         self.keys[subject] = wrapped
+
+    async def put_wrapped_keys(self, wrapped: Mapping[str, bytes]) -> None:
+        self.keys.update(wrapped)
 
     async def delete_wrapped_key(self, subject: str) -> bool:
         return self.keys.pop(subject, None) is not None

@@ -10,15 +10,17 @@ from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotF
 from ringfence.provisioning.features import FeatureConfig, LocationConfig, LocationMode
 from ringfence.provisioning.models import AccountChange, AccountStatus
 from ringfence.provisioning.service import (
+    IMPORT_BATCH,
     SIP_CACHE_STALE_MAX_S,
     SIP_CACHE_TTL_S,
     SIP_LOAD_BATCH,
+    NewAccount,
     ProvisioningService,
     account_subject,
 )
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import DigestAlgorithm, ha1
-from ringfence.storage.tables import accounts
+from ringfence.storage.tables import accounts, subject_keys
 from tests.support.clock import FakeClock
 
 
@@ -295,3 +297,50 @@ async def test_changes_on_this_node_evict_at_once(runtime: Runtime) -> None:
     found = await service.sip_credentials("sip.acme.example", "alice")
     assert found is not None
     assert not found.push
+
+
+async def _count_rows(runtime: Runtime) -> tuple[int, int]:
+    async with runtime.engine.connect() as connection:
+        accounts_n = len((await connection.execute(select(accounts.c.id))).all())
+    async with runtime.key_engine.connect() as connection:
+        keys_n = len((await connection.execute(select(subject_keys.c.subject))).all())
+    return accounts_n, keys_n
+
+
+async def test_import_creates_accounts_in_batches(runtime: Runtime, backend: str) -> None:
+    await _tenant(runtime)
+    rows = [NewAccount(f"user{n}", f"password-{n}") for n in range(IMPORT_BATCH + 2)]
+    rows.append(NewAccount("carol", "carol's secret", display_name="Carol", e164="+41445550000"))
+    assert await runtime.provisioning.import_accounts("acme", rows) == len(rows)
+    assert await _count_rows(runtime) == (len(rows), len(rows))
+    found = await runtime.provisioning.sip_credentials("sip.acme.example", f"user{IMPORT_BATCH}")
+    assert found is not None
+    assert found.ha1[DigestAlgorithm.MD5] == _md5(f"user{IMPORT_BATCH}", f"password-{IMPORT_BATCH}")
+    carol = await runtime.provisioning.account("acme", "carol")
+    assert (carol.display_name, carol.e164) == ("Carol", "+41445550000")
+
+
+async def test_import_with_a_bad_row_writes_nothing(runtime: Runtime) -> None:
+    await _tenant(runtime)
+    good = [NewAccount(f"user{n}", f"password-{n}") for n in range(3)]
+    with pytest.raises(InvalidInputError) as bad_password:
+        await runtime.provisioning.import_accounts("acme", [*good, NewAccount("dan", "short")])
+    assert bad_password.value.field == "rows[3].password"
+    with pytest.raises(InvalidInputError) as bad_number:
+        await runtime.provisioning.import_accounts(
+            "acme", [NewAccount("dan", "long enough", e164="0445550000"), *good]
+        )
+    assert bad_number.value.field == "rows[0].e164"
+    with pytest.raises(ConflictError) as repeated:
+        await runtime.provisioning.import_accounts("acme", [*good, good[1]])
+    assert repeated.value.field == "rows[3].username"
+    assert await _count_rows(runtime) == (0, 0)
+
+
+async def test_import_refuses_taken_usernames(runtime: Runtime, backend: str) -> None:
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    rows = [NewAccount("bob", "bob's secret"), NewAccount("alice", "another one")]
+    with pytest.raises(ConflictError, match="'alice' exists"):
+        await runtime.provisioning.import_accounts("acme", rows)
+    assert await _count_rows(runtime) == (1, 1)

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -50,6 +50,10 @@ class WrappedKeyStore(Protocol):
         ...
 
     async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None: ...
+
+    async def put_wrapped_keys(self, wrapped: Mapping[str, bytes]) -> None:
+        """Store many new keys in one transaction: all of them or none."""
+        ...
 
     async def delete_wrapped_key(self, subject: str) -> bool: ...
 
@@ -148,6 +152,14 @@ class Keyring:
         data_key = secrets.token_bytes(KEY_BYTES)
         await self._store.put_wrapped_key(subject, self._kek.wrap(subject, data_key))
         return SubjectCipher(subject, data_key)
+
+    async def create_many(self, subjects: Sequence[str]) -> dict[str, SubjectCipher]:
+        """Fresh data keys for many new subjects, stored in one transaction."""
+        data_keys = {subject: secrets.token_bytes(KEY_BYTES) for subject in subjects}
+        await self._store.put_wrapped_keys(
+            {subject: self._kek.wrap(subject, key) for subject, key in data_keys.items()}
+        )
+        return {subject: SubjectCipher(subject, key) for subject, key in data_keys.items()}
 
     async def cipher(self, subject: str) -> SubjectCipher:
         """The cipher of an existing subject.

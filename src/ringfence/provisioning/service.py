@@ -43,6 +43,8 @@ SIP_LOAD_BATCH = 200
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 DISPLAY_NAME_MAX_CHARS = 128
+#: Accounts written per transaction by `import_accounts`.
+IMPORT_BATCH = 500
 #: Envelope contexts: each sealed field is bound to its own name (see crypto.envelope).
 CTX_DISPLAY_NAME = "account.display_name"
 CTX_E164 = "account.e164"
@@ -72,8 +74,20 @@ class ProvisioningStore(Protocol):
     async def list_accounts(
         self, tenant_id: str, *, offset: int, limit: int
     ) -> list[StoredAccount]: ...
+    async def add_accounts(self, new: Sequence[StoredAccount]) -> None: ...
+    async def taken_usernames(self, tenant_id: str, usernames: Sequence[str]) -> set[str]: ...
     async def update_account(self, account: StoredAccount, *, revoke_sessions: bool) -> None: ...
     async def delete_account(self, account_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    """One row of a bulk import (`ProvisioningService.import_accounts`)."""
+
+    username: str
+    password: str = field(repr=False)
+    display_name: str | None = None
+    e164: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +293,85 @@ class ProvisioningService:
             await self._keyring.destroy(cipher.subject)
             raise
         return self._open(stored, tenant, cipher)
+
+    async def import_accounts(self, tenant_code: str, rows: Sequence[NewAccount]) -> int:
+        """Create many accounts: every row is checked before any is written.
+
+        They are then written in transactions of IMPORT_BATCH, keys first, as
+        `create_account` does.
+
+        Raises:
+            InvalidInputError: a row is invalid (the field is `rows[N].<name>`); nothing
+                is written.
+            ConflictError: a username is repeated in the rows or exists; nothing is written.
+
+        Returns:
+            How many accounts were created.
+        """
+        tenant = await self.tenant(tenant_code)
+        seen: set[str] = set()
+        for index, row in enumerate(rows):
+            try:
+                _check(
+                    bool(USERNAME_RE.fullmatch(row.username)),
+                    "username",
+                    "must be 1 to 64 letters, digits or . _ ~ + -",
+                )
+                _check_password(row.password)
+                if row.display_name is not None:
+                    _check_display_name(row.display_name)
+                if row.e164 is not None:
+                    _check_e164(row.e164)
+            except InvalidInputError as exc:
+                raise InvalidInputError(
+                    f"rows[{index}].{exc.message}", field=f"rows[{index}].{exc.field}"
+                ) from exc
+            if row.username in seen:
+                raise ConflictError(
+                    f"rows[{index}].username: {row.username!r} is repeated",
+                    field=f"rows[{index}].username",
+                )
+            seen.add(row.username)
+        taken = await self._store.taken_usernames(tenant.id, [row.username for row in rows])
+        if taken:
+            first = min(taken)
+            raise ConflictError(
+                f"username: {first!r} exists in {tenant.code} ({len(taken)} taken)",
+                field="username",
+            )
+        for start in range(0, len(rows), IMPORT_BATCH):
+            await self._import_batch(tenant, rows[start : start + IMPORT_BATCH])
+        return len(rows)
+
+    async def _import_batch(self, tenant: Tenant, rows: Sequence[NewAccount]) -> None:
+        ids = [str(uuid.uuid4()) for _ in rows]
+        ciphers = await self._keyring.create_many([account_subject(i) for i in ids])
+        now = self._clock.now()
+        new = []
+        for account_id, row in zip(ids, rows, strict=True):
+            cipher = ciphers[account_subject(account_id)]
+            stored = StoredAccount(
+                id=account_id,
+                tenant_id=tenant.id,
+                username=row.username,
+                status=AccountStatus.ACTIVE,
+                display_name_sealed=_seal_opt(cipher, CTX_DISPLAY_NAME, row.display_name),
+                e164_sealed=_seal_opt(cipher, CTX_E164, row.e164),
+                ha1_md5_sealed=b"",
+                ha1_sha256_sealed=b"",
+                overrides={},
+                created_at=now,
+                updated_at=now,
+            )
+            new.append(_with_password(stored, cipher, tenant, row.password))
+        self._forget_sip(tenant_domain=tenant.sip_domain)
+        try:
+            await self._store.add_accounts(new)
+        except BaseException:
+            # No orphan keys: the accounts never came to be.
+            for subject in ciphers:
+                await self._keyring.destroy(subject)
+            raise
 
     async def account(self, tenant_code: str, username: str) -> Account:
         tenant = await self.tenant(tenant_code)

@@ -6,7 +6,7 @@ services' own errors, so nothing above storage ever sees SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -199,6 +199,28 @@ class SqlStore(_Store):
                 await tx.execute(insert(accounts).values(**_account_values(account)))
         except IntegrityError as exc:
             raise ConflictError("username: the username is taken", field="username") from exc
+
+    async def add_accounts(self, new: Sequence[StoredAccount]) -> None:
+        """Insert many accounts in one transaction: all of them or none."""
+        if not new:
+            return
+        try:
+            async with self._tx() as tx:
+                await tx.execute(insert(accounts), [_account_values(a) for a in new])
+        except IntegrityError as exc:
+            raise ConflictError("username: a username is taken", field="username") from exc
+
+    async def taken_usernames(self, tenant_id: str, usernames: Sequence[str]) -> set[str]:
+        """Which of `usernames` already exist in the tenant."""
+        taken: set[str] = set()
+        async with self._tx() as tx:
+            for start in range(0, len(usernames), 500):
+                chunk = list(usernames[start : start + 500])
+                query = select(accounts.c.username).where(
+                    accounts.c.tenant_id == tenant_id, accounts.c.username.in_(chunk)
+                )
+                taken.update((await tx.execute(query)).scalars())
+        return taken
 
     async def get_account(self, tenant_id: str, username: str) -> StoredAccount | None:
         query = select(accounts).where(
@@ -427,6 +449,13 @@ class SqlKeyStore(_Store):
                 for subject, wrapped in (await tx.execute(query)).all():
                     found[subject] = bytes(wrapped)
         return found
+
+    async def put_wrapped_keys(self, wrapped: Mapping[str, bytes]) -> None:
+        if not wrapped:
+            return
+        rows = [{"subject": subject, "wrapped": key} for subject, key in wrapped.items()]
+        async with self._tx() as tx:
+            await tx.execute(insert(subject_keys), rows)
 
     async def put_wrapped_key(self, subject: str, wrapped: bytes) -> None:
         async with self._tx() as tx:
