@@ -259,3 +259,25 @@ def test_tls_side_of_a_double_record_route_is_a_sip_uri_with_transport_tls() -> 
     assert "@192.0.2.1:5061;" in tls_side
     assert udp_side.startswith("<sip:")
     assert ";transport=udp;lr>" in udp_side
+
+
+def test_challenges_of_every_branch_go_upstream_together() -> None:
+    # §16.7 step 6: within 4xx a challenge is preferred (it tells how to retry); step 7: a
+    # chosen 401/407 carries every challenge the branches sent.
+    engine = ProxyEngine(US, KEY)
+    third = Address("UDP", "203.0.113.8", 5060)
+    incoming = start(engine, invite())
+    targets = [*TARGETS, Target("sip:bob@203.0.113.8", third)]
+    engine.forward(incoming.key, incoming.request, targets, now=0.0)
+    out = requests_to(sent(engine), "INVITE")
+    engine.receive(make_response(out[BOB_1], 486, to_tag="b1"), BOB_1, 0.1)
+    proxy_challenge = ("Proxy-Authenticate", 'Digest realm="pbx.example", nonce="n1"')
+    engine.receive(
+        make_response(out[BOB_2], 407, to_tag="b2", headers=[proxy_challenge]), BOB_2, 0.2
+    )
+    www_challenge = ("WWW-Authenticate", 'Digest realm="bob.example", nonce="n2"')
+    engine.receive(make_response(out[third], 401, to_tag="b3", headers=[www_challenge]), third, 0.3)
+    [upstream] = [m for a, m in sent(engine) if isinstance(m, Response) and a == CALLER]
+    assert upstream.status == 407
+    assert upstream.headers.get_all("Proxy-Authenticate") == [proxy_challenge[1]]
+    assert upstream.headers.get_all("WWW-Authenticate") == [www_challenge[1]]

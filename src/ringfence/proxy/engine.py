@@ -176,10 +176,40 @@ def _with_max_forwards(headers: Headers) -> Headers:
     return headers.replace("Max-Forwards", str(remaining))
 
 
+#: 4xx responses that tell the caller how to retry, preferred within the class (§16.7 step 6).
+_RESUBMISSION_HINTS = (401, 407, 415, 420, 484)
+_CHALLENGES = ("WWW-Authenticate", "Proxy-Authenticate")
+
+
 def _best(finals: list[Response]) -> Response:
-    """§16.7 step 6: a 6xx if any, else the lowest class; 503 becomes 500."""
+    """§16.7 steps 6-7: the response to send upstream when every branch has failed.
+
+    A 6xx if any, else one of the lowest class; within 4xx one that tells the caller how to
+    retry (401, 407, 415, 420, 484). A chosen 401 or 407 carries the challenges of every
+    401 and 407 received (step 7), so the caller can answer all the realms at once. A 503
+    becomes 500: the 503 was about the next hop, not about us (§16.7 step 6).
+    """
     six = [response for response in finals if response.status >= 600]
-    best = six[0] if six else min(finals, key=lambda response: response.status // 100)
+    if six:
+        best = six[0]
+    else:
+        lowest = min(response.status // 100 for response in finals)
+        in_class = [response for response in finals if response.status // 100 == lowest]
+        hinted = [response for response in in_class if response.status in _RESUBMISSION_HINTS]
+        best = (hinted or in_class)[0]
+    if best.status in (401, 407):
+        extra = [
+            (name, value)
+            for response in finals
+            if response is not best and response.status in (401, 407)
+            for name, value in response.headers
+            if name in _CHALLENGES
+        ]
+        if extra:
+            headers = best.headers
+            for name, value in extra:
+                headers = headers.add(name, value)
+            best = replace(best, headers=headers, raw=None)
     if best.status == 503:
         best = replace(best, status=500, reason="Server Internal Error")
     return best
