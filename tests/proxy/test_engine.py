@@ -7,7 +7,15 @@ from dataclasses import replace
 import pytest
 
 from ringfence.proxy import flow_token
-from ringfence.proxy.engine import Identity, Incoming, Listener, ProxyEngine, Target, loop_hash
+from ringfence.proxy.engine import (
+    CANCEL_GRACE_S,
+    Identity,
+    Incoming,
+    Listener,
+    ProxyEngine,
+    Target,
+    loop_hash,
+)
 from ringfence.sip.message import Headers, Message, Request, Response, make_response
 from ringfence.sip.transaction import Address, build_ack
 from ringfence.sip.uri import parse_name_addr
@@ -281,3 +289,56 @@ def test_challenges_of_every_branch_go_upstream_together() -> None:
     assert upstream.status == 407
     assert upstream.headers.get_all("Proxy-Authenticate") == [proxy_challenge[1]]
     assert upstream.headers.get_all("WWW-Authenticate") == [www_challenge[1]]
+
+
+def _upstream(engine: ProxyEngine) -> list[int]:
+    return [m.status for a, m in sent(engine) if isinstance(m, Response) and a == CALLER]
+
+
+def test_timer_c_cancels_a_branch_that_rings_too_long() -> None:
+    # §16.6 step 11, §16.7 step 2, §16.8: each provisional restarts Timer C; when it fires
+    # after one, the branch is CANCELled, and a callee that ignores the CANCEL is a 408.
+    engine = ProxyEngine(US, KEY, timer_c_s=200.0)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, TARGETS[:1], now=0.0)
+    [forwarded] = requests_to(sent(engine), "INVITE").values()
+    assert _upstream(engine) == []
+    engine.receive(make_response(forwarded, 180, to_tag="b1"), BOB_1, 50.0)
+    assert _upstream(engine) == [180]
+    deadline = engine.next_deadline()
+    assert deadline is not None
+    assert deadline <= 250.0
+    engine.handle_timer(200.0)  # the first Timer C, restarted at 50 s, has not fired
+    assert requests_to(sent(engine), "CANCEL") == {}
+    engine.handle_timer(250.0)
+    out = sent(engine)
+    assert set(requests_to(out, "CANCEL")) == {BOB_1}
+    assert [m for _, m in out if isinstance(m, Response)] == []
+    engine.handle_timer(250.0 + CANCEL_GRACE_S)
+    assert _upstream(engine) == [408]
+    # The branch's transaction has ended with it: nothing is left to time.
+    engine.handle_timer(400.0)
+    sent(engine)
+    assert engine.next_deadline() is None
+
+
+def test_timer_c_makes_a_silent_branch_a_408() -> None:
+    engine = ProxyEngine(US, KEY, timer_c_s=10.0)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, TARGETS[:1], now=0.0)
+    sent(engine)
+    assert engine.next_deadline() is not None
+    engine.handle_timer(10.0)
+    assert _upstream(engine) == [408]
+    assert requests_to(sent(engine), "CANCEL") == {}  # §9.1: none before a provisional
+
+
+def test_non_invite_branches_have_no_timer_c() -> None:
+    engine = ProxyEngine(US, KEY, timer_c_s=1.0)
+    incoming = start(engine, invite("MESSAGE"))
+    engine.forward(incoming.key, incoming.request, TARGETS[:1], now=0.0)
+    [forwarded] = requests_to(sent(engine), "MESSAGE").values()
+    engine.handle_timer(2.0)
+    assert _upstream(engine) == []
+    engine.receive(make_response(forwarded, 200, to_tag="m"), BOB_1, 3.0)
+    assert _upstream(engine) == [200]

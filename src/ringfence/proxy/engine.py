@@ -21,6 +21,7 @@ Time is an argument; the engine keeps no clock. Drain `data_to_send()` to the tr
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field, replace
 
 from ringfence.proxy import flow_token
@@ -42,6 +43,12 @@ from ringfence.sip.transaction import (
 from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
 
 DEFAULT_MAX_FORWARDS = 70
+#: Timer C (RFC 3261 §16.6 step 11): how long an INVITE branch may go without a provisional
+#: or final response; "MUST be larger than 3 minutes".
+TIMER_C_S = 181.0
+#: After Timer C has CANCELled a branch, how long the callee has to answer the CANCEL before
+#: the branch is taken as a 408 (64*T1, the lifetime of a non-INVITE transaction).
+CANCEL_GRACE_S = 32.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,10 @@ class _Branch:
     final: Response | None = None
     provisional: bool = False
     cancel_pending: bool = False
+    #: When Timer C fires for this INVITE branch; None for other methods and once final.
+    timer_c: float | None = None
+    #: Timer C has fired once and sent a CANCEL.
+    timed_out: bool = False
 
 
 @dataclass(slots=True)
@@ -217,9 +228,19 @@ def _best(finals: list[Response]) -> Response:
 
 class ProxyEngine:
     def __init__(
-        self, identity: Identity, flow_key: bytes, timers: TimerConfig | None = None
+        self,
+        identity: Identity,
+        flow_key: bytes,
+        timers: TimerConfig | None = None,
+        *,
+        timer_c_s: float = TIMER_C_S,
     ) -> None:
         self.identity = identity
+        self._timer_c_s = timer_c_s
+        # Timer C of every pending INVITE branch: (deadline, order, branch key); lazy, an
+        # entry whose branch has moved its deadline since is skipped.
+        self._timer_c: list[tuple[float, int, str]] = []
+        self._timer_c_order = 0
         self._flow_key = flow_key
         self.layer = TransactionLayer(timers)
         self._contexts: dict[str, _Context] = {}
@@ -236,9 +257,41 @@ class ProxyEngine:
     def handle_timer(self, now: float) -> None:
         self.layer.handle_timer(now)
         self._pump(now)
+        while self._timer_c and self._timer_c[0][0] <= now:
+            deadline, _, key = heapq.heappop(self._timer_c)
+            found = self._branch_of.get(key)
+            if found is not None and found[1].timer_c == deadline:
+                self._on_timer_c(key, found[0], found[1], now)
+        self._pump(now)
 
     def next_deadline(self) -> float | None:
-        return self.layer.next_deadline()
+        layer = self.layer.next_deadline()
+        while self._timer_c:
+            deadline, _, key = self._timer_c[0]
+            found = self._branch_of.get(key)
+            if found is not None and found[1].timer_c == deadline:
+                return deadline if layer is None else min(layer, deadline)
+            heapq.heappop(self._timer_c)
+        return layer
+
+    def _set_timer_c(self, branch: _Branch, deadline: float | None) -> None:
+        branch.timer_c = deadline
+        if deadline is not None:
+            self._timer_c_order += 1
+            heapq.heappush(self._timer_c, (deadline, self._timer_c_order, branch.key))
+
+    def _on_timer_c(self, key: str, context: _Context, branch: _Branch, now: float) -> None:
+        """§16.8: CANCEL a branch that rang too long; one that never answered is a 408."""
+        if branch.provisional and not branch.timed_out:
+            branch.timed_out = True
+            self._set_timer_c(branch, now + CANCEL_GRACE_S)
+            self._cancel_branch(branch, now)
+            return
+        self._set_timer_c(branch, None)
+        self._on_response(key, make_response(branch.request, 408), now)
+        # Nothing more will come of this transaction: end it (its failure event finds the
+        # branch final already and changes nothing).
+        self.layer.transport_error(key, now)
 
     def data_to_send(self) -> list[tuple[Address, Message]]:
         out = self.layer.data_to_send() + self._outbox
@@ -321,6 +374,8 @@ class ProxyEngine:
             branch_state = _Branch(client_key, outgoing, target.destination)
             context.branches.append(branch_state)
             self._branch_of[client_key] = (context, branch_state)
+            if request.method == "INVITE":
+                self._set_timer_c(branch_state, now + self._timer_c_s)
         self._pump(now)
 
     def _record_route(self, headers: Headers, caller: Address, callee: Address) -> Headers:
@@ -480,15 +535,20 @@ class ProxyEngine:
         if found is None:
             return  # a response to a CANCEL we sent
         context, branch = found
+        if branch.final is not None and response.status >= 300:
+            return  # the branch has ended (Timer C made it a 408)
         upstream = replace(response, headers=pop_top_via(response.headers), raw=None)
         if response.status < 200:
             branch.provisional = True
+            if branch.timer_c is not None and not branch.timed_out:
+                self._set_timer_c(branch, now + self._timer_c_s)  # §16.7 step 2
             if branch.cancel_pending:
                 self._cancel_branch(branch, now)
             if response.status > 100 and not context.final_sent:
                 self.layer.send_response(context.server_key, upstream, now)
             return
         branch.final = response
+        self._set_timer_c(branch, None)
         if 200 <= response.status < 300:
             # Every 2xx goes upstream, even after another: each creates its own dialog.
             context.final_sent = True
