@@ -439,3 +439,19 @@ async def test_enumerating_users_counts_against_the_address(runtime: Runtime) ->
     refused = await registrar.handle(register(PHONE), scanner, NOW)
     assert refused.status == 403
     assert refused.headers.get("WWW-Authenticate") is None
+
+
+async def test_aor_of_another_tenant_than_the_request_uri_is_404(
+    runtime: Runtime, registrar: Registrar
+) -> None:
+    # §10.3 step 5: the AOR must be valid for the Request-URI's domain.
+    await runtime.provisioning.create_tenant("globex", "Globex", "sip.globex.example")
+    await runtime.provisioning.create_account("globex", "hank", "hank's secret")
+    across = register(PHONE, to="<sip:hank@sip.globex.example>", uri="sip:sip.acme.example")
+    response = await registrar.handle(across, UDP, NOW)
+    assert (response.status, response.reason) == (404, "Not Found in the Request-URI's domain")
+    # Addressed to the node itself (an IP address), any tenant's user registers.
+    by_address = register(PHONE, to="<sip:hank@sip.globex.example>", uri="sip:192.0.2.10")
+    assert (await registrar.handle(by_address, UDP, NOW)).status == 401
+    own = register(PHONE, to="<sip:hank@sip.globex.example>", uri="sip:SIP.globex.example")
+    assert (await registrar.handle(own, UDP, NOW)).status == 401

@@ -169,6 +169,12 @@ class Registrar:
                 guard.failed(source.host, None, now)  # user enumeration counts as failure
             # §10.3 step 5: "If the address-of-record is not valid for the domain ... 404".
             return self._respond(request, 404, "Not Found")
+        if await self._other_domain(request.uri, aor.domain):
+            # §10.3 step 5: "If the address-of-record is not valid for the domain in the
+            # Request-URI, the registrar MUST send a 404": another tenant's domain there.
+            # A Request-URI that names this node by address (phones set up with an IP)
+            # serves every tenant.
+            return self._respond(request, 404, "Not Found in the Request-URI's domain")
         answer = self._authenticate(request, aor, account, source, now)
         if answer is not None:
             status, reason, headers = answer
@@ -199,6 +205,16 @@ class Registrar:
             # §10.3 step 8: a Date lets a phone without a clock of its own set one.
             headers = (*headers, ("Date", format_datetime(self._clock.now(), usegmt=True)))
         return self._respond(request, outcome.status, outcome.reason, headers)
+
+    async def _other_domain(self, request_uri: str, aor_domain: str) -> bool:
+        try:
+            uri = parse_uri(request_uri)
+        except URIError:
+            return False  # the transport driver refused such a Request-URI already
+        if not isinstance(uri, SipURI):
+            return False
+        host = uri.host.lower()
+        return host != aor_domain and await self._accounts.is_tenant_domain(host)
 
     async def bindings(self, aor: str, now: float) -> list[Binding]:
         """The live bindings of a canonical AOR, for the proxy (RFC 3261 §16.5 targets).
