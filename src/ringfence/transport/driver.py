@@ -20,7 +20,6 @@ from ringfence.sip.message import Message, Request, make_response
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
 from ringfence.sip.validation import check_request, check_response
-from ringfence.transport.loop import run_eagerly
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +89,9 @@ class SipNode:
             except Exception:
                 logger.exception("SIP request handling failed")
 
-        # Started eagerly: a request answered from memory needs no task of its own.
-        task = run_eagerly(run())
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _decide(self, incoming: Incoming) -> None:
         request = incoming.request
