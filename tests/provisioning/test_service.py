@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import delete, select
 
@@ -344,3 +346,21 @@ async def test_import_refuses_taken_usernames(runtime: Runtime, backend: str) ->
     with pytest.raises(ConflictError, match="'alice' exists"):
         await runtime.provisioning.import_accounts("acme", rows)
     assert await _count_rows(runtime) == (1, 1)
+
+
+async def test_one_request_reloads_the_tenant_domains_the_others_answer_from_the_old_set(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    await _tenant(runtime)
+    node = ProvisioningService(runtime.store, runtime.keyring, clock)
+    assert await node.is_tenant_domain("sip.acme.example")
+    await runtime.provisioning.create_tenant("globex", "Globex", "sip.globex.example")
+    assert not await node.is_tenant_domain("sip.globex.example")  # cached
+    clock.advance(SIP_CACHE_TTL_S + 1)
+    # The first reloads (and waits for the database); the second, meanwhile, answers
+    # from the set it has.
+    first, second = await asyncio.gather(
+        node.is_tenant_domain("sip.globex.example"), node.is_tenant_domain("sip.globex.example")
+    )
+    assert (first, second) == (True, False)
+    assert await node.is_tenant_domain("sip.globex.example")

@@ -147,6 +147,7 @@ class ProvisioningService:
         self._sip_stale: dict[tuple[str, str], None] = {}  # an ordered set
         self._sip_generation = 0
         self._domains: tuple[float, frozenset[str]] | None = None
+        self._domains_loading = False
 
     # -- tenants ---------------------------------------------------------------------------
 
@@ -453,12 +454,24 @@ class ProvisioningService:
         return stored if hmac.compare_digest(candidate, expected) else None
 
     async def is_tenant_domain(self, domain: str) -> bool:
-        """Whether `domain` is a tenant's SIP domain (a code does not count)."""
-        now = self._clock.monotonic()
-        if self._domains is None or self._domains[0] <= now:
-            domains = frozenset(tenant.sip_domain for tenant in await self._store.list_tenants())
-            self._domains = (now + SIP_CACHE_TTL_S, domains)
-        return domain.lower() in self._domains[1]
+        """Whether `domain` is a tenant's SIP domain (a code does not count).
+
+        From a cache of SIP_CACHE_TTL_S. One request reloads it when it expires; the
+        others meanwhile answer from the old set, so that a busy node does not send every
+        request of that moment to the database (which exhausted its connection pool).
+        """
+        cached = self._domains
+        if cached is None or cached[0] <= self._clock.monotonic():
+            if cached is not None and self._domains_loading:
+                return domain.lower() in cached[1]
+            self._domains_loading = True
+            try:
+                tenants = await self._store.list_tenants()
+            finally:
+                self._domains_loading = False
+            domains = frozenset(tenant.sip_domain for tenant in tenants)
+            cached = self._domains = (self._clock.monotonic() + SIP_CACHE_TTL_S, domains)
+        return domain.lower() in cached[1]
 
     async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
         """What a registrar needs to check a digest response for `username@domain`.
