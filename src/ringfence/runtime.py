@@ -153,6 +153,9 @@ class SipService:
         try:
             warmed = await self._provisioning.warm_sip_credentials()
             logger.info("SIP credentials of %d accounts loaded", warmed)
+            # They live as long as the node: out of every later collection, as start-up is.
+            gc.collect()
+            gc.freeze()
         except Exception:
             logger.exception("loading SIP credentials failed; they load on first use")
         while True:
