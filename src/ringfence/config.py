@@ -124,6 +124,9 @@ class SIPSettings(_Section):
     #: Static outbound route for destinations outside the tenants, e.g.
     #: "sip:trunk.example.com:5060;transport=udp". Empty: such calls get 403.
     trunk: str | None = None
+    #: Name servers (IP addresses) for RFC 3263 lookups of host names in the trunk and in
+    #: Request-URIs; empty: the system's (/etc/resolv.conf).
+    dns_servers: tuple[str, ...] = ()
     #: Source addresses (IPs) of the trunk or PBX whose requests need no authentication.
     trusted_hosts: tuple[str, ...] = ()
     #: Messages per second accepted from one IP address (bursts of twice that); the rest

@@ -30,6 +30,7 @@ from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
 from ringfence.storage.repos import SqlKeyStore, SqlStore
 from ringfence.transport.config import TransportConfig
+from ringfence.transport.dns import SipResolver
 from ringfence.transport.driver import SipNode
 from ringfence.transport.manager import TransportManager
 
@@ -134,6 +135,7 @@ class SipService:
             ),
             flow_open=self.transports.is_open,
             guard=self.auth_guard,
+            resolve=SipResolver(sip.dns_servers).resolve,
         )
         self.node = SipNode(
             engine,

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import pytest
 
 from ringfence.proxy.engine import Incoming, Target
-from ringfence.proxy.router import Forward, Reply, Router, RouterConfig
+from ringfence.proxy.router import NO_DNS, Decision, Forward, Reply, Router, RouterConfig
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import answer, parse_challenge
 from ringfence.sip.message import Headers, Request
 from ringfence.sip.transaction import Address
 from ringfence.state.ratelimit import AuthFailureGuard
+from ringfence.transport.dns import SipResolver
 from tests.conftest import Demo
+from tests.support.dns import dns_server
 
 ALICE_PHONE = Address("UDP", "198.51.100.7", 5070)
 BOB_PHONE = Address("TCP", "203.0.113.6", 40000, flow="f-bob")
@@ -218,3 +220,30 @@ async def authenticated_after_block(router: Router) -> Request:
     """Credentials answering a challenge taken from an unblocked router (same secret)."""
     other = Router(router._accounts, FakeLocations(), RouterConfig(b"s" * 32))
     return await authenticated(other, request())
+
+
+TRUNK_ZONE = """
+trunk.example.           60 IN NAPTR 10 50 "s" "SIP+D2T" "" _sip._tcp.trunk.example.
+_sip._tcp.trunk.example. 60 IN SRV 10 0 5070 edge.trunk.example.
+edge.trunk.example.      60 IN A 192.0.2.99
+"""
+
+
+@pytest.mark.usefixtures("demo")
+async def test_a_trunk_named_by_host_name_is_found_in_dns(runtime: Runtime) -> None:
+    # RFC 3263: no transport or port in the trunk URI, so NAPTR then SRV decide them.
+    outside = "sip:+15550100@pstn.example"
+    with dns_server(TRUNK_ZONE) as port:
+        resolve = SipResolver(["127.0.0.1"], port=port, timeout_s=1.0).resolve
+
+        async def decide(trunk: str) -> Decision:
+            config = RouterConfig(b"s" * 32, trunk=trunk)
+            router = Router(runtime.provisioning, FakeLocations(), config, resolve=resolve)
+            req = await authenticated(router, request(uri=outside))
+            return await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+
+        assert await decide("sip:trunk.example") == Forward(
+            (Target(outside, Address("TCP", "192.0.2.99", 5070)),),
+            consumed_realm="sip.acme.example",
+        )
+        assert await decide("sip:missing.example") == Reply(503, NO_DNS)

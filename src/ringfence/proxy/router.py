@@ -14,8 +14,9 @@ The router answers each `Incoming` request of the engine with a `Reply` or a `Fo
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -98,6 +99,18 @@ def _always_open(_flow: str) -> bool:
     return True
 
 
+#: The reason phrase when DNS gives no next hop (RFC 3263 §4.3: the request fails).
+NO_DNS = "Next hop not found in DNS"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class Router:
     def __init__(
         self,
@@ -107,8 +120,10 @@ class Router:
         *,
         flow_open: Callable[[str], bool] = _always_open,
         guard: AuthFailureGuard | None = None,
+        resolve: Callable[[SipURI], Awaitable[list[Address]]] | None = None,
     ) -> None:
         self._accounts = accounts
+        self._resolve = resolve
         self._guard = guard
         self._locations = locations
         self._config = config
@@ -156,7 +171,9 @@ class Router:
             return decision
         if local_caller or incoming.source.host in self._config.trusted_hosts:
             if self._trunk is not None:
-                destination = uri_destination(self._trunk)
+                destination = await self._destination(self._trunk)
+                if destination is None:
+                    return Reply(503, NO_DNS)
                 return Forward((Target(request.uri, destination),), consumed_realm=consumed)
             return Reply(403, "No route to destinations outside this service")
         return Reply(404, "Domain not served here")
@@ -199,7 +216,21 @@ class Router:
             return Reply(400, "Bad Request-URI")
         if not isinstance(uri, SipURI):
             return Reply(416, "Unsupported URI Scheme")
-        return Forward((Target(request.uri, uri_destination(uri)),), record_route=False)
+        destination = await self._destination(uri)
+        if destination is None:
+            return Reply(503, NO_DNS)
+        return Forward((Target(request.uri, destination),), record_route=False)
+
+    async def _destination(self, uri: SipURI) -> Address | None:
+        """The next hop of a URI: its address, or RFC 3263 over DNS for a host name.
+
+        The first of the hops DNS gives (failing over to the next on a 503 or a time-out,
+        RFC 3263 §4.3, is not done yet); None when DNS gives none.
+        """
+        if self._resolve is None or _is_ip(uri.host):
+            return uri_destination(uri)
+        hops = await self._resolve(uri)
+        return hops[0] if hops else None
 
     async def _authenticate(self, incoming: Incoming, caller: SipURI, now: float) -> Reply | None:
         realm = caller.host.lower()
