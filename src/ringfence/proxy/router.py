@@ -14,7 +14,6 @@ The router answers each `Incoming` request of the engine with a `Reply` or a `Fo
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +28,7 @@ from ringfence.sip.digest import (
     VerifyStatus,
 )
 from ringfence.sip.transaction import Address
-from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
+from ringfence.sip.uri import SipURI, URIError, is_ip_address, parse_name_addr, parse_uri
 from ringfence.state.ratelimit import AuthFailureGuard
 
 logger = logging.getLogger(__name__)
@@ -101,14 +100,6 @@ def _always_open(_flow: str) -> bool:
 
 #: The reason phrase when DNS gives no next hop (RFC 3263 §4.3: the request fails).
 NO_DNS = "Next hop not found in DNS"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 class Router:
@@ -227,7 +218,7 @@ class Router:
         The first of the hops DNS gives (failing over to the next on a 503 or a time-out,
         RFC 3263 §4.3, is not done yet); None when DNS gives none.
         """
-        if self._resolve is None or _is_ip(uri.host):
+        if self._resolve is None or is_ip_address(uri.host):
             return uri_destination(uri)
         hops = await self._resolve(uri)
         return hops[0] if hops else None

@@ -57,6 +57,16 @@ def _is_ipv6(text: str) -> bool:
 
 
 @memoized(4096)
+def is_ip_address(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address (IPv6 with or without brackets)."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return False
+    return True
+
+
+@memoized(4096)
 def is_valid_host(host: str) -> bool:
     """Whether `host` is a hostname, IPv4address or IPv6reference (RFC 3261 §25.1, RFC 5118)."""
     if host.startswith("["):

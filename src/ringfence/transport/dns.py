@@ -15,7 +15,6 @@ no records) give an empty list: the caller answers the request.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from dns.rdtypes.IN.NAPTR import NAPTR
 from dns.rdtypes.IN.SRV import SRV
 
 from ringfence.sip.transaction import Address
-from ringfence.sip.uri import SipURI
+from ringfence.sip.uri import SipURI, is_ip_address
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +35,6 @@ logger = logging.getLogger(__name__)
 _NAPTR_SERVICES = {"SIP+D2U": "UDP", "SIP+D2T": "TCP", "SIPS+D2T": "TLS"}
 #: SRV prefixes by transport (§4.1).
 _SRV_PREFIX = {"UDP": "_sip._udp", "TCP": "_sip._tcp", "TLS": "_sips._tcp"}
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 class SipResolver:
@@ -73,7 +64,7 @@ class SipResolver:
         forced = uri.param("transport")
         transport = forced.upper() if forced else ("TLS" if secure else "UDP")
         default_port = 5061 if transport in ("TLS", "WSS") else 5060
-        if _is_ip(uri.host):
+        if is_ip_address(uri.host):
             return [Address(transport, uri.host.strip("[]"), uri.port or default_port)]
         if uri.port is not None:
             return await self._addresses(uri.host, transport, uri.port)

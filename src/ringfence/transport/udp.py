@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import socket
 from typing import Any, cast
@@ -12,19 +10,11 @@ from typing import Any, cast
 from ringfence.sip.errors import ParseError
 from ringfence.sip.parser import parse_datagram
 from ringfence.sip.transaction import Address
+from ringfence.sip.uri import is_ip_address
 from ringfence.transport.errors import ListenError
 from ringfence.transport.flow import Sink
 
 logger = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_ip_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class UDPListener(asyncio.DatagramProtocol):
@@ -107,7 +97,7 @@ class UDPListener(asyncio.DatagramProtocol):
         """
         if self._transport is None or self._transport.is_closing():
             return False
-        if not _is_ip_address(host):
+        if not is_ip_address(host):
             logger.warning("UDP: refusing to send to a host name; resolve it first")
             return False
         try:
