@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import itertools
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,8 @@ from ringfence.provisioning.models import (
 )
 from ringfence.sip.digest import DigestAlgorithm, ha1
 
-#: How long the SIP credentials cache may answer for another node's change (see __init__).
+#: How long the SIP credentials cache may answer for another node's change (see __init__);
+#: each entry gets between half of it and all of it.
 SIP_CACHE_TTL_S = 30.0
 SIP_CACHE_MAX_ENTRIES = 200_000
 #: An entry past its TTL is still answered from, up to this age, while it is reloaded in the
@@ -545,7 +547,10 @@ class ProvisioningService:
         if len(self._sip_cache) >= SIP_CACHE_MAX_ENTRIES and key not in self._sip_cache:
             self._sip_cache.clear()
             self._sip_stale.clear()
-        self._sip_cache[key] = (now + SIP_CACHE_TTL_S, found)
+        # Spread over half the TTL, so that entries loaded together (the warm-up) do not all
+        # fall due for a refresh in the same second.
+        ttl = SIP_CACHE_TTL_S * random.uniform(0.5, 1.0)  # noqa: S311 - load spreading
+        self._sip_cache[key] = (now + ttl, found)
 
     def _forget_sip(
         self,
