@@ -200,6 +200,22 @@ def _md5(username: str, password: str) -> str:
     return ha1(DigestAlgorithm.MD5, username, "sip.acme.example", password)
 
 
+async def _other_node_knowing_alice(runtime: Runtime, clock: FakeClock) -> ProvisioningService:
+    """Alice's account, and a second node (its own service, same databases) that has
+    warmed its SIP credentials cache: changes made through `runtime` do not reach it."""
+    await _tenant(runtime)
+    await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    node = ProvisioningService(runtime.store, runtime.keyring, clock)
+    await node.warm_sip_credentials()
+    return node
+
+
+async def _md5_known_to(node: ProvisioningService, username: str) -> str:
+    found = await node.sip_credentials("sip.acme.example", username)
+    assert found is not None
+    return found.ha1[DigestAlgorithm.MD5]
+
+
 async def test_sip_credentials_cache_is_warmed_in_batches(runtime: Runtime, backend: str) -> None:
     await _tenant(runtime)
     names = [f"user{n}" for n in range(SIP_LOAD_BATCH + 3)]  # two pages
@@ -228,37 +244,25 @@ async def test_warm_stops_at_its_limit(runtime: Runtime) -> None:
 async def test_stale_sip_credentials_are_served_then_refreshed(
     runtime: Runtime, clock: FakeClock, backend: str
 ) -> None:
-    await _tenant(runtime)
-    await runtime.provisioning.create_account("acme", "alice", "correct horse")
-    node = ProvisioningService(runtime.store, runtime.keyring, clock)
-    await node.warm_sip_credentials()
+    node = await _other_node_knowing_alice(runtime, clock)
     # The password changes on the other node: this one does not hear of it...
     await runtime.provisioning.update_account(
         "acme", "alice", AccountChange(password="new battery")
     )
-    found = await node.sip_credentials("sip.acme.example", "alice")
-    assert found is not None
-    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "correct horse")
+    assert await _md5_known_to(node, "alice") == _md5("alice", "correct horse")
     # ...until the TTL has passed: the entry is still answered from, and queued.
     assert await node.refresh_sip_credentials() == 0
     clock.advance(SIP_CACHE_TTL_S + 1)
-    found = await node.sip_credentials("sip.acme.example", "alice")
-    assert found is not None
-    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "correct horse")
+    assert await _md5_known_to(node, "alice") == _md5("alice", "correct horse")
     assert await node.refresh_sip_credentials() == 1
     assert await node.refresh_sip_credentials() == 0
-    found = await node.sip_credentials("sip.acme.example", "alice")
-    assert found is not None
-    assert found.ha1[DigestAlgorithm.MD5] == _md5("alice", "new battery")
+    assert await _md5_known_to(node, "alice") == _md5("alice", "new battery")
 
 
 async def test_refresh_forgets_an_account_deleted_elsewhere(
     runtime: Runtime, clock: FakeClock, backend: str
 ) -> None:
-    await _tenant(runtime)
-    await runtime.provisioning.create_account("acme", "alice", "correct horse")
-    node = ProvisioningService(runtime.store, runtime.keyring, clock)
-    await node.warm_sip_credentials()
+    node = await _other_node_knowing_alice(runtime, clock)
     await runtime.provisioning.delete_account("acme", "alice")
     clock.advance(SIP_CACHE_TTL_S + 1)
     assert await node.sip_credentials("sip.acme.example", "alice") is not None  # stale
@@ -269,10 +273,7 @@ async def test_refresh_forgets_an_account_deleted_elsewhere(
 async def test_too_old_sip_credentials_are_loaded_before_answering(
     runtime: Runtime, clock: FakeClock
 ) -> None:
-    await _tenant(runtime)
-    await runtime.provisioning.create_account("acme", "alice", "correct horse")
-    node = ProvisioningService(runtime.store, runtime.keyring, clock)
-    await node.warm_sip_credentials()
+    node = await _other_node_knowing_alice(runtime, clock)
     await runtime.provisioning.update_account(
         "acme", "alice", AccountChange(status=AccountStatus.SUSPENDED)
     )
