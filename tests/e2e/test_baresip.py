@@ -139,6 +139,7 @@ def test_baresip_calls_a_registered_sipp_user_agent(server: Server, baresip_bina
     assert f"Call established: sip:bob@{DOMAIN}" in text, text[-2000:]
 
 
+@pytest.mark.promise("P16")  # SIP encrypted in transit, with a checked certificate
 def test_baresip_over_tls_calls_and_sends_a_message(server: Server, baresip_binary: str) -> None:
     callee_port = register_sipp_user(server, "bob")
     with (
@@ -164,6 +165,7 @@ def test_baresip_over_tls_calls_and_sends_a_message(server: Server, baresip_bina
     assert 'username="erin"' not in dave, dave[-3000:]
 
 
+@pytest.mark.promise("P16")
 def test_baresip_over_tls_is_called(server: Server, baresip_binary: str) -> None:
     caller = server.workdir / "alice-to-erin.csv"
     write_injection(caller, [("alice", PASSWORDS["alice"])], DOMAIN, callee="erin")
