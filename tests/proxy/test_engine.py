@@ -342,3 +342,41 @@ def test_non_invite_branches_have_no_timer_c() -> None:
     assert _upstream(engine) == []
     engine.receive(make_response(forwarded, 200, to_tag="m"), BOB_1, 3.0)
     assert _upstream(engine) == [200]
+
+
+def test_a_failed_next_hop_fails_over_to_the_next_dns_target() -> None:
+    # RFC 3263 §4.3: a 503, or no answer at all, from one server sends the request to the
+    # next; the last one's answer is the branch's.
+    first, second, third = (Address("UDP", f"198.51.100.{n}", 5060) for n in (1, 2, 3))
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite("MESSAGE"))
+    target = Target("sip:+15550100@pstn.example", first, alternates=(second, third))
+    engine.forward(incoming.key, incoming.request, [target], now=0.0)
+    [to_first] = requests_to(sent(engine), "MESSAGE").values()
+    engine.receive(make_response(to_first, 503, to_tag="x"), first, 0.1)
+    out = requests_to(sent(engine), "MESSAGE")
+    assert set(out) == {second}
+    assert _upstream(engine) == []
+    to_second = out[second]
+    assert to_second.headers.values("Via")[0] != to_first.headers.values("Via")[0]
+    engine.handle_timer(40.0)  # Timer F: the second never answers (after retransmissions)
+    out = requests_to(sent(engine), "MESSAGE")
+    assert third in out
+    assert _upstream(engine) == []
+    engine.receive(make_response(out[third], 200, to_tag="y"), third, 40.1)
+    assert _upstream(engine) == [200]
+
+
+def test_no_failover_once_the_next_hop_has_answered_or_without_alternates() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    spare = Address("UDP", "198.51.100.9", 5060)
+    engine.forward(
+        incoming.key, incoming.request, [Target("sip:bob@x", BOB_1, alternates=(spare,))], now=0
+    )
+    [forwarded] = requests_to(sent(engine), "INVITE").values()
+    engine.receive(make_response(forwarded, 180, to_tag="b"), BOB_1, 0.1)
+    engine.receive(make_response(forwarded, 503, to_tag="b"), BOB_1, 0.2)
+    out = sent(engine)
+    assert requests_to(out, "INVITE") == {}
+    assert [m.status for a, m in out if isinstance(m, Response) and a == CALLER] == [180, 500]

@@ -225,7 +225,9 @@ async def authenticated_after_block(router: Router) -> Request:
 TRUNK_ZONE = """
 trunk.example.           60 IN NAPTR 10 50 "s" "SIP+D2T" "" _sip._tcp.trunk.example.
 _sip._tcp.trunk.example. 60 IN SRV 10 0 5070 edge.trunk.example.
+_sip._tcp.trunk.example. 60 IN SRV 20 0 5071 spare.trunk.example.
 edge.trunk.example.      60 IN A 192.0.2.99
+spare.trunk.example.     60 IN A 192.0.2.98
 """
 
 
@@ -242,8 +244,10 @@ async def test_a_trunk_named_by_host_name_is_found_in_dns(runtime: Runtime) -> N
             req = await authenticated(router, request(uri=outside))
             return await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
 
+        # The lower-priority SRV target is kept to fail over to (RFC 3263 §4.3).
+        spare = (Address("TCP", "192.0.2.98", 5071),)
         assert await decide("sip:trunk.example") == Forward(
-            (Target(outside, Address("TCP", "192.0.2.99", 5070)),),
+            (Target(outside, Address("TCP", "192.0.2.99", 5070), alternates=spare),),
             consumed_realm="sip.acme.example",
         )
         assert await decide("sip:missing.example") == Reply(503, NO_DNS)

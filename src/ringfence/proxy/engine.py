@@ -93,6 +93,8 @@ class Target:
     uri: str
     destination: Address
     route: tuple[str, ...] = ()
+    #: Where to try next when `destination` fails (RFC 3263 §4.3: the further DNS targets).
+    alternates: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,12 @@ class _Branch:
     timer_c: float | None = None
     #: Timer C has fired once and sent a CANCEL.
     timed_out: bool = False
+    #: What a retry at the next address needs (RFC 3263 §4.3).
+    target: Target | None = None
+    attempt: int = 0
+    original: Request | None = None
+    branch_id: str = ""
+    record_route: bool = False
 
 
 @dataclass(slots=True)
@@ -359,24 +367,82 @@ class ProxyEngine:
             self.reply(key, 483, now=now)  # §16.3 step 3
             return
         base = loop_hash(request)
+        record_route = record_route and source is not None
         for index, target in enumerate(targets):
-            listener = self.identity.listener(target.destination.transport)
-            branch = f"{MAGIC_COOKIE}{base}.{index}"
-            headers = _with_max_forwards(request.headers)
-            for route in reversed(target.route):
-                headers = headers.prepend("Route", route)
-            if record_route and source is not None:
-                headers = self._record_route(headers, source, target.destination)
-            via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
-            headers = headers.prepend("Via", via)
-            outgoing = Request(request.method, target.uri, headers, request.body)
-            client_key = self.layer.send_request(outgoing, target.destination, now)
-            branch_state = _Branch(client_key, outgoing, target.destination)
-            context.branches.append(branch_state)
-            self._branch_of[client_key] = (context, branch_state)
-            if request.method == "INVITE":
-                self._set_timer_c(branch_state, now + self._timer_c_s)
+            self._send_branch(context, request, target, f"{base}.{index}", record_route, now)
         self._pump(now)
+
+    def _send_branch(
+        self,
+        context: _Context,
+        request: Request,
+        target: Target,
+        branch_id: str,
+        record_route: bool,
+        now: float,
+        *,
+        attempt: int = 0,
+        position: int | None = None,
+    ) -> None:
+        """Send one branch (§16.6 steps 2-9); `position` replaces a failed branch."""
+        destination = target.destination
+        listener = self.identity.listener(destination.transport)
+        headers = _with_max_forwards(request.headers)
+        for route in reversed(target.route):
+            headers = headers.prepend("Route", route)
+        if record_route:
+            headers = self._record_route(headers, context.source, destination)
+        branch = f"{MAGIC_COOKIE}{branch_id}" + (f".{attempt}" if attempt else "")
+        via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
+        headers = headers.prepend("Via", via)
+        outgoing = Request(request.method, target.uri, headers, request.body)
+        client_key = self.layer.send_request(outgoing, destination, now)
+        state = _Branch(
+            client_key,
+            outgoing,
+            destination,
+            target=target,
+            attempt=attempt,
+            original=request,
+            branch_id=branch_id,
+            record_route=record_route,
+        )
+        if position is None:
+            context.branches.append(state)
+        else:
+            context.branches[position] = state
+        self._branch_of[client_key] = (context, state)
+        if request.method == "INVITE":
+            self._set_timer_c(state, now + self._timer_c_s)
+
+    def _try_next(self, context: _Context, branch: _Branch, now: float) -> bool:
+        """RFC 3263 §4.3: a branch whose next hop failed goes to the next address, if any."""
+        target = branch.target
+        if (
+            target is None
+            or not target.alternates
+            or branch.provisional
+            or context.final_sent
+            or context.cancelled
+            or branch.original is None
+        ):
+            return False
+        following = replace(
+            target, destination=target.alternates[0], alternates=target.alternates[1:]
+        )
+        self._set_timer_c(branch, None)
+        branch.final = make_response(branch.request, 503)  # this one is over either way
+        self._send_branch(
+            context,
+            branch.original,
+            following,
+            branch.branch_id,
+            branch.record_route,
+            now,
+            attempt=branch.attempt + 1,
+            position=context.branches.index(branch),
+        )
+        return True
 
     def _record_route(self, headers: Headers, caller: Address, callee: Address) -> Headers:
         """§16.6 step 4: our Record-Route, with both flows of the dialog in the URI.
@@ -412,9 +478,11 @@ class ProxyEngine:
                 self._on_response(event.key, event.response, now)
             elif isinstance(event, TransactionTimedOut | TransportFailed):
                 found = self._branch_of.get(event.key)
-                if found is not None:
-                    status = 408 if isinstance(event, TransactionTimedOut) else 503
-                    self._on_response(event.key, make_response(found[1].request, status), now)
+                if found is not None and found[1].final is None:
+                    context, branch = found
+                    if not self._try_next(context, branch, now):
+                        status = 408 if isinstance(event, TransactionTimedOut) else 503
+                        self._on_response(event.key, make_response(branch.request, status), now)
             elif isinstance(event, TransactionTerminated):
                 self._contexts.pop(event.key, None)
                 self._branch_of.pop(event.key, None)
@@ -547,6 +615,8 @@ class ProxyEngine:
             if response.status > 100 and not context.final_sent:
                 self.layer.send_response(context.server_key, upstream, now)
             return
+        if response.status == 503 and self._try_next(context, branch, now):
+            return  # §4.3 of RFC 3263: a 503 is a failure of this server; try the next
         branch.final = response
         self._set_timer_c(branch, None)
         if 200 <= response.status < 300:

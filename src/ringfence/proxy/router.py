@@ -162,10 +162,10 @@ class Router:
             return decision
         if local_caller or incoming.source.host in self._config.trusted_hosts:
             if self._trunk is not None:
-                destination = await self._destination(self._trunk)
-                if destination is None:
+                branch = await self._target(request.uri, self._trunk)
+                if branch is None:
                     return Reply(503, NO_DNS)
-                return Forward((Target(request.uri, destination),), consumed_realm=consumed)
+                return Forward((branch,), consumed_realm=consumed)
             return Reply(403, "No route to destinations outside this service")
         return Reply(404, "Domain not served here")
 
@@ -207,21 +207,23 @@ class Router:
             return Reply(400, "Bad Request-URI")
         if not isinstance(uri, SipURI):
             return Reply(416, "Unsupported URI Scheme")
-        destination = await self._destination(uri)
-        if destination is None:
+        target = await self._target(request.uri, uri)
+        if target is None:
             return Reply(503, NO_DNS)
-        return Forward((Target(request.uri, destination),), record_route=False)
+        return Forward((target,), record_route=False)
 
-    async def _destination(self, uri: SipURI) -> Address | None:
-        """The next hop of a URI: its address, or RFC 3263 over DNS for a host name.
+    async def _target(self, request_uri: str, next_hop: SipURI) -> Target | None:
+        """A branch to `request_uri` through the hop `next_hop` names; None without one.
 
-        The first of the hops DNS gives (failing over to the next on a 503 or a time-out,
-        RFC 3263 §4.3, is not done yet); None when DNS gives none.
+        The hop is the URI's address, or RFC 3263 over DNS for a host name, the further DNS
+        targets kept to fail over to (§4.3).
         """
-        if self._resolve is None or is_ip_address(uri.host):
-            return uri_destination(uri)
-        hops = await self._resolve(uri)
-        return hops[0] if hops else None
+        if self._resolve is None or is_ip_address(next_hop.host):
+            return Target(request_uri, uri_destination(next_hop))
+        hops = await self._resolve(next_hop)
+        if not hops:
+            return None
+        return Target(request_uri, hops[0], alternates=tuple(hops[1:]))
 
     async def _authenticate(self, incoming: Incoming, caller: SipURI, now: float) -> Reply | None:
         realm = caller.host.lower()
