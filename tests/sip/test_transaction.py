@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 
 import pytest
@@ -359,3 +360,33 @@ def test_client_and_server_over_a_lossy_wire() -> None:
     assert answered == 200
     assert now == 1.5  # delivered by the third send: 0, 0.5, 1.5
     assert client.state(key) is State.COMPLETED
+
+
+def test_a_completed_transaction_holds_no_collector_tracked_timer_tables() -> None:
+    # Thousands wait out Timer J at once on a busy node: their timer tables hold only
+    # strings and floats, which CPython's collector does not track.
+    layer = TransactionLayer()
+    request = Request(
+        "OPTIONS",
+        "sip:a@example.com",
+        Headers(
+            [
+                ("Via", "SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKgc"),
+                ("From", "<sip:c@example.com>;tag=1"),
+                ("To", "<sip:a@example.com>"),
+                ("Call-ID", "gc-1"),
+                ("CSeq", "1 OPTIONS"),
+            ]
+        ),
+    )
+    layer.receive(request, Address("UDP", "192.0.2.4", 5060), 0.0)
+    [event] = layer.events()
+    assert isinstance(event, RequestReceived)
+    assert event.key is not None
+    layer.send_response(event.key, make_response(request, 200, to_tag="t"), 0.0)
+    assert layer.next_deadline() == 32.0  # Timer J, 64*T1 over UDP
+    transaction = layer._transactions[event.key]
+    assert not gc.is_tracked(transaction.deadlines)
+    assert not gc.is_tracked(transaction.intervals)
+    layer.handle_timer(32.0)
+    assert layer.state(event.key) is None

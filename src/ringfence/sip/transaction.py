@@ -415,8 +415,11 @@ class Transaction:
     timers: TimerConfig
     state: State = State.TERMINATED
     last: Message | None = None
-    deadlines: dict[Timer, float] = field(default_factory=dict)
-    intervals: dict[Timer, float] = field(default_factory=dict)
+    # Keyed by the timer's value (a str), not the Timer member: a dict holding only strings
+    # and floats is not tracked by the garbage collector, and many transactions wait out
+    # Timer J or K at any moment.
+    deadlines: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, float] = field(default_factory=dict)
     outbox: list[tuple[Address, Message]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -433,7 +436,7 @@ class Transaction:
         for timer, deadline in sorted(self.deadlines.items(), key=lambda item: item[1]):
             if deadline <= now and self.deadlines.get(timer) == deadline:
                 del self.deadlines[timer]
-                self.apply(_TIMER_INPUT[timer], now)
+                self.apply(_TIMER_INPUT[Timer(timer)], now)
 
     def apply(self, inp: Input, now: float, message: Message | None = None) -> None:
         """Feed one input; run the table's actions; move to the next state."""
@@ -478,8 +481,8 @@ class Transaction:
             interval = self._initial_interval(timer, state)
             if interval is None:
                 continue
-            self.intervals[timer] = interval
-            self.deadlines[timer] = now + interval
+            self.intervals[timer.value] = interval
+            self.deadlines[timer.value] = now + interval
 
     def _initial_interval(self, timer: Timer, state: State) -> float | None:
         """The first interval of `timer` in `state`, or None when it does not run.
@@ -509,15 +512,15 @@ class Transaction:
         return t4
 
     def _rearm_retransmit(self, now: float) -> None:
-        interval = self.intervals.get(Timer.RETRANSMIT)
+        interval = self.intervals.get(Timer.RETRANSMIT.value)
         if interval is None:
             return
         # A doubles without cap (§17.1.1.2); E and G double up to T2 (§17.1.2.2, §17.2.1).
         doubled = interval * 2
         if self.kind is not Kind.INVITE_CLIENT:
             doubled = min(doubled, self.timers.t2)
-        self.intervals[Timer.RETRANSMIT] = doubled
-        self.deadlines[Timer.RETRANSMIT] = now + doubled
+        self.intervals[Timer.RETRANSMIT.value] = doubled
+        self.deadlines[Timer.RETRANSMIT.value] = now + doubled
 
 
 # -- matching (RFC 3261 §17.1.3, §17.2.3) ----------------------------------------------------
