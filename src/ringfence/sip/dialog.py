@@ -76,16 +76,11 @@ class Dialog:
         Raises:
             DialogError: the response has no To tag or (not for early 1xx) no Contact.
         """
-        if not 101 <= response.status < 300:
-            raise DialogError(f"a {response.status} creates no dialog")
-        remote = _header(response, "To")
-        remote_tag = _tag(remote)
-        if not remote_tag:
-            raise DialogError("no To tag in the response")
+        remote, remote_tag, state = _creating(response)
         local = _header(request, "From")
         return cls(
             id=DialogId(_header(request, "Call-ID"), _tag(local) or "", remote_tag),
-            state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
+            state=state,
             local=local,
             remote=remote,
             remote_target=_contact_uri(response, required=response.status >= 200) or "",
@@ -104,16 +99,11 @@ class Dialog:
         Raises:
             DialogError: the request has no Contact or the response no To tag.
         """
-        if not 101 <= response.status < 300:
-            raise DialogError(f"a {response.status} creates no dialog")
-        local = _header(response, "To")
-        local_tag = _tag(local)
-        if not local_tag:
-            raise DialogError("no To tag in our response")
+        local, local_tag, state = _creating(response)
         remote = _header(request, "From")
         return cls(
             id=DialogId(_header(request, "Call-ID"), local_tag, _tag(remote) or ""),
-            state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
+            state=state,
             local=local,
             remote=remote,
             remote_target=_contact_uri(request, required=True) or "",
@@ -223,6 +213,21 @@ def dialog_id(message: Request | Response, *, as_uas: bool) -> DialogId:
     to_tag = _tag(_header(message, "To")) or ""
     local, remote = (to_tag, from_tag) if as_uas else (from_tag, to_tag)
     return DialogId(_header(message, "Call-ID"), local, remote)
+
+
+def _creating(response: Response) -> tuple[str, str, DialogState]:
+    """The To value and tag of a dialog-creating response, and the state it gives (§12.1).
+
+    Raises:
+        DialogError: not a 101-299 response, or no To tag.
+    """
+    if not 101 <= response.status < 300:
+        raise DialogError(f"a {response.status} creates no dialog")
+    to = _header(response, "To")
+    tag = _tag(to)
+    if not tag:
+        raise DialogError("no To tag in the response")
+    return to, tag, DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY
 
 
 def _header(message: Request | Response, name: str) -> str:
