@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from ringfence.sip import parser as parser_module
 from ringfence.sip.errors import ParseError
 from ringfence.sip.message import Request, Response
 from ringfence.sip.parser import (
@@ -147,3 +149,40 @@ def test_stream_waits_for_the_whole_body() -> None:
     parser.receive_data(OPTIONS[-2:] + OPTIONS[:10])
     assert isinstance(parser.next_event(), Request)
     assert parser.buffered == 10
+
+
+# The one-pass header parser must give the line-by-line parser's fields for every block it
+# takes, and leave every other block (folded, lone CR or LF, a bad line, too many) to it.
+_NAMES = st.sampled_from(["Via", "v", "To", "X-Odd_Name!", "Call-ID", "", "Bad Name", "a:b"])
+_VALUES = st.text(alphabet=st.sampled_from(list('ab ;=<>:@\t\r\n"\\,\x00é')), max_size=12)
+_COLONS = st.sampled_from([":", " :", ":\t", "\t: ", ""])
+_BREAKS = st.sampled_from(["\r\n", "\r\n", "\r\n", "\r\n ", "\r\n\t", "\n", "\r"])
+
+
+@st.composite
+def _header_blocks(draw: st.DrawFn) -> str:
+    lines = draw(st.lists(st.tuples(_NAMES, _COLONS, _VALUES, _BREAKS), max_size=8))
+    text = "INVITE sip:a@b SIP/2.0"
+    for name, colon, value, line_break in lines:
+        text += line_break + name + colon + value
+    return text
+
+
+@settings(max_examples=600)
+@given(_header_blocks(), st.integers(min_value=0, max_value=8))
+def test_one_pass_header_parser_agrees_with_the_line_parser(text: str, limit: int) -> None:
+    fast = parser_module._parse_plain_head(text, limit)
+    try:
+        slow: tuple[str, list[tuple[str, str]]] | None = parser_module._parse_lines(text, limit)
+    except ParseError:
+        slow = None
+    if fast is not None:
+        assert fast == slow
+
+
+def test_an_ordinary_header_block_takes_the_one_pass_parser() -> None:
+    head = OPTIONS.split(b"\r\n\r\n")[0].decode()
+    fast = parser_module._parse_plain_head(head, 256)
+    assert fast is not None
+    assert fast == parser_module._parse_lines(head, 256)
+    assert fast[1][0] == ("Via", "SIP/2.0/TCP client.example.com;branch=z9hG4bK776")

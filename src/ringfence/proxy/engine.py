@@ -513,14 +513,18 @@ class ProxyEngine:
 
         A spiral changes the Request-URI, so its hash differs; a loop does not.
         """
-        expected = MAGIC_COOKIE + loop_hash(request)
+        expected: str | None = None  # hashed only once one of our Vias is found
         for value in request.headers.values("Via"):
             via = parse_via(value)
             listener_match = any(
                 via.host == listener.host and (via.port or 5060) == listener.port
                 for listener in self.identity.listeners
             )
-            if listener_match and (via.branch or "").startswith(expected):
+            if not listener_match:
+                continue
+            if expected is None:
+                expected = MAGIC_COOKIE + loop_hash(request)
+            if (via.branch or "").startswith(expected):
                 return True
         return False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -45,6 +46,16 @@ def encode(key: bytes, caller: Address, callee: Address) -> str:
 
 def decode(key: bytes, token: str) -> tuple[Address, Address] | None:
     """The two flows of a token we made, or None for anything else."""
+    if len(token) > _MAX_CACHED_TOKEN:
+        return _decode(key, token)
+    return _decode_cached(key, token)
+
+
+#: Tokens are about 100 characters; every request of a dialog brings its token back.
+_MAX_CACHED_TOKEN = 512
+
+
+def _decode(key: bytes, token: str) -> tuple[Address, Address] | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
@@ -58,6 +69,9 @@ def decode(key: bytes, token: str) -> tuple[Address, Address] | None:
         return _unpack(caller), _unpack(callee)
     except (ValueError, TypeError):
         return None
+
+
+_decode_cached = functools.lru_cache(maxsize=4096)(_decode)
 
 
 def same_flow(a: Address, b: Address) -> bool:

@@ -224,6 +224,8 @@ class _Contact:
     q: float | None
     instance: str | None
     reg_id: int | None
+    #: `str(uri)`: what a binding stores, and what most re-registrations repeat exactly.
+    text: str = ""
 
 
 def process_register(
@@ -304,7 +306,9 @@ def _process(
     # "If the registrar processes a Contact header field value with a reg-id but no
     # instance-id, it simply ignores the reg-id parameter."
     contacts = [
-        contact if contact.instance is not None else dataclasses.replace(contact, reg_id=None)
+        contact
+        if contact.instance is not None or contact.reg_id is None
+        else dataclasses.replace(contact, reg_id=None)
         for contact in contacts
     ]
     registering = [contact for contact in contacts if contact.expires > 0]
@@ -338,7 +342,7 @@ def _process(
         if granted > 0:
             new = Binding(
                 aor=aor,
-                contact=str(contact.uri),
+                contact=contact.text,
                 instance=contact.instance,
                 reg_id=contact.reg_id,
                 expires_at=now + granted,
@@ -483,7 +487,8 @@ def _parse_contact(value: str, header_expires: int | None, policy: RegistrarPoli
     instance = _instance(instance_text) if has_instance else None
     has_reg_id, reg_id_text = find_param(params, "reg-id")
     reg_id = _reg_id(reg_id_text) if has_reg_id else None
-    return _Contact(name_addr.uri, params, expires, q, instance, reg_id)
+    uri = name_addr.uri
+    return _Contact(uri, params, expires, q, instance, reg_id, str(uri))
 
 
 def _instance(value: str | None) -> str:
@@ -523,6 +528,8 @@ def _same(binding: Binding, contact: _Contact) -> bool:
         return binding.reg_id == contact.reg_id and binding.instance == contact.instance
     if binding.reg_id is not None:
         return False
+    if binding.contact == contact.text:
+        return True  # the same text is the same URI; §19.1.4 only matters when they differ
     try:
         stored = parse_uri(binding.contact)
     except URIError:

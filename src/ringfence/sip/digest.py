@@ -50,6 +50,7 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping
 
+from ringfence.sip.memo import memoized
 from ringfence.sip.randomness import random_bytes, random_hex
 
 __all__ = [
@@ -485,6 +486,8 @@ def parse_challenge(value: str) -> Challenge:
     )
 
 
+# A proxy reads the same value twice: to verify it, then to remove what it consumed.
+@memoized(1024)
 def parse_credentials(value: str) -> Credentials:
     """Parse an Authorization or Proxy-Authorization header value.
 

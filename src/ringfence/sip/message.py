@@ -159,6 +159,8 @@ LIST_HEADERS = frozenset(
 
 def split_list(value: str) -> list[str]:
     """Split a list header's value at commas outside quoted strings and angle brackets."""
+    if "," not in value:
+        return [value.strip()]  # one value: most Contact, Route and Via lines
     if '"' not in value and "<" not in value:
         # Nothing can hide a comma: most Via, Supported and Allow values.
         return [part.strip() for part in value.split(",")]

@@ -35,6 +35,12 @@ _STATUS_LINE = re.compile(r"(SIP/[0-9]+\.[0-9]+) ([0-9]{3})(?: ([^\r\n]*))?", re
 # message-header = field-name HCOLON field-value; HCOLON = *( SP / HTAB ) ":" SWS
 _HEADER_LINE = re.compile(rf"({_TOKEN})[ \t]*:[ \t]*(.*)", re.DOTALL)
 _DIGITS = re.compile(r"[0-9]+")
+# The same, for a whole block of unfolded CRLF-terminated lines at once (`_parse_plain_head`):
+# the value without the whitespace around it.
+# (Greedy up to the last non-blank character: a lazy value would retry the end at every one.)
+_PLAIN_HEADER = re.compile(
+    rf"^({_TOKEN})[ \t]*:[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r?$", re.MULTILINE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,14 @@ def _decode_head(head: bytes) -> str:
 
 def _parse_head(head: bytes, *, max_headers: int) -> tuple[str, list[tuple[str, str]]]:
     text = _decode_head(head)
+    fast = _parse_plain_head(text, max_headers)
+    if fast is not None:
+        return fast
+    return _parse_lines(text, max_headers)
+
+
+def _parse_lines(text: str, max_headers: int) -> tuple[str, list[tuple[str, str]]]:
+    """The header block line by line: unfolds continuation lines, names a bad line."""
     lines = text.split("\r\n")
     start = lines[0]
     fields: list[list[str]] = []
@@ -74,6 +88,27 @@ def _parse_head(head: bytes, *, max_headers: int) -> tuple[str, list[tuple[str, 
             raise ParseError(f"malformed header line {line[:40]!r}")
         headers.append((match.group(1), match.group(2).rstrip(" \t")))
     return start, headers
+
+
+def _parse_plain_head(text: str, max_headers: int) -> tuple[str, list[tuple[str, str]]] | None:
+    """The header block in one pass of `_PLAIN_HEADER`, when nothing in it needs the slow path.
+
+    That is: every line ends in CRLF (no lone CR or LF), none is folded, there are at most
+    `max_headers`, and every line matches. Otherwise None, and `_parse_head` goes line by
+    line, to unfold or to name the line that is wrong. Both give the same fields.
+    """
+    newlines = text.count("\n")
+    if newlines > max_headers or newlines != text.count("\r") or newlines != text.count("\r\n"):
+        return None
+    if "\r\n " in text or "\r\n\t" in text:
+        return None
+    start, _, rest = text.partition("\r\n")
+    if not rest:
+        return (start, []) if not newlines else None
+    fields = _PLAIN_HEADER.findall(rest)
+    if len(fields) != newlines:
+        return None  # a line that does not match: the slow path names it
+    return start, fields
 
 
 def _start(start: str, headers: Headers, body: bytes, raw: bytes) -> Message:

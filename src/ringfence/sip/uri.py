@@ -290,6 +290,8 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
 
 def split_params(text: str) -> list[str]:
     """Split `;a=1 ; b = "x;y"` at semicolons outside quoted strings (SEMI = SWS ";" SWS)."""
+    if '"' not in text:
+        return text.split(";")  # no quoted string can hide a semicolon
     parts: list[str] = []
     start = 0
     index = 0

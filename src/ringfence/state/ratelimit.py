@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import ClassVar
 
 
 class FailureWindow:
@@ -63,7 +64,7 @@ class AuthFailureGuard:
     """
 
     #: The reason phrase of the 403 a blocked source gets.
-    REASON = "Too many failed authentications"
+    REASON: ClassVar[str] = "Too many failed authentications"
 
     def __init__(self, per_source: int, per_user: int, window_s: float) -> None:
         self._sources = FailureWindow(per_source, window_s)
