@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
+from ringfence.sip import uri as uri_module
 from ringfence.sip.fields import FieldError, parse_cseq, parse_max_forwards, parse_via
 from ringfence.sip.uri import (
     AbsoluteURI,
@@ -154,3 +155,45 @@ def test_arbitrary_text_raises_only_uri_errors(text: str) -> None:
     for parse in (parse_uri, parse_name_addr, parse_via, parse_cseq):
         with contextlib.suppress(URIError):
             parse(text)
+
+
+# The one-match name-addr parser must agree with the general one on every value it takes,
+# and leave every other value (and every error) to it.
+_PIECES = st.sampled_from(["a", "Z9", "-", ".", "%41", "%4", "!", "=", "+", "$", ",", "&", "é"])
+_HOSTS = st.sampled_from(
+    ["example.com", "h", "127.0.0.1", "999.1.1.1", "-bad", "a..b", "[::1]", "x_y", "1.2.3"]
+)
+_PORTS = st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":", ":5x"])
+_PARAM_TEXT = st.text(alphabet=st.sampled_from(list('ab=;:/[]&+$%4"@ ?')), max_size=10)
+
+
+@st.composite
+def _name_addrs(draw: st.DrawFn) -> str:
+    scheme = draw(st.sampled_from(["sip", "SIP", "sips", "SiPs", "tel", "sipx"]))
+    user = "".join(draw(st.lists(_PIECES, max_size=4)))
+    userinfo = draw(st.sampled_from(["", f"{user}@", f"{user}:pw@", "@", f"{user};x@"]))
+    uri = f"{scheme}:{userinfo}{draw(_HOSTS)}{draw(_PORTS)}"
+    uri_params = draw(_PARAM_TEXT.map(lambda text: ";" + text if text else ""))
+    header_params = draw(_PARAM_TEXT.map(lambda text: ";" + text if text else ""))
+    front = draw(st.sampled_from(["", "", " ", '"A" ', "Bob "]))
+    return f"{front}<{uri}{uri_params}>{header_params}"
+
+
+@settings(max_examples=800)
+@given(st.one_of(_name_addrs(), st.text(max_size=40)))
+def test_plain_name_addr_parser_agrees_with_the_general_one(value: str) -> None:
+    try:
+        general: NameAddr | None = uri_module._parse_name_addr(value)
+    except URIError:
+        general = None
+    match = uri_module._PLAIN_NAME_ADDR.fullmatch(value)
+    plain = uri_module._parse_plain_name_addr(match) if match is not None else None
+    if plain is not None:
+        assert plain == general
+
+
+def test_an_ordinary_contact_takes_the_one_match_parser() -> None:
+    value = "<sip:alice@192.0.2.4:5062;transport=udp>;expires=60;+sip.instance=x"
+    match = uri_module._PLAIN_NAME_ADDR.fullmatch(value)
+    assert match is not None
+    assert uri_module._parse_plain_name_addr(match) == uri_module._parse_name_addr(value)

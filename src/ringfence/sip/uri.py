@@ -341,6 +341,16 @@ def parse_generic_params(text: str) -> Params:
     return tuple(params)
 
 
+# The form nearly every From, To, Contact and Route value takes, <sip:user@host:port;params>
+# then header parameters, with no display name, quoted string, whitespace, password or URI
+# headers. `_parse_plain_name_addr` takes it apart in one match; everything else, and every
+# error, is `_parse_name_addr`'s.
+_PLAIN_NAME_ADDR = re.compile(
+    r"<([sS][iI][pP][sS]?):(?:([^@<>;?:\s\"]+)@)?([^@<>;?:\s\"\[\]]+)(?::([0-9]{1,5}))?"
+    r"((?:;[^@<>;?\s\"]*)*)>((?:;[^@<>;\s\"]*)*)"
+)
+
+
 @memoized(8192)
 def parse_name_addr(value: str) -> NameAddr:
     """Parse one From/To/Contact/Route value: `name-addr` or `addr-spec`, then params.
@@ -348,6 +358,35 @@ def parse_name_addr(value: str) -> NameAddr:
     Raises:
         URIError: malformed (RFC 4475 §3.1.2.6, §3.1.2.13, §3.1.2.14, §3.1.2.15).
     """
+    match = _PLAIN_NAME_ADDR.fullmatch(value)
+    if match is not None:
+        plain = _parse_plain_name_addr(match)
+        if plain is not None:
+            return plain
+    return _parse_name_addr(value)
+
+
+def _parse_plain_name_addr(match: re.Match[str]) -> NameAddr | None:
+    """The value `_PLAIN_NAME_ADDR` matched, with `_parse_name_addr`'s checks; None: ask it."""
+    scheme, user, host, port_text, uri_params, header_params = match.groups()
+    if user is not None and not _USER.fullmatch(user):
+        return None
+    if not is_valid_host(host):
+        return None
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    try:
+        params = _parse_uri_params(uri_params[1:]) if uri_params else ()
+        header = parse_generic_params(header_params) if header_params else ()
+    except URIError:
+        return None
+    return NameAddr(SipURI(scheme.lower(), user, host, port, None, params), None, header)
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     text = value.strip(" \t")
     display: str | None = None
     rest: str
