@@ -363,30 +363,78 @@ def test_client_and_server_over_a_lossy_wire() -> None:
 
 
 def test_a_completed_transaction_holds_no_collector_tracked_timer_tables() -> None:
-    # Thousands wait out Timer J at once on a busy node: their timer tables hold only
+    # Thousands wait out Timer D or K at once on a busy node: their timer tables hold only
     # strings and floats, which CPython's collector does not track.
     layer = TransactionLayer()
-    request = Request(
-        "OPTIONS",
-        "sip:a@example.com",
-        Headers(
-            [
-                ("Via", "SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKgc"),
-                ("From", "<sip:c@example.com>;tag=1"),
-                ("To", "<sip:a@example.com>"),
-                ("Call-ID", "gc-1"),
-                ("CSeq", "1 OPTIONS"),
-            ]
-        ),
-    )
-    layer.receive(request, Address("UDP", "192.0.2.4", 5060), 0.0)
-    [event] = layer.events()
-    assert isinstance(event, RequestReceived)
-    assert event.key is not None
-    layer.send_response(event.key, make_response(request, 200, to_tag="t"), 0.0)
-    assert layer.next_deadline() == 32.0  # Timer J, 64*T1 over UDP
-    transaction = layer._transactions[event.key]
+    req = request()
+    key = layer.send_request(req, UDP, 0.0)
+    layer.receive(response_to(req, 486), UDP, 0.1)
+    assert layer.state(key) is State.COMPLETED
+    assert layer.next_deadline() == pytest.approx(32.1)  # Timer D, at least 32 s over UDP
+    transaction = layer._transactions[key]
     assert not gc.is_tracked(transaction.deadlines)
     assert not gc.is_tracked(transaction.intervals)
+    layer.handle_timer(32.1)
+    assert layer.state(key) is None
+
+
+# -- completed non-INVITE server transactions (RFC 3261 §17.2.2) -----------------------------
+
+
+def completed_server(layer: TransactionLayer, peer: Address, now: float) -> tuple[str, Response]:
+    """A non-INVITE server transaction from `peer`, answered 200 at `now`."""
+    req = request("REGISTER", branch=f"z9hG4bK-{peer.transport}-{now}")
+    layer.receive(req, peer, now)
+    key = received_key(layer)
+    ok = response_to(req, 200)
+    layer.send_response(key, ok, now)
+    assert layer.data_to_send() == [(peer, ok)]
+    return key, ok
+
+
+def test_a_completed_non_invite_server_transaction_keeps_only_its_response() -> None:
+    layer = TransactionLayer()
+    key, ok = completed_server(layer, UDP, 0.0)
+    assert layer.state(key) is State.COMPLETED
+    assert layer.request(key) is None  # nothing can act on the request any more
+    assert len(layer) == 1
+    # A retransmitted request gets the final response again, and is not passed up.
+    layer.receive(request("REGISTER", branch="z9hG4bK-UDP-0.0"), UDP, 5.0)
+    assert layer.data_to_send() == [(UDP, ok)]
+    assert layer.events() == []
+    # A second final response from the TU is not sent.
+    layer.send_response(key, response_to(request("REGISTER"), 500), 6.0)
+    assert layer.data_to_send() == []
+    # Timer J: 64*T1 after the response.
+    assert layer.next_deadline() == 32.0
+    layer.handle_timer(31.9)
+    assert layer.state(key) is State.COMPLETED
     layer.handle_timer(32.0)
-    assert layer.state(event.key) is None
+    assert layer.events() == [TransactionTerminated(key)]
+    assert layer.state(key) is None
+    assert len(layer) == 0
+    assert layer.next_deadline() is None
+    # The same request now is a new transaction.
+    layer.receive(request("REGISTER", branch="z9hG4bK-UDP-0.0"), UDP, 33.0)
+    assert [type(event) for event in layer.events()] == [RequestReceived]
+
+
+def test_timer_j_is_zero_on_reliable_transports_whatever_completed_before() -> None:
+    layer = TransactionLayer()
+    on_udp, _ = completed_server(layer, UDP, 0.0)
+    on_tcp, _ = completed_server(layer, TCP, 1.0)
+    assert layer.next_deadline() == 1.0  # the TCP one ends first, though it completed last
+    layer.handle_timer(1.0)
+    assert layer.events() == [TransactionTerminated(on_tcp)]
+    assert layer.state(on_udp) is State.COMPLETED
+    assert layer.next_deadline() == 32.0
+
+
+def test_a_transport_error_ends_a_completed_server_transaction() -> None:
+    layer = TransactionLayer()
+    key, _ = completed_server(layer, UDP, 0.0)
+    layer.transport_error(key, 1.0)
+    assert layer.events() == [TransportFailed(key), TransactionTerminated(key)]
+    assert layer.state(key) is None
+    layer.handle_timer(32.0)  # the stale Timer J entry does nothing
+    assert layer.events() == []

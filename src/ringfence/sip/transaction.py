@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import collections
 import enum
 import heapq
 from dataclasses import dataclass, field
@@ -580,6 +581,21 @@ def server_key(request: Request, *, to_tag: str | None = None) -> str:
 # -- the layer: all transactions of one element ---------------------------------------------
 
 
+@dataclass(slots=True)
+class _Lingering:
+    """A non-INVITE server transaction in Completed, reduced to what that state still needs.
+
+    RFC 3261 §17.2.2: in Completed it only answers retransmissions of the request with its
+    final response, until Timer J (64*T1 on UDP) ends it or the transport fails. A registrar
+    or proxy holds one for every request of the last 32 s: without the request, the timer
+    tables and the state machine, each costs a fraction of a `Transaction`.
+    """
+
+    peer: Address
+    response: Message
+    deadline: float
+
+
 class TransactionLayer:
     """Creates, matches and times the transactions of one SIP element.
 
@@ -594,19 +610,27 @@ class TransactionLayer:
         # answers first; doing it at once stops the client's Timer A retransmissions.
         self._auto_trying = auto_trying
         self._transactions: dict[str, Transaction] = {}
+        # Completed non-INVITE server transactions (see `_Lingering`), queued by Timer J's
+        # interval (64*T1 on UDP, 0 on reliable transports) in the order they completed:
+        # within one queue that is also the order they end in.
+        self._lingering: dict[str, _Lingering] = {}
+        self._linger_queues: dict[float, collections.deque[tuple[float, str]]] = {}
         self._deadlines: list[tuple[float, int, str]] = []
         self._sequence = 0
         self._outbox: list[tuple[Address, Message]] = []
         self._events: list[Event] = []
 
     def __len__(self) -> int:
-        return len(self._transactions)
+        return len(self._transactions) + len(self._lingering)
 
     def state(self, key: str) -> State | None:
         transaction = self._transactions.get(key)
-        return None if transaction is None else transaction.state
+        if transaction is None:
+            return State.COMPLETED if key in self._lingering else None
+        return transaction.state
 
     def request(self, key: str) -> Request | None:
+        """The request of a transaction that can still act on it (None once completed)."""
         transaction = self._transactions.get(key)
         return None if transaction is None else transaction.request
 
@@ -627,6 +651,13 @@ class TransactionLayer:
             self._receive_ack(message, source, now)
             return
         key = server_key(message)
+        lingering = self._lingering.get(key)
+        if lingering is not None:
+            # §17.2.2: "any retransmissions of the request received while in the
+            # 'Completed' state MUST cause the server to pass the final response to the
+            # transport layer for retransmission".
+            self._outbox.append((lingering.peer, lingering.response))
+            return
         existing = self._transactions.get(key)
         if existing is not None:
             existing.apply(Input.REQUEST, now, message)
@@ -677,6 +708,8 @@ class TransactionLayer:
         Raises:
             LocalProtocolError: no such server transaction.
         """
+        if key in self._lingering:
+            return  # Completed: a second final response is not sent (figure 8)
         transaction = self._transactions.get(key)
         if transaction is None or transaction.kind not in (
             Kind.INVITE_SERVER,
@@ -691,12 +724,24 @@ class TransactionLayer:
         self._outbox.append((destination, message))
 
     def transport_error(self, key: str, now: float) -> None:
+        if self._lingering.pop(key, None) is not None:
+            # Completed + transport error: Terminated (RFC 3261 figure 8).
+            self._events.append(TransportFailed(key))
+            self._events.append(TransactionTerminated(key))
+            return
         transaction = self._transactions.get(key)
         if transaction is not None:
             transaction.apply(Input.TRANSPORT_ERROR, now)
             self._collect(transaction)
 
     def handle_timer(self, now: float) -> None:
+        for queue in self._linger_queues.values():
+            while queue and queue[0][0] <= now:
+                deadline, key = queue.popleft()
+                lingering = self._lingering.get(key)
+                if lingering is not None and lingering.deadline == deadline:
+                    del self._lingering[key]  # Timer J: Terminated
+                    self._events.append(TransactionTerminated(key))
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, _, key = heapq.heappop(self._deadlines)
             transaction = self._transactions.get(key)
@@ -709,13 +754,14 @@ class TransactionLayer:
     # -- output -----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        linger = min((queue[0][0] for queue in self._linger_queues.values() if queue), default=None)
         while self._deadlines:
             deadline, _, key = self._deadlines[0]
             transaction = self._transactions.get(key)
             if transaction is not None and transaction.next_deadline() == deadline:
-                return deadline
+                return deadline if linger is None else min(deadline, linger)
             heapq.heappop(self._deadlines)
-        return None
+        return linger
 
     def data_to_send(self) -> list[tuple[Address, Message]]:
         # Copied and cleared, not swapped: every transaction appends to these very lists.
@@ -740,10 +786,26 @@ class TransactionLayer:
         if transaction.state is State.TERMINATED:
             self._transactions.pop(transaction.key, None)
             return
+        if transaction.kind is Kind.NON_INVITE_SERVER and transaction.state is State.COMPLETED:
+            self._linger(transaction)
+            return
         deadline = transaction.next_deadline()
         if deadline is not None:
             self._sequence += 1
             heapq.heappush(self._deadlines, (deadline, self._sequence, transaction.key))
+
+    def _linger(self, transaction: Transaction) -> None:
+        """Keep a completed non-INVITE server transaction as a `_Lingering` record."""
+        key = transaction.key
+        deadline = transaction.deadlines[Timer.LINGER.value]
+        interval = transaction.intervals[Timer.LINGER.value]
+        assert transaction.last is not None  # Completed is entered by sending the response
+        del self._transactions[key]
+        self._lingering[key] = _Lingering(transaction.peer, transaction.last, deadline)
+        queue = self._linger_queues.get(interval)
+        if queue is None:
+            queue = self._linger_queues[interval] = collections.deque()
+        queue.append((deadline, key))
 
 
 def _has_cookie(request: Request) -> bool:
