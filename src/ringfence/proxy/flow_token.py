@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import hmac
 import json
 
@@ -40,7 +39,7 @@ def _unpack(data: object) -> Address:
 def encode(key: bytes, caller: Address, callee: Address) -> str:
     """A token naming both flows; URL-safe, so it fits a SIP URI user part."""
     payload = json.dumps([_pack(caller), _pack(callee)], separators=(",", ":")).encode()
-    mac = hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    mac = hmac.digest(key, payload, "sha256")[:_MAC_BYTES]
     return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
 
 
@@ -61,7 +60,7 @@ def _decode(key: bytes, token: str) -> tuple[Address, Address] | None:
     except (binascii.Error, ValueError):
         return None
     mac, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
-    expected = hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    expected = hmac.digest(key, payload, "sha256")[:_MAC_BYTES]
     if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, expected):
         return None
     try:
