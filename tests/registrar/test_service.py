@@ -23,6 +23,7 @@ from ringfence.state.location import Binding, LocationServiceError, MemoryLocati
 from ringfence.state.ratelimit import AuthFailureGuard
 from tests.conftest import Demo
 from tests.registrar.helpers import register, torture
+from tests.support.clock import FakeClock
 
 SECRET = b"registrar-test-nonce-secret-0001"
 NOW = 1_767_603_600.0
@@ -102,7 +103,7 @@ def to_tag(response: Response) -> str | None:
 
 
 async def test_challenge_then_200_with_contact_expires(
-    registrar: Registrar, location: MemoryLocationService
+    registrar: Registrar, location: MemoryLocationService, clock: FakeClock
 ) -> None:
     first = await registrar.handle(register(PHONE), UDP, NOW)
     assert (first.status, first.reason) == (401, "Unauthorized")
@@ -121,6 +122,11 @@ async def test_challenge_then_200_with_contact_expires(
     # §10.3 step 8, in the rfc1123-date form of §20.17 (the fake clock's 2026-01-05 09:00).
     assert ok.headers.get("Date") == "Mon, 05 Jan 2026 09:00:00 GMT"
     assert first.headers.get("Date") is None
+    # The Date follows the clock (it is formatted once a second, not once for all).
+    clock.advance(61.5)
+    again = await registrar.handle(register(PHONE, cseq=3), UDP, NOW)
+    again_ok = await registrar.handle(authorized(register(PHONE, cseq=4), again), UDP, NOW)
+    assert again_ok.headers.get("Date") == "Mon, 05 Jan 2026 09:01:01 GMT"
     [binding] = await registrar.bindings(AOR, NOW)
     assert (binding.contact, binding.expires_at, binding.source) == (
         "sip:alice@192.0.2.1:5060",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import datetime
 from email.utils import format_datetime
 from typing import Protocol
 
@@ -128,6 +129,7 @@ class Registrar:
         self._accounts = accounts
         self._guard = guard
         self._clock = clock or SystemClock()
+        self._date_cache: tuple[datetime, str] | None = None
         self._location = location
         self._policy = policy
         # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
@@ -203,8 +205,15 @@ class Registrar:
         headers = outcome.headers
         if outcome.status == 200:
             # §10.3 step 8: a Date lets a phone without a clock of its own set one.
-            headers = (*headers, ("Date", format_datetime(self._clock.now(), usegmt=True)))
+            headers = (*headers, ("Date", self._date()))
         return self._respond(request, outcome.status, outcome.reason, headers)
+
+    def _date(self) -> str:
+        """The wall clock as an rfc1123-date (RFC 3261 §20.17), formatted once a second."""
+        now = self._clock.now().replace(microsecond=0)
+        if self._date_cache is None or self._date_cache[0] != now:
+            self._date_cache = (now, format_datetime(now, usegmt=True))
+        return self._date_cache[1]
 
     async def _other_domain(self, request_uri: str, aor_domain: str) -> bool:
         try:

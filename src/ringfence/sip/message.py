@@ -8,7 +8,6 @@ A parsed message also keeps the bytes it came from (`raw`), which equality ignor
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -117,17 +116,27 @@ def canonical_name(name: str) -> str:
     Unknown names are kept as received: header names compare case-insensitively
     (RFC 3261 §7.3.1), which `Headers` does for them.
     """
-    return _canonical_cached(name)
+    return _names(name)[0]
 
 
-@functools.lru_cache(maxsize=1024)
 def _lookup_key(name: str) -> str:
-    return canonical_name(name).lower()
+    return _names(name)[1]
 
 
-@functools.lru_cache(maxsize=4096)
-def _canonical_cached(name: str) -> str:
-    return _CANONICAL.get(name.lower(), name)
+#: Header names as written -> (canonical name, lookup key). Every message names the same few
+#: dozen headers; a peer inventing names stops adding entries at the bound.
+_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES_MAX = 4096
+
+
+def _names(name: str) -> tuple[str, str]:
+    found = _NAMES.get(name)
+    if found is None:
+        canonical = _CANONICAL.get(name.lower(), name)
+        found = (canonical, canonical.lower())
+        if len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = found
+    return found
 
 
 #: Headers whose value is a comma-separated list (RFC 3261 §7.3.1: they may be split over
@@ -196,23 +205,24 @@ class Headers:
     __slots__ = ("_first", "_items", "_lists", "_more")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: tuple[tuple[str, str], ...] = tuple(
-            (canonical_name(name), value) for name, value in items
-        )
         # Lookups by lowercase name, built once per message: a proxy reads Via, From, To,
         # Call-ID and CSeq several times for each message it handles. Most names occur once:
         # `_first` has the first value of each, `_more` every value of the repeated ones.
         # Both hold only strings, so the garbage collector does not track them.
+        canonical_items: list[tuple[str, str]] = []
         first: dict[str, str] = {}
         more: dict[str, tuple[str, ...]] | None = None
-        for name, value in self._items:
-            key = _lookup_key(name)
+        names = _NAMES
+        for name, value in items:
+            canonical, key = names.get(name) or _names(name)
+            canonical_items.append((canonical, value))
             if key not in first:
                 first[key] = value
             elif more is None:
                 more = {key: (first[key], value)}
             else:
                 more[key] = (*more.get(key, (first[key],)), value)
+        self._items: tuple[tuple[str, str], ...] = tuple(canonical_items)
         self._first = first
         self._more = more
         # The split values of list headers, filled on first use (the value is immutable).
