@@ -97,6 +97,21 @@ def test_editing_returns_new_headers() -> None:
     assert headers.get_all("Via") == ["1", "2"]  # unchanged
 
 
+@given(
+    st.lists(st.tuples(st.sampled_from(["Via", "To", "Max-Forwards", "max-forwards"]), st.text())),
+    st.lists(st.tuples(st.sampled_from(["Via", "Record-Route", "Route"]), st.text())),
+    st.text(),
+)
+def test_forwarded_is_the_chain_of_edits_in_one_copy(
+    items: list[tuple[str, str]], front: list[tuple[str, str]], value: str
+) -> None:
+    headers = Headers(items)
+    chained = headers.replace("Max-Forwards", value)
+    for name, line in reversed(front):
+        chained = chained.prepend(name, line)
+    assert headers.forwarded(front, "Max-Forwards", value) == chained
+
+
 def test_header_lookups_by_any_spelling_and_repeats() -> None:
     headers = Headers(
         [

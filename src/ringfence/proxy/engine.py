@@ -189,10 +189,10 @@ def pop_top_via(headers: Headers) -> Headers:
     return Headers(items)
 
 
-def _with_max_forwards(headers: Headers) -> Headers:
+def _next_max_forwards(headers: Headers) -> str:
+    """§16.6 step 3: the Max-Forwards to send on (one less, or the default when absent)."""
     value = headers.get("Max-Forwards")
-    remaining = DEFAULT_MAX_FORWARDS if value is None else parse_max_forwards(value) - 1
-    return headers.replace("Max-Forwards", str(remaining))
+    return str(DEFAULT_MAX_FORWARDS if value is None else parse_max_forwards(value) - 1)
 
 
 #: 4xx responses that tell the caller how to retry, preferred within the class (§16.7 step 6).
@@ -387,14 +387,18 @@ class ProxyEngine:
         """Send one branch (§16.6 steps 2-9); `position` replaces a failed branch."""
         destination = target.destination
         listener = self.identity.listener(destination.transport)
-        headers = _with_max_forwards(request.headers)
-        for route in reversed(target.route):
-            headers = headers.prepend("Route", route)
-        if record_route:
-            headers = self._record_route(headers, context.source, destination)
         branch = f"{MAGIC_COOKIE}{branch_id}" + (f".{attempt}" if attempt else "")
         via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
-        headers = headers.prepend("Via", via)
+        # Top down: our Via (step 8), our Record-Route (step 4), the target's Route set.
+        front = [("Via", via)]
+        if record_route:
+            front += [
+                ("Record-Route", value) for value in self._record_route(context.source, destination)
+            ]
+        front += [("Route", route) for route in target.route]
+        headers = request.headers.forwarded(
+            front, "Max-Forwards", _next_max_forwards(request.headers)
+        )
         outgoing = Request(request.method, target.uri, headers, request.body)
         client_key = self.layer.send_request(outgoing, destination, now)
         state = _Branch(
@@ -444,8 +448,8 @@ class ProxyEngine:
         )
         return True
 
-    def _record_route(self, headers: Headers, caller: Address, callee: Address) -> Headers:
-        """§16.6 step 4: our Record-Route, with both flows of the dialog in the URI.
+    def _record_route(self, caller: Address, callee: Address) -> list[str]:
+        """§16.6 step 4: our Record-Route values, top first, with both flows in the URI.
 
         Two entries when the transports differ, so each side reaches us over its own
         (RFC 5658 double record-routing).
@@ -464,9 +468,9 @@ class ProxyEngine:
 
         caller_side, callee_side = entry(caller.transport), entry(callee.transport)
         if caller_side == callee_side:
-            return headers.prepend("Record-Route", callee_side)
+            return [callee_side]
         # The callee uses the route set in order, the caller reversed (§12.1.1, §12.1.2).
-        return headers.prepend("Record-Route", caller_side).prepend("Record-Route", callee_side)
+        return [callee_side, caller_side]
 
     # -- events from the transaction layer --------------------------------------------------
 
@@ -659,7 +663,9 @@ class ProxyEngine:
         listener = self.identity.listener(hop.transport)
         branch = f"{MAGIC_COOKIE}{loop_hash(stripped)}.a"
         via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
-        headers = _with_max_forwards(stripped.headers).prepend("Via", via)
+        headers = stripped.headers.forwarded(
+            [("Via", via)], "Max-Forwards", _next_max_forwards(stripped.headers)
+        )
         self._outbox.append((hop, replace(stripped, headers=headers, raw=None)))
 
     def _forward_stray(self, response: Response) -> None:
