@@ -2,9 +2,12 @@
 
 1. Kamailio 5.6 from Debian, configured as the equivalent registrar + proxy (kamailio.cfg).
 2. ringfence: a fresh data directory with the benchmark's 10,000 accounts (user0000..user9999,
-   password pw-<user>, domain bench.example), `ringfence serve` pinned to CPU 1 like Kamailio,
-   MD5 challenges (SIPp knows no other) and no per-source rate limit (all load comes from one
-   SIPp on 127.0.0.1).
+   password pw-<user>, domain bench.example), `ringfence serve` with `--workers` SIP worker
+   processes (default: one per CPU), MD5 challenges (SIPp knows no other) and no per-source
+   rate limit (all load comes from one SIPp on 127.0.0.1).
+
+Both servers get the same CPUs: with one worker the last CPU (SIPp has the others), with more
+every CPU, shared with SIPp; Kamailio's children are as many as usual (`run.py`).
 3. The comparison table of run.py, with the ratio ringfence / Kamailio.
 """
 
@@ -54,6 +57,12 @@ async def provision(data_dir: Path, users: int) -> None:
     await runtime.aclose()
 
 
+def workers_of(pid: int) -> list[int]:
+    """The SIP worker processes `ringfence serve` started (its children)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
+
+
 def run(args: list[str]) -> None:
     subprocess.run([sys.executable, str(RUN), *args], check=True)
 
@@ -63,15 +72,33 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="short steps, fewer rates")
     parser.add_argument("--skip-kamailio", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="ringfence's sip.workers (default: one per CPU)",
+    )
     # Anything else goes to run.py as it is (e.g. --rates-register 100,200,500).
     options, passthrough = parser.parse_known_args()
     extra = ["--users", str(options.users), *passthrough]
     if options.quick:
         extra += ["--duration", "3", "--refine", "0"]
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = ",".join(map(str, cpus)) if options.workers > 1 else str(cpus[-1])
     out = Path(tempfile.mkdtemp(prefix="ringfence-bench-sip-"))
     kamailio_json, ringfence_json = out / "kamailio.json", out / "ringfence.json"
     if not options.skip_kamailio:
-        run(["--target", "kamailio", "--json", str(kamailio_json), *extra])
+        run(
+            [
+                "--target",
+                "kamailio",
+                "--server-cpus",
+                server_cpus,
+                "--json",
+                str(kamailio_json),
+                *extra,
+            ]
+        )
 
     data_dir = out / "ringfence-data"
     started = time.perf_counter()
@@ -89,9 +116,10 @@ def main() -> None:
         "RINGFENCE_SIP__DIGEST_ALGORITHMS": '["MD5"]',
         "RINGFENCE_SIP__RATE_PER_IP": "1000000",
         "RINGFENCE_LOGGING__LEVEL": "WARNING",
+        "RINGFENCE_SIP__WORKERS": str(options.workers),
     }
     server = subprocess.Popen(
-        ["taskset", "-c", "1", str(BIN), "serve"],
+        ["taskset", "-c", server_cpus, str(BIN), "serve"],
         cwd=out,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -106,7 +134,7 @@ def main() -> None:
                 "--name",
                 "ringfence",
                 "--server-pids",
-                str(server.pid),
+                ",".join(str(pid) for pid in (server.pid, *workers_of(server.pid))),
                 "--json",
                 str(ringfence_json),
                 *extra,

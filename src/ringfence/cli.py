@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from ringfence.crypto import CryptoError
 from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
 from ringfence.provisioning.service import NewAccount
-from ringfence.runtime import DemoCredentials, Runtime
+from ringfence.runtime import DemoCredentials, Runtime, WorkerError, WorkerPlan
 from ringfence.transport.loop import install_uvloop
 
 app = typer.Typer(
@@ -59,11 +60,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _settings(path: Path | None) -> Settings:
+def _config_path(path: Path | None) -> Path | None:
     if path is None and os.environ.get("RINGFENCE_CONFIG"):
         path = Path(os.environ["RINGFENCE_CONFIG"])
     if path is None and Path("ringfence.toml").exists():
         path = Path("ringfence.toml")
+    return path.resolve() if path is not None else None
+
+
+def _settings(path: Path | None) -> Settings:
+    path = _config_path(path)
     try:
         return load_settings(path)
     except ConfigError as exc:
@@ -136,9 +142,14 @@ def serve(
     """Migrate, then serve the HTTP API until interrupted."""
     settings = _settings(config)
     logs.setup(settings.logging.level, json_lines=settings.logging.json_lines)
+    path = _config_path(config)
+    # The other SIP workers: this program again, on the same settings file and environment.
+    worker_command = [sys.executable, "-m", "ringfence", "sip-worker"]
+    if path is not None:
+        worker_command += ["--config", str(path)]
 
     async def main() -> None:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, worker_command=worker_command)
         try:
             await runtime.migrate()
             if demo and (credentials := await runtime.seed_demo()) is not None:
@@ -158,8 +169,36 @@ def serve(
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    except (CryptoError, ValueError) as exc:
+    except (CryptoError, ValueError, WorkerError) as exc:
         raise _fail(str(exc)) from exc
+
+
+@app.command("sip-worker", hidden=True)
+def sip_worker(
+    plan: Annotated[str, typer.Option(help="JSON from the parent: file descriptors.")],
+    config: ConfigOption = None,
+) -> None:
+    """One more SIP worker process, started by `serve` when sip.workers > 1."""
+    settings = _settings(config)
+    logs.setup(settings.logging.level, json_lines=settings.logging.json_lines)
+    try:
+        given = json.loads(plan)
+        sockets = {name: socket.socket(fileno=fd) for name, fd in given["sockets"].items()}
+        peers = {int(peer): socket.socket(fileno=fd) for peer, fd in given["peers"].items()}
+        worker = WorkerPlan(given["index"], given["size"], sockets, peers)
+        parent: int = given["parent"]
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise _fail(f"bad --plan: {exc}") from exc
+
+    async def main() -> None:
+        runtime = Runtime(settings, worker=worker.index)
+        try:
+            await runtime.serve_worker(worker, parent)
+        finally:
+            await runtime.aclose()
+
+    install_uvloop()
+    asyncio.run(main())
 
 
 @app.command()

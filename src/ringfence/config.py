@@ -99,6 +99,11 @@ class SIPSettings(_Section):
     enabled: bool = True
     #: Address the SIP listeners bind to.
     host: str = "127.0.0.1"
+    #: SIP worker processes. CPython runs Python on one core per process, so a node uses n
+    #: cores with n workers (Kamailio's model: they share the sockets; each Call-ID and each
+    #: address-of-record has one owner, see ringfence.transport.cluster). Limits such as
+    #: rate_per_ip and the auth failure counts apply per worker.
+    workers: int = Field(default=1, ge=1, le=64)
     #: What we put in Via and Record-Route; default: `host`.
     public_host: str | None = None
     #: Ports; 0 disables that transport.

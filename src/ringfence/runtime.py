@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
+import os
 import secrets
-from dataclasses import dataclass
+import signal
+import socket
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI
@@ -24,15 +30,38 @@ from ringfence.proxy.router import Router, RouterConfig
 from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
 from ringfence.sip.digest import DigestAlgorithm
-from ringfence.state.location import MemoryLocationService
+from ringfence.sip.errors import ParseError
+from ringfence.sip.message import Message, serialize
+from ringfence.sip.parser import parse_datagram
+from ringfence.sip.transaction import Address
+from ringfence.state.location import (
+    Binding,
+    MemoryLocationService,
+    ReplicaLocationService,
+    decode_bindings,
+    encode_bindings,
+)
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
 from ringfence.storage.repos import SqlKeyStore, SqlStore
+from ringfence.transport import flow
+from ringfence.transport.cluster import (
+    Cluster,
+    Frame,
+    decode_message,
+    decode_send,
+    encode_frame,
+    encode_message,
+    encode_send,
+    flow_worker,
+    raw_shard_key,
+    shard_key,
+)
 from ringfence.transport.config import TransportConfig
 from ringfence.transport.dns import SipResolver
 from ringfence.transport.driver import SipNode
-from ringfence.transport.manager import TransportManager
+from ringfence.transport.manager import TransportManager, bind_sockets
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +75,34 @@ GC_YOUNG_THRESHOLD = 5000
 #: Middle-generation collections between full ones (CPython's default: 10).
 GC_FULL_THRESHOLD = 100
 DEMO_DOMAIN = "demo.localhost"
+#: How long the parent waits for its SIP workers to stop before killing them.
+WORKER_STOP_S = 5.0
+#: How long the parent waits for its SIP workers to start serving.
+WORKER_START_S = 60.0
+#: How often the parent checks that its SIP workers are alive.
+WORKER_WATCH_S = 1.0
+WORKER_POLL_S = 0.1
+
+
+class WorkerError(RuntimeError):
+    """A SIP worker process could not be started."""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One SIP worker's place in the node (`sip.workers`, `transport.cluster`).
+
+    Attributes:
+        index: The worker's number, 0 (the parent) .. size-1.
+        size: How many workers the node runs.
+        sockets: The listening sockets the parent bound, by transport name.
+        peers: A connected stream socket to each other worker, by its number.
+    """
+
+    index: int
+    size: int
+    sockets: dict[str, socket.socket] = field(default_factory=dict)
+    peers: dict[int, socket.socket] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +129,12 @@ class SipService:
         provisioning: ProvisioningService,
         kek: KeyEncryptionKey,
         clock: Clock,
+        *,
+        worker: int = 0,
     ) -> None:
         sip = settings.sip
         self._settings = sip
+        self.worker = worker
         self._provisioning = provisioning
         self._kek = kek
         self.transports = TransportManager(
@@ -93,7 +153,14 @@ class SipService:
             ),
             clock=clock,
         )
-        self.location = MemoryLocationService()
+        self.location: MemoryLocationService = (
+            ReplicaLocationService(self._publish) if sip.workers > 1 else MemoryLocationService()
+        )
+        self.cluster: Cluster | None = None
+        self._ready_workers: set[int] = set()
+        self._all_ready = asyncio.Event()
+        # The datagram whose shard key `_on_datagram` found to be ours (see `_on_message`).
+        self._checked: bytes | None = None
         # One guard for REGISTER and calls: a guesser cannot switch methods to go on.
         self.auth_guard = AuthFailureGuard(
             sip.auth_failures_per_ip, sip.auth_failures_per_user, sip.auth_failure_window_s
@@ -112,13 +179,20 @@ class SipService:
             digest_algorithms=self.digest_algorithms,
             guard=self.auth_guard,
             clock=clock,
+            nonce_scope=worker,
         )
         self.node: SipNode | None = None
         self._credentials: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
 
-    async def start(self) -> None:
-        await self.transports.start()
+    async def start(self, plan: WorkerPlan | None = None) -> None:
+        """Start listening: alone, or as one worker of `plan` on the sockets it holds."""
+        if plan is not None and plan.size > 1:
+            flow.set_worker(plan.index)
+            self.cluster = Cluster(plan.index, plan.size, plan.peers)
+            self.cluster.on_frame = self._on_frame
+            await self.cluster.start()
+        await self.transports.start(plan.sockets if plan is not None else None)
         sip = self._settings
         host = sip.public_host or sip.host
         listeners = [Listener(transport, host, port) for transport, _, port in self._bound()]
@@ -133,8 +207,9 @@ class SipService:
                 trunk=sip.trunk,
                 trusted_hosts=frozenset(sip.trusted_hosts),
                 digest_algorithms=self.digest_algorithms,
+                nonce_scope=self.worker,
             ),
-            flow_open=self.transports.is_open,
+            flow_open=self.transports.is_open if self.cluster is None else self._is_open,
             guard=self.auth_guard,
             resolve=SipResolver(sip.dns_servers).resolve,
         )
@@ -143,9 +218,13 @@ class SipService:
             router,
             self.registrar.handle,
             self._provisioning.is_tenant_domain,
-            self.transports.send,
+            self.transports.send if self.cluster is None else self._send,
         )
-        self.transports.on_message = self.node.on_message
+        if self.cluster is None:
+            self.transports.on_message = self.node.on_message
+        else:
+            self.transports.on_message = self._on_message
+            self.transports.on_datagram = self._on_datagram
         self.transports.on_flow_closed = self._flow_closed
         self._credentials = asyncio.get_running_loop().create_task(
             self._keep_credentials(), name="sip-credentials"
@@ -171,9 +250,109 @@ class SipService:
 
     def _flow_closed(self, flow_id: str) -> None:
         # RFC 5626 §5.3: a binding on a flow that closed can no longer be reached.
+        if self.cluster is not None:
+            self.cluster.broadcast(encode_frame(Frame.FLOW_CLOSED, flow_id.encode()))
+        self._forget_flow(flow_id)
+
+    def _forget_flow(self, flow_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self.registrar.flow_closed(flow_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- one worker of several (transport.cluster) ------------------------------------------
+
+    def _on_datagram(self, data: bytes, source: Address) -> bool:
+        """Hand a datagram whose shard key its bytes tell to its owner, unparsed."""
+        cluster = self.cluster
+        assert cluster is not None
+        key = raw_shard_key(data)
+        if key is None:
+            return False  # parsed here, then `_on_message` finds the owner
+        owner = cluster.owner(key)
+        if owner == cluster.index:
+            self._checked = data
+            return False
+        cluster.send(owner, encode_message(source, data))
+        return True
+
+    def _on_message(self, message: Message, source: Address) -> None:
+        cluster, node = self.cluster, self.node
+        assert cluster is not None
+        assert node is not None
+        checked, self._checked = self._checked, None
+        if checked is None or message.raw is not checked:
+            owner = cluster.owner(shard_key(message))
+            if owner != cluster.index:
+                cluster.send(owner, encode_message(source, message.raw or serialize(message)))
+                return
+        node.on_message(message, source)
+
+    def _on_frame(self, peer: int, kind: Frame, body: bytes) -> None:
+        node = self.node
+        if kind is Frame.MESSAGE:
+            source, data = decode_message(body)
+            config = self.transports.config
+            try:
+                message = parse_datagram(
+                    data, max_header_bytes=config.max_header_bytes, max_headers=config.max_headers
+                )
+            except ParseError:
+                return  # the sender checked only its shard key
+            if node is not None:
+                node.on_message(message, source)
+        elif kind is Frame.SEND:
+            flow_id, data = decode_send(body)
+            if not self.transports.send_on_flow(flow_id, data):
+                logger.debug("worker %d asked to send on a flow that is gone", peer)
+        elif kind is Frame.BINDINGS:
+            aor, bindings = decode_bindings(body)
+            assert isinstance(self.location, ReplicaLocationService)
+            self.location.apply(aor, bindings, asyncio.get_running_loop().time())
+        elif kind is Frame.FLOW_CLOSED:
+            self._forget_flow(body.decode())
+        elif kind is Frame.READY:
+            self._ready_workers.add(peer)
+            if self.cluster is not None and len(self._ready_workers) == self.cluster.size - 1:
+                self._all_ready.set()
+
+    def announce_ready(self) -> None:
+        """Tell worker 0 that this worker serves (`wait_for_workers`)."""
+        if self.cluster is not None and self.cluster.index != 0:
+            self.cluster.send(0, encode_frame(Frame.READY, b""))
+
+    async def wait_for_workers(self, timeout_s: float) -> None:
+        """Wait until every other worker has announced itself ready.
+
+        Raises:
+            TimeoutError: one has not within `timeout_s`.
+        """
+        async with asyncio.timeout(timeout_s):
+            await self._all_ready.wait()
+
+    def _publish(self, aor: str, bindings: tuple[Binding, ...]) -> None:
+        if self.cluster is not None:
+            self.cluster.broadcast(encode_frame(Frame.BINDINGS, encode_bindings(aor, bindings)))
+
+    def _send(self, address: Address, message: Message) -> bool:
+        cluster = self.cluster
+        assert cluster is not None
+        flow_id = address.flow
+        if flow_id is not None:
+            owner = flow_worker(flow_id)
+            if owner is not None and owner != cluster.index:
+                # The connection is another worker's (RFC 5626: answer over the flow).
+                if not self._is_open(flow_id):
+                    return False
+                return cluster.send(owner, encode_send(flow_id, serialize(message)))
+        return self.transports.send(address, message)
+
+    def _is_open(self, flow_id: str) -> bool:
+        cluster = self.cluster
+        owner = flow_worker(flow_id)
+        if cluster is None or owner is None or owner == cluster.index:
+            return self.transports.is_open(flow_id)
+        assert isinstance(self.location, ReplicaLocationService)
+        return not self.location.flow_closed(flow_id)
 
     def _bound(self) -> list[tuple[str, str, int]]:
         """(transport, host, port) of every listener that is running."""
@@ -195,12 +374,36 @@ class SipService:
         if self.node is not None:
             await self.node.aclose()
         await self.transports.aclose()
+        if self.cluster is not None:
+            await self.cluster.aclose()
 
 
 class Runtime:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    """Every component of one ringfence process.
+
+    Args:
+        settings: The settings in force.
+        clock: The wall clock (tests pass a fake one).
+        worker: Which SIP worker this process is: 0 for the parent (HTTP API and the first
+            SIP worker), 1 .. sip.workers-1 for the SIP-only processes it starts.
+        worker_command: How the parent starts another worker: the command line to which
+            ``--plan JSON`` is added (see `cli.sip_worker`). None: sip.workers must be 1.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        worker: int = 0,
+        worker_command: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        self._worker_command = list(worker_command) if worker_command is not None else None
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._alive_fds: list[int] = []
+        self._watch: asyncio.Task[None] | None = None
         # The data directory holds the databases and the key file: its owner only.
         settings.storage.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.engine = make_engine(settings.storage.url())
@@ -215,7 +418,7 @@ class Runtime:
             provisioning=self.provisioning, auth=self.auth, clock=self.clock, http=settings.http
         )
         self.sip: SipService | None = (
-            SipService(settings, self.provisioning, kek, self.clock)
+            SipService(settings, self.provisioning, kek, self.clock, worker=worker)
             if settings.sip.enabled
             else None
         )
@@ -260,11 +463,136 @@ class Runtime:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     async def start_sip(self) -> str | None:
-        """Start the SIP listeners; what they are, for the operator."""
+        """Start the SIP listeners (and the other workers); what they are, for the operator."""
         if self.sip is None:
             return None
-        await self.sip.start()
-        return self.sip.describe()
+        size = self.settings.sip.workers
+        if size == 1:
+            await self.sip.start()
+            return self.sip.describe()
+        if self._worker_command is None:
+            raise ValueError("sip.workers > 1 needs a command to start the other workers")
+        sockets = bind_sockets(self.sip.transports.config)
+        pairs = {(i, j): socket.socketpair() for i in range(size) for j in range(i + 1, size)}
+
+        def links(worker: int) -> dict[int, socket.socket]:
+            ends = {}
+            for (i, j), (a, b) in pairs.items():
+                if worker == i:
+                    ends[j] = a
+                elif worker == j:
+                    ends[i] = b
+            return ends
+
+        try:
+            # The parent's listeners first: a self-signed certificate is made once, here.
+            await self.sip.start(WorkerPlan(0, size, sockets, links(0)))
+            for worker in range(1, size):
+                self._workers.append(self._spawn(worker, size, sockets, links(worker)))
+        finally:
+            # The children hold their own copies now; the parent keeps only its own ends.
+            for worker in range(1, size):
+                for end in links(worker).values():
+                    end.close()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_workers())
+        # Ready means every worker serves: what a worker owns would wait until it does.
+        await self._wait_for_workers()
+        return f"{self.sip.describe()} ({size} workers)"
+
+    def _spawn(
+        self,
+        worker: int,
+        size: int,
+        sockets: dict[str, socket.socket],
+        peers: dict[int, socket.socket],
+    ) -> subprocess.Popen[bytes]:
+        assert self._worker_command is not None
+        # The child reads this pipe and stops when it ends, that is when the parent is gone,
+        # however it went.
+        alive_read, alive_write = os.pipe()
+        self._alive_fds.append(alive_write)
+        listening = {name: sock.fileno() for name, sock in sockets.items()}
+        links = {str(peer): sock.fileno() for peer, sock in peers.items()}
+        plan = {
+            "index": worker,
+            "size": size,
+            "sockets": listening,
+            "peers": links,
+            "parent": alive_read,
+        }
+        fds = [*listening.values(), *links.values(), alive_read]
+        try:
+            # Only file descriptors go on the command line (visible to every local user);
+            # the settings come from the same file and environment as the parent's.
+            command = [*self._worker_command, "--plan", json.dumps(plan)]
+            return subprocess.Popen(command, pass_fds=fds)  # noqa: S603 - our own program
+        finally:
+            os.close(alive_read)
+
+    async def _wait_for_workers(self) -> None:
+        assert self.sip is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WORKER_START_S
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await self.sip.wait_for_workers(WORKER_POLL_S)
+                return
+            for process in self._workers:
+                if process.poll() is not None:
+                    raise WorkerError(f"a SIP worker exited while starting ({process.returncode})")
+            if loop.time() > deadline:
+                raise WorkerError(f"the SIP workers did not start within {WORKER_START_S:g} s")
+
+    async def _watch_workers(self) -> None:
+        """A worker that dies takes 1/n of the calls with it: stop the node, loudly."""
+        while True:
+            await asyncio.sleep(WORKER_WATCH_S)
+            for process in self._workers:
+                if process.poll() is not None:
+                    logger.error(
+                        "SIP worker (pid %d) exited with %s; stopping the node",
+                        process.pid,
+                        process.returncode,
+                    )
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+    async def stop_workers(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await asyncio.to_thread(_reap, list(self._workers), WORKER_STOP_S)
+        self._workers.clear()
+        for fd in self._alive_fds:
+            os.close(fd)
+        self._alive_fds.clear()
+
+    async def serve_worker(self, plan: WorkerPlan, parent: int) -> None:
+        """Run as SIP worker `plan.index` until the parent is gone or SIGTERM comes."""
+        assert self.sip is not None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_reader(parent, stop.set)  # readable = EOF: the parent closed or died
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.sip.start(plan)
+            self.sip.announce_ready()
+            tune_gc()
+            purging = loop.create_task(self._purge_loop())
+            await stop.wait()
+            purging.cancel()
+        finally:
+            loop.remove_reader(parent)
+            await self.sip.aclose()
+
+    async def _purge_loop(self) -> None:
+        assert self.sip is not None
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            await self.sip.location.purge(asyncio.get_running_loop().time())
 
     async def serve(self) -> None:
         tune_gc()
@@ -272,6 +600,7 @@ class Runtime:
         try:
             await self._serve_http()
         finally:
+            await self.stop_workers()
             if self.sip is not None:
                 await self.sip.aclose()
             chores.cancel()
@@ -290,8 +619,22 @@ class Runtime:
         await uvicorn.Server(config).serve()
 
     async def aclose(self) -> None:
+        await self.stop_workers()
         await self.engine.dispose()
         await self.key_engine.dispose()
+
+
+def _reap(processes: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """SIGTERM each process, wait up to `timeout_s` for each, then SIGKILL it."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def tune_gc() -> None:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class Server:
     port: int  # UDP and TCP
     tls_port: int
     workdir: Path
+    pid: int
 
 
 def _free_udp_and_tcp_port() -> int:
@@ -45,21 +47,22 @@ def _free_udp_and_tcp_port() -> int:
             return port
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def serving(workdir: Path, **settings: str) -> Iterator[Server]:
+    """`ringfence serve` in `workdir` with the e2e accounts; `settings`: more RINGFENCE_ env."""
     if sipp_binary() is None:
         missing_tool("sipp", "sip-tester")
-    workdir = tmp_path_factory.mktemp("sip-e2e")
-    port, tls_port = _free_udp_and_tcp_port(), free_port()
+    port, tls_port, http_port = _free_udp_and_tcp_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RINGFENCE_")},
-        "RINGFENCE_HTTP__PORT": str(free_port()),
+        "RINGFENCE_HTTP__PORT": str(http_port),
         "RINGFENCE_SIP__UDP_PORT": str(port),
         "RINGFENCE_SIP__TCP_PORT": str(port),
         "RINGFENCE_SIP__TLS_PORT": str(tls_port),
         "RINGFENCE_SIP__WS_PORT": "0",
         "RINGFENCE_SIP__DIGEST_ALGORITHMS": '["MD5"]',
         "RINGFENCE_LOGGING__LEVEL": "WARNING",
+        **{f"RINGFENCE_{name.upper()}": value for name, value in settings.items()},
     }
     subprocess.run(
         [str(BIN), "tenant", "add", "acme", "--domain", DOMAIN],
@@ -85,8 +88,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         try:
             wait_for_port(port)
             wait_for_port(tls_port)
-            yield Server(port, tls_port, workdir)
+            # HTTP opens last: once SIP serves, every worker included.
+            wait_for_port(http_port)
+            yield Server(port, tls_port, workdir, process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)
             log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(tmp_path_factory.mktemp("sip-e2e")) as running:
+        yield running

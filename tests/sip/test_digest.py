@@ -231,7 +231,7 @@ def flip_hex(text: str, index: int) -> str:
     return text[:index] + ("1" if text[index] == "0" else "0") + text[index + 1 :]
 
 
-@pytest.mark.parametrize("index", [0, 7, 8, 20, 40, 63])
+@pytest.mark.parametrize("index", [0, 7, 16, 17, 20, 40, 65])
 def test_forged_nonce_fails(server: DigestServer, index: int) -> None:
     genuine = credentials_for(server, NOW)
     challenge = Challenge(
@@ -256,11 +256,33 @@ def test_nonce_from_elsewhere_fails(server: DigestServer, issuer: DigestServer) 
     assert server.verify(foreign, "REGISTER", HA1S, NOW).status is VerifyStatus.INVALID_NONCE
 
 
-@pytest.mark.parametrize("nonce", ["", "dcd98b7102dd2f0e8b11d0f600bfb0c093", "é" * 64, "G" * 64])
+@pytest.mark.parametrize(
+    "nonce", ["", "dcd98b7102dd2f0e8b11d0f600bfb0c093", "é" * 66, "G" * 66, "0" * 64]
+)
 def test_unknown_nonce_fails(server: DigestServer, nonce: str) -> None:
     challenge = Challenge(realm=REALM, nonce=nonce, qop=("auth",))
     credentials = answer(challenge, "REGISTER", URI, USER, PASSWORD, cnonce="c")
     assert server.verify(credentials, "REGISTER", HA1S, NOW).status is VerifyStatus.INVALID_NONCE
+
+
+def test_nonce_of_another_worker_is_stale_until_its_own() -> None:
+    # Two worker processes of one node share the secret but not their nonce-count tables.
+    first, second = (DigestServer(SECRET, REALM, scope=n) for n in (0, 1))
+    credentials = credentials_for(first, NOW)
+    result = second.verify(credentials, "REGISTER", HA1S, NOW)
+    assert (result.status, result.detail) == (VerifyStatus.STALE, "nonce of another worker")
+    # Still the issuer's: the count was not spent on the other worker.
+    assert first.verify(credentials, "REGISTER", HA1S, NOW).ok
+    # A wrong response is still a wrong response, whoever issued the nonce.
+    wrong = credentials_for(first, NOW, password="wrong")
+    assert second.verify(wrong, "REGISTER", HA1S, NOW).status is VerifyStatus.WRONG_RESPONSE
+    assert second.verify(credentials_for(second, NOW), "REGISTER", HA1S, NOW).ok
+
+
+@pytest.mark.parametrize("scope", [-1, 256])
+def test_scope_is_one_byte(scope: int) -> None:
+    with pytest.raises(ValueError, match="scope"):
+        DigestServer(SECRET, REALM, scope=scope)
 
 
 def test_replayed_nonce_count_fails_and_increasing_passes(server: DigestServer) -> None:

@@ -7,7 +7,14 @@ import dataclasses
 import pytest
 
 from ringfence.sip.transaction import Address
-from ringfence.state.location import Binding, LocationService, MemoryLocationService
+from ringfence.state.location import (
+    Binding,
+    LocationService,
+    MemoryLocationService,
+    ReplicaLocationService,
+    decode_bindings,
+    encode_bindings,
+)
 
 ALICE = "sip:alice@sip.acme.example"
 BOB = "sip:bob@sip.acme.example"
@@ -174,3 +181,76 @@ def test_binding_helpers() -> None:
     assert item.flow == "tcp-1"
     assert item.expires_in(40.0) == 60.0
     assert dataclasses.replace(item, source=UDP).flow is None
+
+
+# -- one copy per worker process ---------------------------------------------------------------
+
+
+def test_bindings_cross_a_process_boundary_unchanged() -> None:
+    full = dataclasses.replace(
+        binding(flow="tcp-w1-00aa"),
+        q=0.5,
+        path=("<sip:edge.example;lr>", "<sip:edge2.example;lr>"),
+        params=(("expires", "60"), ("+sip.instance", '"<urn:uuid:1>"'), ("ob", None)),
+    )
+    bare = dataclasses.replace(binding(BOB), user_agent=None, params=())
+    for aor, bindings in ((ALICE, (full, binding())), (BOB, (bare,)), (ALICE, ())):
+        assert decode_bindings(encode_bindings(aor, bindings)) == (aor, bindings)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"[]", b'["a"]', b"[1, []]", b'["a", [[1]]]', b'["a", 5]', b"\xff", b'{"a": 1}'],
+)
+def test_what_is_not_a_binding_set_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="not a binding set"):
+        decode_bindings(data)
+
+
+async def test_the_owner_publishes_each_new_set_and_the_others_apply_it() -> None:
+    published: list[tuple[str, tuple[Binding, ...]]] = []
+    owner = ReplicaLocationService(lambda aor, bindings: published.append((aor, bindings)))
+    other = ReplicaLocationService(lambda aor, bindings: pytest.fail("a copy never publishes"))
+    first, second = binding(contact="sip:a@192.0.2.1"), binding(contact="sip:b@192.0.2.2")
+    await owner.replace(ALICE, [first, second], now=0.0)
+    await owner.replace(ALICE, [second], now=0.0)
+    await owner.replace(BOB, [binding(BOB, expires_at=5.0)], now=10.0)  # expired: removes
+    assert published == [(ALICE, (first, second)), (ALICE, (second,)), (BOB, ())]
+    for aor, bindings in published:
+        aor, bindings = decode_bindings(encode_bindings(aor, bindings))
+        other.apply(aor, bindings, now=0.0)
+    assert await other.lookup(ALICE, 0.0) == [second]
+    assert await other.lookup(BOB, 0.0) == []
+    assert await other.count() == 1
+
+
+async def test_a_copy_drops_what_expired_or_belongs_to_another_aor() -> None:
+    copy = ReplicaLocationService(lambda aor, bindings: None)
+    copy.apply(ALICE, [binding(expires_at=5.0), binding(BOB), binding(contact="sip:c@h")], 10.0)
+    assert [b.contact for b in await copy.lookup(ALICE, 10.0)] == ["sip:c@h"]
+
+
+async def test_a_late_update_cannot_bring_back_a_closed_flow() -> None:
+    # The flow's worker announces the close; the AOR's owner had published a binding over it
+    # just before, and the announcement overtook that update on the way to this copy.
+    copy = ReplicaLocationService(lambda aor, bindings: None)
+    over_flow = binding(flow="tcp-w1-0001")
+    plain_tcp = binding(contact="sip:alice@192.0.2.10;transport=tcp", flow="tcp-w1-0001")
+    plain_tcp = dataclasses.replace(plain_tcp, reg_id=None, instance=None)
+    assert await copy.remove_flow("tcp-w1-0001") == 0
+    assert copy.flow_closed("tcp-w1-0001")
+    assert not copy.flow_closed("tcp-w1-0002")
+    copy.apply(ALICE, [over_flow, plain_tcp, binding(contact="sip:udp@h")], now=0.0)
+    # RFC 5626 §5.3: the outbound binding needs its flow; a plain TCP contact does not.
+    assert [b.contact for b in await copy.lookup(ALICE, 0.0)] == [
+        plain_tcp.contact,
+        "sip:udp@h",
+    ]
+
+
+async def test_a_copy_forgets_the_oldest_closed_flows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ringfence.state.location.CLOSED_FLOWS_KEPT", 2)
+    copy = ReplicaLocationService(lambda aor, bindings: None)
+    for n in range(3):
+        await copy.remove_flow(f"tcp-w1-{n}")
+    assert [copy.flow_closed(f"tcp-w1-{n}") for n in range(3)] == [False, True, True]

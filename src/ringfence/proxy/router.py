@@ -92,6 +92,8 @@ class RouterConfig:
     trunk: str | None = None
     trusted_hosts: frozenset[str] = frozenset()
     digest_algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
+    #: This worker process's number: the scope of the nonces it issues (`sip.digest`).
+    nonce_scope: int = 0
 
 
 def _always_open(_flow: str) -> bool:
@@ -129,6 +131,7 @@ class Router:
             config.nonce_secret,
             nonce_lifetime_s=config.nonce_lifetime_s,
             algorithms=config.digest_algorithms,
+            scope=config.nonce_scope,
         )
 
     async def decide(self, incoming: Incoming, now: float) -> Decision:

@@ -106,6 +106,7 @@ class Registrar:
         ),
         guard: AuthFailureGuard | None = None,
         clock: Clock | None = None,
+        nonce_scope: int = 0,
     ) -> None:
         """Create the registrar.
 
@@ -118,6 +119,7 @@ class Registrar:
             digest_algorithms: The challenges offered, in order of preference (RFC 8760).
             guard: Failure limits per source address; None: no limits.
             clock: The wall clock, for the Date of a 200 (RFC 3261 §10.3 step 8).
+            nonce_scope: This worker process's number (`sip.digest.DigestServer` scope).
 
         Raises:
             ValueError: The secret is shorter than 16 bytes or the lifetime is not positive.
@@ -134,7 +136,10 @@ class Registrar:
         self._policy = policy
         # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
         self._realms = DigestRealms(
-            nonce_secret, nonce_lifetime_s=nonce_lifetime_s, algorithms=digest_algorithms
+            nonce_secret,
+            nonce_lifetime_s=nonce_lifetime_s,
+            algorithms=digest_algorithms,
+            scope=nonce_scope,
         )
 
     @property

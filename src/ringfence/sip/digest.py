@@ -23,7 +23,9 @@ Replay protection (RFC 7616 §3.4, "nc"): with qop=auth every request carries a 
 The server remembers, per nonce, the highest count that verified, and rejects any count not
 above it. This is in-memory state of one `DigestServer`, bounded in size and pruned as nonces
 expire; a node that did not see the earlier request cannot detect its replay, so a cluster
-should route a client to the same node or accept that window (the nonce lifetime).
+should route a client to the same node or accept that window (the nonce lifetime). Within a
+node the nonce names the worker process that issued it (its `scope`), and only that worker
+accepts it: the others answer STALE, and the client fetches a nonce of theirs.
 
 Clients that send no qop (RFC 2069, kept by RFC 3261 §22.4 for compatibility) are accepted
 unless the server is built with ``accept_without_qop=False``. Their response has no
@@ -619,18 +621,25 @@ class VerifyResult:
         return self.status is VerifyStatus.OK
 
 
-# Nonce layout, hex encoded (64 characters):
+# Nonce layout, hex encoded (66 characters):
 #   issued  8 bytes  milliseconds since the epoch, signed big-endian
+#   scope   1 byte   the worker process that keeps its nonce-counts (`sip.workers`)
 #   salt    8 bytes  random, so two challenges in the same millisecond differ
-#   mac    16 bytes  HMAC-SHA-256(secret, label || issued || salt || realm), truncated
+#   mac    16 bytes  HMAC-SHA-256(secret, label || issued || scope || salt || realm), truncated
 # RFC 7616 §3.3 suggests time-stamp and private key in the nonce; the realm is in the MAC so a
-# nonce from one realm is refused in another even when they share the secret.
-_NONCE_LABEL = b"ringfence digest nonce v1\x00"
+# nonce from one realm is refused in another even when they share the secret. The scope is in
+# it so that a nonce is checked for replay by one table only: a worker that is not its scope
+# answers "stale" and the client takes a fresh nonce from that worker (RFC 7616 §3.3).
+_NONCE_LABEL = b"ringfence digest nonce v2\x00"
 _OPAQUE_LABEL = b"ringfence digest opaque v1\x00"
-_NONCE_RE = re.compile(r"[0-9a-f]{64}")
+_NONCE_RE = re.compile(r"[0-9a-f]{66}")
 _ISSUED_BYTES = 8
+_SCOPE_BYTES = 1
 _SALT_BYTES = 8
 _MAC_BYTES = 16
+_HEAD_BYTES = _ISSUED_BYTES + _SCOPE_BYTES + _SALT_BYTES
+#: The scopes a nonce can name: one per worker process.
+MAX_SCOPES = 256
 
 
 class DigestServer:
@@ -656,6 +665,7 @@ class DigestServer:
         max_tracked_nonces: int = 100_000,
         accept_without_qop: bool = True,
         algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5),
+        scope: int = 0,
     ) -> None:
         """Create a server for one realm.
 
@@ -667,9 +677,13 @@ class DigestServer:
             accept_without_qop: Accept RFC 2069 style responses (no qop, no replay check).
             algorithms: What to challenge with, in order of preference (RFC 8760 §2.3). Some
                 clients (SIPp 3.6) answer only the first challenge and know only MD5.
+            scope: Which of the node's worker processes this is (0 with one): nonces it
+                issues name it, and nonces naming another worker are answered STALE here,
+                because only the issuer's table knows their nonce-counts.
 
         Raises:
-            ValueError: The secret is shorter than 16 bytes, or a bound is not positive.
+            ValueError: The secret is shorter than 16 bytes, a bound is not positive, or the
+                scope is outside 0..255.
         """
         if len(secret) < 16:
             raise ValueError("the digest nonce secret must be at least 16 bytes")
@@ -679,6 +693,9 @@ class DigestServer:
             raise ValueError("max_tracked_nonces must be at least 1")
         if not algorithms:
             raise ValueError("at least one digest algorithm is needed")
+        if not 0 <= scope < MAX_SCOPES:
+            raise ValueError(f"scope must be between 0 and {MAX_SCOPES - 1}")
+        self._scope = scope.to_bytes(_SCOPE_BYTES, "big")
         self.algorithms = algorithms
         self.realm = realm
         self.nonce_lifetime_s = nonce_lifetime_s
@@ -764,9 +781,10 @@ class DigestServer:
             )
         if credentials.realm != self.realm:
             return VerifyResult(VerifyStatus.REALM_MISMATCH, "credentials for another realm")
-        issued_ms = self._check_nonce(credentials.nonce)
-        if issued_ms is None:
+        checked = self._check_nonce(credentials.nonce)
+        if checked is None:
             return VerifyResult(VerifyStatus.INVALID_NONCE, "nonce not issued for this realm")
+        issued_ms, ours = checked
 
         expected = _request_digest(
             algorithm,
@@ -784,6 +802,10 @@ class DigestServer:
         # never tells a client with a wrong password to just retry.
         if self._is_expired(issued_ms, now):
             return VerifyResult(VerifyStatus.STALE, "nonce expired")
+        if not ours:
+            # Another worker's nonce: its nonce-counts are in that worker's table. Accepting
+            # it here would let a captured request be replayed once per worker.
+            return VerifyResult(VerifyStatus.STALE, "nonce of another worker")
         if qop is None:
             # RFC 2069 style: there is no nonce-count, so a replay within the lifetime
             # cannot be told apart (see the module docstring).
@@ -813,22 +835,23 @@ class DigestServer:
 
     def _make_nonce(self, now: float) -> str:
         issued = round(now * 1000).to_bytes(_ISSUED_BYTES, "big", signed=True)
-        salt = random_bytes(_SALT_BYTES)
-        return (issued + salt + self._nonce_mac(issued + salt)).hex()
+        head = issued + self._scope + random_bytes(_SALT_BYTES)
+        return (head + self._nonce_mac(head)).hex()
 
-    def _nonce_mac(self, issued_and_salt: bytes) -> bytes:
-        message = _NONCE_LABEL + issued_and_salt + self._realm_bytes
+    def _nonce_mac(self, head: bytes) -> bytes:
+        message = _NONCE_LABEL + head + self._realm_bytes
         return hmac.digest(self._secret, message, "sha256")[:_MAC_BYTES]
 
-    def _check_nonce(self, nonce: str) -> int | None:
-        """The nonce's issue time in ms if we (or a node sharing the secret) issued it."""
+    def _check_nonce(self, nonce: str) -> tuple[int, bool] | None:
+        """(issue time in ms, whether it names this scope) if a holder of the secret issued it."""
         if not _NONCE_RE.fullmatch(nonce):
             return None
         raw = bytes.fromhex(nonce)
-        head, mac = raw[: _ISSUED_BYTES + _SALT_BYTES], raw[_ISSUED_BYTES + _SALT_BYTES :]
+        head, mac = raw[:_HEAD_BYTES], raw[_HEAD_BYTES:]
         if not hmac.compare_digest(mac, self._nonce_mac(head)):
             return None
-        return int.from_bytes(head[:_ISSUED_BYTES], "big", signed=True)
+        scope = head[_ISSUED_BYTES : _ISSUED_BYTES + _SCOPE_BYTES]
+        return int.from_bytes(head[:_ISSUED_BYTES], "big", signed=True), scope == self._scope
 
     def _is_expired(self, issued_ms: int, now: float) -> bool:
         return now - issued_ms / 1000 > self.nonce_lifetime_s
@@ -1001,10 +1024,12 @@ class DigestRealms:
         *,
         nonce_lifetime_s: float = 300.0,
         algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5),
+        scope: int = 0,
     ) -> None:
         self._secret = secret
         self._nonce_lifetime_s = nonce_lifetime_s
         self._algorithms = algorithms
+        self._scope = scope
         self._servers: dict[str, DigestServer] = {}
 
     def server(self, realm: str) -> DigestServer:
@@ -1015,6 +1040,7 @@ class DigestRealms:
                 realm,
                 nonce_lifetime_s=self._nonce_lifetime_s,
                 algorithms=self._algorithms,
+                scope=self._scope,
             )
         return server
 

@@ -35,14 +35,24 @@ keeps:
    instead expire entries by itself (Redis key TTLs), then `purge` has little to do.
 8. Failure: an implementation that cannot reach its store raises `LocationServiceError`
    (the registrar answers 500, RFC 3261 §10.3 step 7). The memory one never does.
+
+Several worker processes of one node (`sip.workers`) each keep a `ReplicaLocationService`:
+a full copy, in which every REGISTER for an AOR is processed by one worker, the AOR's owner
+(the transport steers it there), so each AOR has a single writer. The owner's `replace`
+publishes the new set (`encode_bindings`), and the other copies `apply` it; point 4 holds
+because nothing else writes that AOR. A closed flow is announced to every copy, and each
+removes its bindings over it (point 5) and refuses them from later updates that crossed the
+announcement.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import json
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ringfence.sip.transaction import Address
 
@@ -51,6 +61,9 @@ __all__ = [
     "LocationService",
     "LocationServiceError",
     "MemoryLocationService",
+    "ReplicaLocationService",
+    "decode_bindings",
+    "encode_bindings",
 ]
 
 
@@ -205,3 +218,123 @@ class MemoryLocationService:
             heapq.heappush(self._expiries, (min(b.expires_at for b in new), aor))
         else:
             self._by_aor.pop(aor, None)
+
+
+def _binding_fields(binding: Binding) -> list[Any]:
+    source = binding.source
+    return [
+        binding.contact,
+        binding.instance,
+        binding.reg_id,
+        binding.expires_at,
+        binding.q,
+        binding.call_id,
+        binding.cseq,
+        list(binding.path),
+        [source.transport, source.host, source.port, source.flow],
+        [list(param) for param in binding.params],
+        binding.user_agent,
+    ]
+
+
+def encode_bindings(aor: str, bindings: Iterable[Binding]) -> bytes:
+    """The complete binding set of `aor` as bytes for another worker (`decode_bindings`).
+
+    JSON, not pickle: the bytes cross a process boundary, and decoding must not be able to
+    run code whatever they hold.
+    """
+    document = [aor, [_binding_fields(binding) for binding in bindings]]
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode_bindings(data: bytes) -> tuple[str, tuple[Binding, ...]]:
+    """The AOR and bindings `encode_bindings` wrote.
+
+    Raises:
+        ValueError: the bytes are not such a document.
+    """
+    try:
+        aor, rows = json.loads(data)
+        bindings = tuple(
+            Binding(
+                aor=aor,
+                contact=contact,
+                instance=instance,
+                reg_id=reg_id,
+                expires_at=float(expires_at),
+                q=q,
+                call_id=call_id,
+                cseq=cseq,
+                path=tuple(path),
+                source=Address(transport, host, port, flow),
+                params=tuple((name, value) for name, value in params),
+                user_agent=user_agent,
+            )
+            for (
+                contact,
+                instance,
+                reg_id,
+                expires_at,
+                q,
+                call_id,
+                cseq,
+                path,
+                (transport, host, port, flow),
+                params,
+                user_agent,
+            ) in rows
+        )
+    except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not a binding set: {exc}") from exc
+    if not isinstance(aor, str):
+        raise ValueError("not a binding set: the AOR is not text")
+    return aor, bindings
+
+
+#: Closed flows a replica remembers, to refuse bindings over them from a late update.
+CLOSED_FLOWS_KEPT = 65_536
+
+
+class ReplicaLocationService(MemoryLocationService):
+    """One worker's copy of the node's bindings (see the module docstring).
+
+    Args:
+        publish: called with the AOR and its complete new set after every `replace`, that
+            is after each write this worker makes as the AOR's owner; not called for
+            `apply`, `remove_flow` or `purge`, which every copy does for itself.
+    """
+
+    def __init__(self, publish: Callable[[str, tuple[Binding, ...]], None]) -> None:
+        super().__init__()
+        self._publish = publish
+        self._closed: set[str] = set()
+        self._closed_order: deque[str] = deque()
+
+    async def replace(self, aor: str, bindings: list[Binding], now: float) -> None:
+        await super().replace(aor, bindings, now)
+        self._publish(aor, self._by_aor.get(aor, ()))
+
+    def apply(self, aor: str, bindings: Iterable[Binding], now: float) -> None:
+        """Take the owner's new set of `aor`, less what expired or rode a closed flow."""
+        self._set(
+            aor,
+            (
+                binding
+                for binding in bindings
+                if binding.aor == aor
+                and binding.expires_at > now
+                and not (flow_bound(binding) and binding.flow in self._closed)
+            ),
+        )
+
+    async def remove_flow(self, flow_id: str) -> int:
+        if flow_id not in self._closed:
+            self._closed.add(flow_id)
+            self._closed_order.append(flow_id)
+            if len(self._closed_order) > CLOSED_FLOWS_KEPT:
+                self._closed.discard(self._closed_order.popleft())
+        return await super().remove_flow(flow_id)
+
+    def flow_closed(self, flow_id: str) -> bool:
+        """Whether `flow_id` was announced closed (of those remembered)."""
+        return flow_id in self._closed

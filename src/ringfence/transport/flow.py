@@ -14,14 +14,23 @@ from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
 from ringfence.transport.config import TransportConfig
 
+_worker = 0
+
+
+def set_worker(index: int) -> None:
+    """Name this process's worker number in the flow ids it makes (`transport.cluster`)."""
+    global _worker
+    _worker = index
+
 
 def new_flow_id(transport: str) -> str:
     """A flow id no other connection, before or after a restart, will carry.
 
     Random rather than a counter: ids may outlive the process in stored bindings, and a
-    reused id would send one user's calls over another user's connection.
+    reused id would send one user's calls over another user's connection. It names the
+    worker process holding the connection, so that the node's other workers can reach it.
     """
-    return f"{transport.lower()}-{random_hex(8)}"
+    return f"{transport.lower()}-w{_worker}-{random_hex(8)}"
 
 
 class Flow(Protocol):
@@ -65,3 +74,7 @@ class Sink(Protocol):
     def closed(self, flow: Flow) -> None: ...
 
     def received(self, message: Message, source: Address) -> None: ...
+
+    def steer(self, data: bytes, source: Address) -> bool:
+        """Before parsing a datagram: True if it was handed to another worker."""
+        ...

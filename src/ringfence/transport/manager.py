@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from ringfence.clock import Clock, SystemClock
@@ -33,9 +34,15 @@ from ringfence.sip.message import Message, serialize
 from ringfence.sip.transaction import Address
 from ringfence.transport import tls
 from ringfence.transport.config import TransportConfig
+from ringfence.transport.errors import ListenError
 from ringfence.transport.flow import Flow
 from ringfence.transport.limits import ConnectionCounter, TokenBuckets
-from ringfence.transport.stream import StreamConnection, StreamListener, close_all
+from ringfence.transport.stream import (
+    StreamConnection,
+    StreamListener,
+    close_all,
+    listen_socket,
+)
 from ringfence.transport.udp import UDPListener
 from ringfence.transport.ws import WebSocketListener
 
@@ -56,6 +63,45 @@ def _ignore_flow(flow_id: str) -> None:
 
 def _ignore_failure(message: Message, address: Address) -> None:
     pass
+
+
+def _keep(data: bytes, address: Address) -> bool:
+    return False
+
+
+def bind_sockets(config: TransportConfig) -> dict[str, socket.socket]:
+    """The listening sockets of `config`, bound, by transport name ("UDP", "TCP", ...).
+
+    For a node of several worker processes: the parent binds, every worker serves them
+    (`TransportManager.start(sockets=...)`).
+
+    Raises:
+        ListenError: a port cannot be bound (those bound already are closed).
+    """
+    sockets: dict[str, socket.socket] = {}
+    try:
+        if config.udp_port is not None:
+            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+            udp = sockets["UDP"] = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                udp.bind((config.host, config.udp_port))
+            except OSError as exc:
+                raise ListenError(
+                    f"UDP {config.host}:{config.udp_port}: {exc.strerror or exc}"
+                ) from exc
+        for name, port in (
+            ("TCP", config.tcp_port),
+            ("TLS", config.tls_port),
+            ("WS", config.ws_port),
+            ("WSS", config.wss_port),
+        ):
+            if port is not None:
+                sockets[name] = listen_socket(name, config.host, port)
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
 
 
 class _Hub:
@@ -99,6 +145,9 @@ class _Hub:
         if self.by_key.get(flow.key) is flow:
             del self.by_key[flow.key]
 
+    def steer(self, data: bytes, source: Address) -> bool:
+        return self._manager.on_datagram(data, source)
+
     def received(self, message: Message, source: Address) -> None:
         try:
             self._manager.on_message(message, source)
@@ -122,6 +171,8 @@ class TransportManager:
         on_flow_closed: called with the id of every flow (connection) that closed.
         on_send_failed: called with a message `send` accepted but could not deliver,
             because the outbound connection it waited for failed to open.
+        on_datagram: called with every datagram before it is parsed; True means the owner
+            took it (handed it to another worker) and it is not parsed here.
     """
 
     def __init__(self, config: TransportConfig, *, clock: Clock | None = None) -> None:
@@ -129,6 +180,7 @@ class TransportManager:
         self.on_message: Callable[[Message, Address], None] = _ignore_message
         self.on_flow_closed: Callable[[str], None] = _ignore_flow
         self.on_send_failed: Callable[[Message, Address], None] = _ignore_failure
+        self.on_datagram: Callable[[bytes, Address], bool] = _keep
         self._clock = clock or SystemClock()
         self._hub: _Hub | None = None
         self._udp: UDPListener | None = None
@@ -150,8 +202,8 @@ class TransportManager:
     ) -> None:
         await self.aclose()
 
-    async def start(self) -> None:
-        """Bind every configured listener.
+    async def start(self, sockets: Mapping[str, socket.socket] | None = None) -> None:
+        """Bind every configured listener, or serve `sockets` from `bind_sockets`.
 
         Raises:
             ListenError: a port cannot be bound (the listeners already started are closed).
@@ -162,24 +214,25 @@ class TransportManager:
         if config.tls_ca_file is not None:
             self._client_context()  # a bad trust anchor file fails the start, not a call
         server_tls = self._server_tls() if config.needs_certificate else None
+        given = sockets or {}
         try:
             if config.udp_port is not None:
                 self._udp = UDPListener(hub)
-                await self._udp.start(config.host, config.udp_port)
+                await self._udp.start(config.host, config.udp_port, given.get("UDP"))
             for name, port, context in (
                 ("TCP", config.tcp_port, None),
                 ("TLS", config.tls_port, server_tls),
             ):
                 if port is not None:
                     self._streams[name] = StreamListener(hub, name, context)
-                    await self._streams[name].start(config.host, port)
+                    await self._streams[name].start(config.host, port, given.get(name))
             for name, port, context in (
                 ("WS", config.ws_port, None),
                 ("WSS", config.wss_port, server_tls),
             ):
                 if port is not None:
                     self._websockets[name] = WebSocketListener(hub, name, context)
-                    await self._websockets[name].start(config.host, port)
+                    await self._websockets[name].start(config.host, port, given.get(name))
         except BaseException:
             await self.aclose()
             raise
@@ -227,6 +280,11 @@ class TransportManager:
         `on_flow_closed` has already been called, and the binding must be dropped now.
         """
         return self._hub is not None and flow_id in self._hub.flows
+
+    def send_on_flow(self, flow_id: str, data: bytes) -> bool:
+        """Write serialized bytes on one of our flows; False if it is not open here."""
+        flow = self._hub.flows.get(flow_id) if self._hub is not None else None
+        return flow is not None and flow.send(data)
 
     def send(self, address: Address, message: Message) -> bool:
         """Serialize `message` and send it to `address`.

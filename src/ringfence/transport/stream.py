@@ -263,6 +263,19 @@ class StreamConnection(asyncio.Protocol):
         self._schedule(idle_deadline)
 
 
+def listen_socket(name: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host`:`port`.
+
+    Raises:
+        ListenError: it cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        raise ListenError(f"{name} {host}:{port}: {exc.strerror or exc}") from exc
+
+
 class StreamListener:
     """A TCP or TLS listening socket and the connections it accepted.
 
@@ -281,12 +294,10 @@ class StreamListener:
         self._opening: set[asyncio.Task[None]] = set()
         self._connections: set[StreamConnection] = set()
 
-    async def start(self, host: str, port: int) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
-        except OSError as exc:
-            raise ListenError(f"{self._name} {host}:{port}: {exc.strerror or exc}") from exc
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Listen on `host`:`port`, or on `sock`, a listening socket made already."""
+        if sock is None:
+            sock = listen_socket(self._name, host, port)
         sock.setblocking(False)
         self._socket = sock
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop(sock))

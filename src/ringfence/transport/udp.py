@@ -25,10 +25,14 @@ class UDPListener(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = asyncio.get_running_loop().create_future()
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Bind `host`:`port`, or serve `sock`, a UDP socket bound already."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+            if sock is not None:
+                await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            else:
+                await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         except OSError as exc:
             raise ListenError(f"UDP {host}:{port}: {exc.strerror or exc}") from exc
 
@@ -69,6 +73,9 @@ class UDPListener(asyncio.DatagramProtocol):
             # A CRLF (or NUL) keep-alive some clients send over UDP; RFC 5626 §4.4.2 uses
             # STUN on UDP instead, which lands in ParseError below and is dropped too.
             return
+        source = Address("UDP", host, port)
+        if self._sink.steer(data, source):
+            return  # another worker's (transport.cluster)
         try:
             message = parse_datagram(
                 data, max_header_bytes=config.max_header_bytes, max_headers=config.max_headers
@@ -82,7 +89,7 @@ class UDPListener(asyncio.DatagramProtocol):
                 exc.status_hint,
             )
             return
-        self._sink.received(message, Address("UDP", host, port))
+        self._sink.received(message, source)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like, from an earlier sendto; nothing to do here:

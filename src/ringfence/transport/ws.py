@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from typing import Any, cast
 
@@ -136,13 +137,14 @@ class WebSocketListener:
         self._tls = tls
         self._server: Server | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Listen on `host`:`port`, or on `sock`, a listening socket made already."""
         config = self._sink.config
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         try:
             self._server = await serve(
                 self._handle,
-                host,
-                port,
+                **where,
                 subprotocols=[SUBPROTOCOL],
                 compression=None,  # a deflate context per connection costs memory; SIP is small
                 open_timeout=config.message_timeout_s,
