@@ -18,6 +18,7 @@ import typer
 from ringfence import logs
 from ringfence.config import ConfigError, Settings, load_settings
 from ringfence.crypto import CryptoError
+from ringfence.privacy.report import collect, render
 from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
 from ringfence.provisioning.service import NewAccount
@@ -33,10 +34,12 @@ tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (providers).")
 account_app = typer.Typer(no_args_is_help=True, help="Accounts of a tenant.")
 admin_app = typer.Typer(no_args_is_help=True, help="Admin API access.")
 token_app = typer.Typer(no_args_is_help=True, help="Admin API tokens.")
+privacy_app = typer.Typer(no_args_is_help=True, help="The privacy policy's promises and data.")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(account_app, name="account")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(token_app, name="token")
+app.add_typer(privacy_app, name="privacy")
 
 T = TypeVar("T")
 
@@ -387,6 +390,22 @@ def admin_token_create(
     """Create an admin API token; it is printed once and stored only as a hash."""
     _token, secret = _run(config, lambda rt: rt.auth.create_admin_token(name))
     _echo(secret)
+
+
+@privacy_app.command("report")
+def privacy_report(
+    tests: Annotated[
+        Path, typer.Option(help="The test suite to read (the repository's tests/).")
+    ] = Path("tests"),
+) -> None:
+    """Every promise of the privacy policy with the tests that carry its id."""
+    try:
+        report = collect(tests)
+    except (OSError, SyntaxError) as exc:
+        raise _fail(str(exc)) from exc
+    _echo(render(report))
+    if report.unknown:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:
