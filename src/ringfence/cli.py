@@ -18,11 +18,12 @@ import typer
 from ringfence import logs
 from ringfence.config import ConfigError, Settings, load_settings
 from ringfence.crypto import CryptoError
+from ringfence.privacy.inventory import render as render_inventory
 from ringfence.privacy.report import collect, render
 from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
 from ringfence.provisioning.service import NewAccount
-from ringfence.runtime import DemoCredentials, Runtime, WorkerError, WorkerPlan
+from ringfence.runtime import DemoCredentials, Runtime, WorkerError, WorkerPlan, data_inventory
 from ringfence.transport.loop import install_uvloop
 
 app = typer.Typer(
@@ -390,6 +391,12 @@ def admin_token_create(
     """Create an admin API token; it is printed once and stored only as a hash."""
     _token, secret = _run(config, lambda rt: rt.auth.create_admin_token(name))
     _echo(secret)
+
+
+@privacy_app.command("inventory")
+def privacy_inventory() -> None:
+    """The personal data ringfence keeps: category, purpose, legal basis, retention, where."""
+    _echo(render_inventory(data_inventory()))
 
 
 @privacy_app.command("report")

@@ -20,11 +20,15 @@ from fastapi import FastAPI
 
 from ringfence.api.app import create_app
 from ringfence.api.deps import Services
+from ringfence.auth import inventory as auth_inventory
 from ringfence.auth.service import AuthService
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
-from ringfence.crypto import KeyEncryptionKey, Keyring
+from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
+from ringfence.privacy.inventory import Inventory
+from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
+from ringfence.proxy import inventory as proxy_inventory
 from ringfence.proxy.engine import Identity, Listener, ProxyEngine
 from ringfence.proxy.router import Router, RouterConfig
 from ringfence.registrar.rules import RegistrarPolicy
@@ -34,6 +38,7 @@ from ringfence.sip.errors import ParseError
 from ringfence.sip.message import Message, serialize
 from ringfence.sip.parser import parse_datagram
 from ringfence.sip.transaction import Address
+from ringfence.state import inventory as state_inventory
 from ringfence.state.location import (
     Binding,
     MemoryLocationService,
@@ -45,7 +50,7 @@ from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
 from ringfence.storage.repos import SqlKeyStore, SqlStore
-from ringfence.transport import flow
+from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
     Cluster,
     Frame,
@@ -622,6 +627,18 @@ class Runtime:
         await self.stop_workers()
         await self.engine.dispose()
         await self.key_engine.dispose()
+
+
+def data_inventory() -> Inventory:
+    """What every component of ringfence keeps of personal data (`ringfence.inventory`)."""
+    return Inventory.of(
+        provisioning_inventory.DECLARED,
+        auth_inventory.DECLARED,
+        crypto_inventory.DECLARED,
+        state_inventory.DECLARED,
+        proxy_inventory.DECLARED,
+        transport_inventory.DECLARED,
+    )
 
 
 def _reap(processes: list[subprocess.Popen[bytes]], timeout_s: float) -> None:

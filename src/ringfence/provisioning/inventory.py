@@ -1,0 +1,53 @@
+"""The personal data provisioning keeps: accounts and their devices (see `ringfence.inventory`)."""
+
+from __future__ import annotations
+
+from ringfence.inventory import Category, Declaration, LegalBasis, NotPersonal, Stored
+
+ACCOUNT_IDENTITY = Category(
+    name="account identity",
+    holds="the SIP user name, the display name and the phone number of the account",
+    purpose="route calls and messages to the user and show the caller's name",
+    basis=LegalBasis.CONTRACT,
+    retention="while the account exists; deleted with it",
+)
+SIP_CREDENTIALS = Category(
+    name="SIP credentials",
+    holds="digest HA1 values derived from the SIP password (never the password)",
+    purpose="authenticate the account's registrations and calls",
+    basis=LegalBasis.CONTRACT,
+    retention="while the account exists; a new password replaces them",
+)
+ACCOUNT_SETTINGS = Category(
+    name="account settings",
+    holds="the account's status, its feature switches and when it was created and changed",
+    purpose="provide the features the account's configuration enables (P1)",
+    basis=LegalBasis.CONTRACT,
+    retention="while the account exists; deleted with it",
+)
+DEVICES = Category(
+    name="devices",
+    holds="each signed-in app installation: its install id, platform, app id, last seen",
+    purpose="sign the app in and keep each device's sessions apart",
+    basis=LegalBasis.CONTRACT,
+    retention="while the account exists; deleted with it",
+)
+
+DECLARED: tuple[Declaration, ...] = (
+    Stored(ACCOUNT_IDENTITY, "accounts", ("username",), sealed=False),
+    Stored(ACCOUNT_IDENTITY, "accounts", ("display_name_sealed", "e164_sealed"), sealed=True),
+    Stored(SIP_CREDENTIALS, "accounts", ("ha1_md5_sealed", "ha1_sha256_sealed"), sealed=True),
+    Stored(
+        ACCOUNT_SETTINGS,
+        "accounts",
+        ("id", "tenant_id", "status", "overrides", "created_at", "updated_at"),
+        sealed=False,
+    ),
+    Stored(
+        DEVICES,
+        "devices",
+        ("id", "account_id", "install_id", "platform", "app_id", "created_at", "last_seen_at"),
+        sealed=False,
+    ),
+    NotPersonal("tenants", "the providers (companies): name, SIP domain, default configuration"),
+)
