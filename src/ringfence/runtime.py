@@ -25,6 +25,8 @@ from ringfence.auth.service import AuthService
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
+from ringfence.privacy import disclosures
+from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.inventory import Inventory
 from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
@@ -49,7 +51,7 @@ from ringfence.state.location import (
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
-from ringfence.storage.repos import SqlKeyStore, SqlStore
+from ringfence.storage.repos import SqlDisclosureStore, SqlKeyStore, SqlStore
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
     Cluster,
@@ -419,8 +421,15 @@ class Runtime:
         self.keyring = Keyring(kek, self.key_store)
         self.provisioning = ProvisioningService(self.store, self.keyring, self.clock)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
+        self.disclosures = DisclosureRegister(
+            SqlDisclosureStore(self.engine), self.provisioning, self.clock
+        )
         self.services = Services(
-            provisioning=self.provisioning, auth=self.auth, clock=self.clock, http=settings.http
+            provisioning=self.provisioning,
+            auth=self.auth,
+            clock=self.clock,
+            http=settings.http,
+            disclosures=self.disclosures,
         )
         self.sip: SipService | None = (
             SipService(settings, self.provisioning, kek, self.clock, worker=worker)
@@ -638,6 +647,7 @@ def data_inventory() -> Inventory:
         state_inventory.DECLARED,
         proxy_inventory.DECLARED,
         transport_inventory.DECLARED,
+        disclosures.DECLARED,
     )
 
 

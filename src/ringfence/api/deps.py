@@ -18,6 +18,7 @@ from ringfence.auth.errors import InvalidCredentialsError
 from ringfence.auth.service import AdminToken, AuthService, Principal
 from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
+from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.provisioning.features import Feature
 from ringfence.provisioning.models import Account
 from ringfence.provisioning.service import ProvisioningService
@@ -35,6 +36,7 @@ class Services:
     auth: AuthService
     clock: Clock
     http: HTTPSettings
+    disclosures: DisclosureRegister
 
 
 def services(request: Request) -> Services:

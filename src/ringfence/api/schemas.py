@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ringfence.privacy.disclosures import MAX_SHORT, MAX_TEXT
 from ringfence.provisioning.features import FeatureConfig, LocationMode, PushMode
 from ringfence.provisioning.models import Account, AccountStatus, Platform, Tenant
 from ringfence.provisioning.service import (
@@ -232,3 +233,32 @@ class AccountOut(BaseModel):
 class AccountConfigOut(BaseModel):
     overrides: dict[str, Any]
     effective: FeatureConfig
+
+
+# -- disclosure register (P17) ----------------------------------------------------------------
+
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SHORT)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+
+
+class SubjectIn(_In):
+    tenant: TenantCode
+    username: Username
+
+
+class DisclosureIn(_In):
+    """A request from an authority, recorded when it arrives."""
+
+    authority: ShortText = Field(examples=["Metropolitan Police Service"])
+    reference: ShortText = Field(description="The authority's case or warrant number")
+    legal_basis: LongText = Field(description="The law or order the request rests on")
+    requested: LongText = Field(description="What the authority asks for")
+    subject: SubjectIn | None = None
+
+
+class DecisionIn(_In):
+    """The decision on a request: final once recorded."""
+
+    disclosed: bool = Field(description="True: data was handed over; false: refused")
+    given: LongText = Field(description="Exactly what was handed over, or why not")
+    approved_by: ShortText

@@ -381,6 +381,14 @@ class ProvisioningService:
         stored = await self._stored(tenant, username)
         return await self.open_account(stored, tenant)
 
+    async def account_id(self, tenant_code: str, username: str) -> str:
+        """The id of an account, without opening its sealed data.
+
+        Raises:
+            NotFoundError: no such tenant or account.
+        """
+        return (await self._stored(await self.tenant(tenant_code), username)).id
+
     async def account_by_id(self, account_id: str) -> Account:
         stored = await self._store.get_account_by_id(account_id)
         if stored is None:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ringfence.auth.service import AdminToken, Session
+from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
 from ringfence.provisioning.errors import ConflictError
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import (
@@ -29,6 +30,7 @@ from ringfence.storage.tables import (
     accounts,
     admin_tokens,
     devices,
+    disclosures,
     sessions,
     subject_keys,
     tenants,
@@ -433,6 +435,68 @@ class SqlStore(_Store):
         async with self._tx() as tx:
             result = await tx.execute(delete(admin_tokens).where(admin_tokens.c.id == token_id))
         return bool(result.rowcount)
+
+
+def _disclosure(row: Row[Any]) -> Disclosure:
+    return Disclosure(
+        id=row.id,
+        received_at=row.received_at,
+        authority=row.authority,
+        reference=row.reference,
+        legal_basis=row.legal_basis,
+        requested=row.requested,
+        subject=row.subject,
+        status=DisclosureStatus(row.status),
+        given=row.given,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+    )
+
+
+class SqlDisclosureStore(_Store):
+    """The disclosure register's table: implements `privacy.disclosures.DisclosureStore`."""
+
+    async def add_disclosure(self, disclosure: Disclosure) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(disclosures).values(
+                    id=disclosure.id,
+                    received_at=disclosure.received_at,
+                    authority=disclosure.authority,
+                    reference=disclosure.reference,
+                    legal_basis=disclosure.legal_basis,
+                    requested=disclosure.requested,
+                    subject=disclosure.subject,
+                    status=disclosure.status.value,
+                )
+            )
+
+    async def get_disclosure(self, disclosure_id: str) -> Disclosure | None:
+        query = select(disclosures).where(disclosures.c.id == disclosure_id)
+        return await self._first(query, _disclosure)
+
+    async def decide_disclosure(self, disclosure: Disclosure) -> bool:
+        # Only a received entry takes a decision: one statement, so two racing decisions
+        # cannot both land.
+        async with self._tx() as tx:
+            result = await tx.execute(
+                update(disclosures)
+                .where(
+                    disclosures.c.id == disclosure.id,
+                    disclosures.c.status == DisclosureStatus.RECEIVED.value,
+                )
+                .values(
+                    status=disclosure.status.value,
+                    given=disclosure.given,
+                    decided_by=disclosure.decided_by,
+                    decided_at=disclosure.decided_at,
+                )
+            )
+        return bool(result.rowcount)
+
+    async def list_disclosures(self) -> list[Disclosure]:
+        query = select(disclosures).order_by(disclosures.c.received_at, disclosures.c.id)
+        return await self._all(query, _disclosure)
 
 
 class SqlKeyStore(_Store):

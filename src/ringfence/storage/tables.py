@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -114,6 +115,24 @@ admin_tokens = Table(
     Column("name", String(64), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: The disclosure register (privacy.disclosures, P17). `subject` is an account id with no
+#: foreign key: an entry outlives the account's erasure.
+disclosures = Table(
+    "disclosures",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("authority", String(200), nullable=False),
+    Column("reference", String(200), nullable=False),
+    Column("legal_basis", Text, nullable=False),
+    Column("requested", Text, nullable=False),
+    Column("subject", String(36), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("given", Text, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
 )
 
 #: The key store: a database of its own (see the package docstring).

@@ -12,11 +12,14 @@ from ringfence.api.schemas import (
     AccountIn,
     AccountOut,
     AccountPatch,
+    DecisionIn,
+    DisclosureIn,
     FeatureOverrides,
     TenantIn,
     TenantOut,
     TenantPatch,
 )
+from ringfence.privacy.disclosures import Disclosure
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
 
@@ -159,3 +162,47 @@ async def patch_account_config(
         code, username, AccountChange(overrides=body.as_change())
     )
     return AccountConfigOut(overrides=account.overrides, effective=account.config)
+
+
+# -- disclosure register (P17) --------------------------------------------------------------
+
+IdPath = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
+
+
+@router.post("/disclosures", status_code=status.HTTP_201_CREATED)
+async def record_disclosure(body: DisclosureIn, _: AdminDep, svc: ServicesDep) -> Disclosure:
+    """Record a legal-process request as it arrives; its legal basis is required."""
+    subject = (body.subject.tenant, body.subject.username) if body.subject else None
+    disclosure = await svc.disclosures.record(
+        authority=body.authority,
+        reference=body.reference,
+        legal_basis=body.legal_basis,
+        requested=body.requested,
+        subject=subject,
+    )
+    return disclosure
+
+
+@router.get("/disclosures")
+async def list_disclosures(_: AdminDep, svc: ServicesDep) -> list[Disclosure]:
+    """The register, oldest first."""
+    return await svc.disclosures.entries()
+
+
+@router.get("/disclosures/{disclosure_id}")
+async def get_disclosure(disclosure_id: IdPath, _: AdminDep, svc: ServicesDep) -> Disclosure:
+    return await svc.disclosures.get(disclosure_id)
+
+
+@router.post(
+    "/disclosures/{disclosure_id}/decision",
+    responses={409: {"description": "Decided already: decisions are final"}},
+)
+async def decide_disclosure(
+    disclosure_id: IdPath, body: DecisionIn, _: AdminDep, svc: ServicesDep
+) -> Disclosure:
+    """Record what was handed over (or why not), and who approved it. Once."""
+    decided = await svc.disclosures.decide(
+        disclosure_id, disclosed=body.disclosed, given=body.given, approved_by=body.approved_by
+    )
+    return decided
