@@ -25,8 +25,9 @@ from ringfence.auth.service import AuthService
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
-from ringfence.privacy import disclosures
+from ringfence.privacy import disclosures, erasure
 from ringfence.privacy.disclosures import DisclosureRegister
+from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.inventory import Inventory
 from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
@@ -51,7 +52,7 @@ from ringfence.state.location import (
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
 from ringfence.storage.migrate import Schema, upgrade
-from ringfence.storage.repos import SqlDisclosureStore, SqlKeyStore, SqlStore
+from ringfence.storage.repos import SqlKeyStore, SqlPrivacyStore, SqlStore
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
     Cluster,
@@ -421,8 +422,17 @@ class Runtime:
         self.keyring = Keyring(kek, self.key_store)
         self.provisioning = ProvisioningService(self.store, self.keyring, self.clock)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
-        self.disclosures = DisclosureRegister(
-            SqlDisclosureStore(self.engine), self.provisioning, self.clock
+        privacy_store = SqlPrivacyStore(self.engine)
+        self.disclosures = DisclosureRegister(privacy_store, self.provisioning, self.clock)
+        self.erasure = Erasure(
+            privacy_store,
+            self.provisioning,
+            self.clock,
+            erased_with_account=[
+                *(c.name for c in provisioning_inventory.ERASED_WITH_ACCOUNT),
+                auth_inventory.SESSIONS.name,
+                crypto_inventory.SUBJECT_KEYS.name,
+            ],
         )
         self.services = Services(
             provisioning=self.provisioning,
@@ -430,6 +440,7 @@ class Runtime:
             clock=self.clock,
             http=settings.http,
             disclosures=self.disclosures,
+            erasure=self.erasure,
         )
         self.sip: SipService | None = (
             SipService(settings, self.provisioning, kek, self.clock, worker=worker)
@@ -648,6 +659,7 @@ def data_inventory() -> Inventory:
         proxy_inventory.DECLARED,
         transport_inventory.DECLARED,
         disclosures.DECLARED,
+        erasure.DECLARED,
     )
 
 

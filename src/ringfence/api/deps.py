@@ -19,6 +19,7 @@ from ringfence.auth.service import AdminToken, AuthService, Principal
 from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
 from ringfence.privacy.disclosures import DisclosureRegister
+from ringfence.privacy.erasure import Erasure
 from ringfence.provisioning.features import Feature
 from ringfence.provisioning.models import Account
 from ringfence.provisioning.service import ProvisioningService
@@ -37,6 +38,7 @@ class Services:
     clock: Clock
     http: HTTPSettings
     disclosures: DisclosureRegister
+    erasure: Erasure
 
 
 def services(request: Request) -> Services:

@@ -23,6 +23,7 @@ from ringfence.auth.errors import (
     InvalidCredentialsError,
     RateLimitedError,
 )
+from ringfence.privacy.erasure import LegalHoldError
 from ringfence.provisioning.errors import (
     ConflictError,
     FeatureDisabledError,
@@ -68,6 +69,7 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
 _PROVISIONING_STATUS: dict[type[ProvisioningError], tuple[int, str]] = {
     NotFoundError: (404, "not_found"),
     ConflictError: (409, "conflict"),
+    LegalHoldError: (409, "legal_hold"),
     InvalidInputError: (422, "invalid_input"),
 }
 
@@ -79,7 +81,11 @@ async def _provisioning(_request: Request, exc: Exception) -> JSONResponse:
             403,
             error_body("feature_disabled", exc.message, feature=exc.feature, reason=exc.reason),
         )
-    status, code = _PROVISIONING_STATUS.get(type(exc), (400, "bad_request"))
+    # The nearest class with a status: a subclass (LegalHoldError) answers as its base does.
+    status, code = next(
+        (_PROVISIONING_STATUS[cls] for cls in type(exc).__mro__ if cls in _PROVISIONING_STATUS),
+        (400, "bad_request"),
+    )
     return _json(status, error_body(code, exc.message, exc.field))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ringfence.privacy.disclosures import MAX_SHORT, MAX_TEXT
+from ringfence.privacy.text import MAX_SHORT, MAX_TEXT
 from ringfence.provisioning.features import FeatureConfig, LocationMode, PushMode
 from ringfence.provisioning.models import Account, AccountStatus, Platform, Tenant
 from ringfence.provisioning.service import (
@@ -262,3 +262,13 @@ class DecisionIn(_In):
     disclosed: bool = Field(description="True: data was handed over; false: refused")
     given: LongText = Field(description="Exactly what was handed over, or why not")
     approved_by: ShortText
+
+
+class HoldIn(_In):
+    reason: LongText = Field(examples=["Production order pending: keep until the court decides"])
+    reference: ShortText = Field(description="The order's or request's reference")
+    placed_by: ShortText
+
+
+class ReleaseIn(_In):
+    released_by: ShortText

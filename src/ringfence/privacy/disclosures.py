@@ -21,14 +21,11 @@ from typing import Protocol
 
 from ringfence.clock import Clock
 from ringfence.inventory import Category, Declaration, LegalBasis, Stored
-from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotFoundError
+from ringfence.privacy.text import MAX_SHORT, MAX_TEXT, required_text
+from ringfence.provisioning.errors import ConflictError, NotFoundError
 
 #: How long an entry is kept: six years, a common limitation period for legal claims.
 RETENTION_DAYS = 6 * 365
-
-#: Longest accepted text of each field (characters).
-MAX_SHORT = 200
-MAX_TEXT = 4000
 
 
 class DisclosureStatus(enum.StrEnum):
@@ -88,15 +85,6 @@ class Accounts(Protocol):
         ...
 
 
-def _text(field: str, value: str, limit: int) -> str:
-    value = value.strip()
-    if not value:
-        raise InvalidInputError(f"{field}: required: a disclosure needs it", field=field)
-    if len(value) > limit or any(not (c.isprintable() or c in "\n\t") for c in value):
-        raise InvalidInputError(f"{field}: at most {limit} printable characters", field=field)
-    return value
-
-
 class DisclosureRegister:
     """Records legal-process requests and their decisions (see the module docstring)."""
 
@@ -130,10 +118,10 @@ class DisclosureRegister:
         disclosure = Disclosure(
             id=str(uuid.uuid4()),
             received_at=self._clock.now(),
-            authority=_text("authority", authority, MAX_SHORT),
-            reference=_text("reference", reference, MAX_SHORT),
-            legal_basis=_text("legal_basis", legal_basis, MAX_TEXT),
-            requested=_text("requested", requested, MAX_TEXT),
+            authority=required_text("authority", authority, MAX_SHORT),
+            reference=required_text("reference", reference, MAX_SHORT),
+            legal_basis=required_text("legal_basis", legal_basis, MAX_TEXT),
+            requested=required_text("requested", requested, MAX_TEXT),
             subject=await self._accounts.account_id(*subject) if subject else None,
         )
         await self._store.add_disclosure(disclosure)
@@ -159,8 +147,8 @@ class DisclosureRegister:
         decided = replace(
             current,
             status=DisclosureStatus.DISCLOSED if disclosed else DisclosureStatus.REFUSED,
-            given=_text("given", given, MAX_TEXT),
-            decided_by=_text("approved_by", approved_by, MAX_SHORT),
+            given=required_text("given", given, MAX_TEXT),
+            decided_by=required_text("approved_by", approved_by, MAX_SHORT),
             decided_at=self._clock.now(),
         )
         if not await self._store.decide_disclosure(decided):

@@ -33,6 +33,9 @@ DEVICES = Category(
     retention="while the account exists; deleted with it",
 )
 
+#: What erasing an account destroys here (with its sessions and its key).
+ERASED_WITH_ACCOUNT = (ACCOUNT_IDENTITY, SIP_CREDENTIALS, ACCOUNT_SETTINGS, DEVICES)
+
 DECLARED: tuple[Declaration, ...] = (
     Stored(ACCOUNT_IDENTITY, "accounts", ("username",), sealed=False),
     Stored(ACCOUNT_IDENTITY, "accounts", ("display_name_sealed", "e164_sealed"), sealed=True),

@@ -234,15 +234,30 @@ class ProvisioningService:
         self._forget_sip(tenant_domain=tenant.sip_domain)
         return updated
 
-    async def delete_tenant(self, code: str) -> None:
-        """Delete a tenant and its accounts, destroying each account's key first."""
+    async def delete_tenant(self, code: str) -> list[str]:
+        """Delete a tenant and its accounts, destroying each account's key first.
+
+        Returns:
+            The ids of the accounts erased.
+        """
         tenant = await self.tenant(code)
+        erased = []
         while batch := await self._store.list_accounts(tenant.id, offset=0, limit=500):
             for stored in batch:
                 await self._erase_account(stored)
+                erased.append(stored.id)
         await self._store.delete_tenant(tenant.id)
         self._forget_sip(tenant_domain=tenant.sip_domain)
         self._domains = None
+        return erased
+
+    async def tenant_id(self, code: str) -> str:
+        """The id of a tenant.
+
+        Raises:
+            NotFoundError: no such tenant.
+        """
+        return (await self.tenant(code)).id
 
     # -- accounts --------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ringfence.auth.service import AdminToken, Session
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
+from ringfence.privacy.erasure import Destruction, LegalHold
 from ringfence.provisioning.errors import ConflictError
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import (
@@ -29,8 +30,10 @@ from ringfence.provisioning.models import (
 from ringfence.storage.tables import (
     accounts,
     admin_tokens,
+    destructions,
     devices,
     disclosures,
+    legal_holds,
     sessions,
     subject_keys,
     tenants,
@@ -453,8 +456,19 @@ def _disclosure(row: Row[Any]) -> Disclosure:
     )
 
 
-class SqlDisclosureStore(_Store):
-    """The disclosure register's table: implements `privacy.disclosures.DisclosureStore`."""
+_HOLD_FIELDS = tuple(column.name for column in legal_holds.columns)
+
+
+def _hold(row: Row[Any]) -> LegalHold:
+    return LegalHold(**{name: getattr(row, name) for name in _HOLD_FIELDS})
+
+
+def _destruction(row: Row[Any]) -> Destruction:
+    return Destruction(row.id, row.at, row.subject, tuple(row.categories), row.reason)
+
+
+class SqlPrivacyStore(_Store):
+    """The privacy tables: implements `DisclosureStore` and `erasure.PrivacyStore`."""
 
     async def add_disclosure(self, disclosure: Disclosure) -> None:
         async with self._tx() as tx:
@@ -497,6 +511,50 @@ class SqlDisclosureStore(_Store):
     async def list_disclosures(self) -> list[Disclosure]:
         query = select(disclosures).order_by(disclosures.c.received_at, disclosures.c.id)
         return await self._all(query, _disclosure)
+
+    async def add_hold(self, hold: LegalHold) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(legal_holds).values({name: getattr(hold, name) for name in _HOLD_FIELDS})
+            )
+
+    async def get_hold(self, hold_id: str) -> LegalHold | None:
+        return await self._first(select(legal_holds).where(legal_holds.c.id == hold_id), _hold)
+
+    async def holds_of(
+        self, *, subject: str | None = None, tenant_id: str | None = None
+    ) -> list[LegalHold]:
+        query = select(legal_holds).order_by(legal_holds.c.placed_at, legal_holds.c.id)
+        if subject is not None:
+            query = query.where(legal_holds.c.subject == subject)
+        if tenant_id is not None:
+            query = query.where(legal_holds.c.tenant_id == tenant_id)
+        return await self._all(query, _hold)
+
+    async def release_hold(self, hold: LegalHold) -> bool:
+        async with self._tx() as tx:
+            result = await tx.execute(
+                update(legal_holds)
+                .where(legal_holds.c.id == hold.id, legal_holds.c.released_at.is_(None))
+                .values(released_by=hold.released_by, released_at=hold.released_at)
+            )
+        return bool(result.rowcount)
+
+    async def add_destruction(self, destruction: Destruction) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(destructions).values(
+                    id=destruction.id,
+                    at=destruction.at,
+                    subject=destruction.subject,
+                    categories=list(destruction.categories),
+                    reason=destruction.reason,
+                )
+            )
+
+    async def destructions(self) -> list[Destruction]:
+        query = select(destructions).order_by(destructions.c.at, destructions.c.id)
+        return await self._all(query, _destruction)
 
 
 class SqlKeyStore(_Store):

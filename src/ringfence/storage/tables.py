@@ -135,6 +135,34 @@ disclosures = Table(
     Column("decided_at", UTCDateTime, nullable=True),
 )
 
+#: Legal holds (privacy.erasure, P15): kept after release; `subject` is an account id.
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("subject", String(36), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("reference", String(200), nullable=False),
+    Column("placed_by", String(200), nullable=False),
+    Column("placed_at", UTCDateTime, nullable=False),
+    Column("released_by", String(200), nullable=True),
+    Column("released_at", UTCDateTime, nullable=True),
+    Index(None, "subject"),
+    Index(None, "tenant_id"),
+)
+
+#: What was destroyed, when and why, without the data (privacy.erasure).
+destructions = Table(
+    "destructions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("subject", String(36), nullable=False),
+    Column("categories", JSON, nullable=False),
+    Column("reason", String(200), nullable=False),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

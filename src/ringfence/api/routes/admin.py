@@ -15,11 +15,14 @@ from ringfence.api.schemas import (
     DecisionIn,
     DisclosureIn,
     FeatureOverrides,
+    HoldIn,
+    ReleaseIn,
     TenantIn,
     TenantOut,
     TenantPatch,
 )
 from ringfence.privacy.disclosures import Disclosure
+from ringfence.privacy.erasure import Destruction, LegalHold
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
 
@@ -64,10 +67,14 @@ async def update_tenant(
     return TenantOut.of(tenant)
 
 
-@router.delete("/tenants/{code}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/tenants/{code}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "An account of the tenant is under legal hold"}},
+)
 async def delete_tenant(code: CodePath, _: AdminDep, svc: ServicesDep) -> Response:
-    """Delete the tenant and erase each of its accounts (keys destroyed)."""
-    await svc.provisioning.delete_tenant(code)
+    """Delete the tenant and erase each of its accounts (keys destroyed), unless one is held."""
+    await svc.erasure.erase_tenant(code, reason="tenant deleted by an admin")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -136,12 +143,16 @@ async def update_account(
     return AccountOut.of(await svc.provisioning.update_account(code, username, change))
 
 
-@router.delete("/tenants/{code}/accounts/{username}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/tenants/{code}/accounts/{username}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "The account is under legal hold"}},
+)
 async def delete_account(
     code: CodePath, username: UserPath, _: AdminDep, svc: ServicesDep
 ) -> Response:
-    """Erase the account: its key is destroyed, then its records deleted."""
-    await svc.provisioning.delete_account(code, username)
+    """Erase the account: its key is destroyed, then its records deleted; 409 if held."""
+    await svc.erasure.erase_account(code, username, reason="account deleted by an admin")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -206,3 +217,40 @@ async def decide_disclosure(
         disclosure_id, disclosed=body.disclosed, given=body.given, approved_by=body.approved_by
     )
     return decided
+
+
+# -- legal holds and the destruction record (P15) ------------------------------------------
+
+
+@router.post("/tenants/{code}/accounts/{username}/holds", status_code=status.HTTP_201_CREATED)
+async def place_hold(
+    code: CodePath, username: UserPath, body: HoldIn, _: AdminDep, svc: ServicesDep
+) -> LegalHold:
+    """Stop every erasure of the account's data until the hold is released."""
+    return await svc.erasure.place_hold(
+        code, username, reason=body.reason, reference=body.reference, placed_by=body.placed_by
+    )
+
+
+@router.get("/tenants/{code}/accounts/{username}/holds")
+async def list_holds(
+    code: CodePath, username: UserPath, _: AdminDep, svc: ServicesDep
+) -> list[LegalHold]:
+    """The account's holds, released ones included, oldest first."""
+    return await svc.erasure.holds(code, username)
+
+
+@router.post(
+    "/holds/{hold_id}/release",
+    responses={409: {"description": "Released already"}},
+)
+async def release_hold(
+    hold_id: IdPath, body: ReleaseIn, _: AdminDep, svc: ServicesDep
+) -> LegalHold:
+    return await svc.erasure.release_hold(hold_id, released_by=body.released_by)
+
+
+@router.get("/destructions")
+async def list_destructions(_: AdminDep, svc: ServicesDep) -> list[Destruction]:
+    """What was destroyed, when and why: account ids and data categories, no data."""
+    return await svc.erasure.destructions()

@@ -1,0 +1,68 @@
+"""privacy: the disclosure register (P17), legal holds and the destruction record (P15)
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-03
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "disclosures",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("authority", sa.String(length=200), nullable=False),
+        sa.Column("reference", sa.String(length=200), nullable=False),
+        sa.Column("legal_basis", sa.Text(), nullable=False),
+        sa.Column("requested", sa.Text(), nullable=False),
+        sa.Column("subject", sa.String(length=36), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("given", sa.Text(), nullable=True),
+        sa.Column("decided_by", sa.String(length=200), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_disclosures")),
+    )
+    op.create_table(
+        "legal_holds",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("tenant_id", sa.String(length=36), nullable=False),
+        sa.Column("subject", sa.String(length=36), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("reference", sa.String(length=200), nullable=False),
+        sa.Column("placed_by", sa.String(length=200), nullable=False),
+        sa.Column("placed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("released_by", sa.String(length=200), nullable=True),
+        sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_legal_holds")),
+    )
+    with op.batch_alter_table("legal_holds", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_legal_holds_subject"), ["subject"], unique=False)
+        batch_op.create_index(batch_op.f("ix_legal_holds_tenant_id"), ["tenant_id"], unique=False)
+    op.create_table(
+        "destructions",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("subject", sa.String(length=36), nullable=False),
+        sa.Column("categories", sa.JSON(), nullable=False),
+        sa.Column("reason", sa.String(length=200), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_destructions")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("destructions")
+    with op.batch_alter_table("legal_holds", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_legal_holds_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_legal_holds_subject"))
+    op.drop_table("legal_holds")
+    op.drop_table("disclosures")
