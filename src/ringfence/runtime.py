@@ -25,10 +25,11 @@ from ringfence.auth.service import AuthService
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
-from ringfence.privacy import disclosures, erasure
+from ringfence.privacy import disclosures, erasure, requests
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.inventory import Inventory
+from ringfence.privacy.requests import SubjectRights
 from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
@@ -428,11 +429,15 @@ class Runtime:
             privacy_store,
             self.provisioning,
             self.clock,
-            erased_with_account=[
-                *(c.name for c in provisioning_inventory.ERASED_WITH_ACCOUNT),
-                auth_inventory.SESSIONS.name,
-                crypto_inventory.SUBJECT_KEYS.name,
-            ],
+            erased_with_account=[c.name for c in ACCOUNT_CATEGORIES],
+        )
+        self.subject_rights = SubjectRights(
+            privacy_store,
+            self.provisioning,
+            privacy_store,
+            self.erasure,
+            list(ACCOUNT_CATEGORIES),
+            self.clock,
         )
         self.services = Services(
             provisioning=self.provisioning,
@@ -441,6 +446,7 @@ class Runtime:
             http=settings.http,
             disclosures=self.disclosures,
             erasure=self.erasure,
+            subject_rights=self.subject_rights,
         )
         self.sip: SipService | None = (
             SipService(settings, self.provisioning, kek, self.clock, worker=worker)
@@ -475,6 +481,10 @@ class Runtime:
         swept = await self.auth.sweep_sessions()
         if swept:
             logger.info("deleted %d expired sessions", swept)
+        overdue = await self.subject_rights.overdue()
+        if overdue:
+            # P21: answered within 30 days. The alert counts; it names no one.
+            logger.warning("%d data-subject request(s) overdue", len(overdue))
         if self.sip is not None:
             # Registrations live on the SIP driver's clock: the event loop's.
             await self.sip.location.purge(asyncio.get_running_loop().time())
@@ -649,6 +659,14 @@ class Runtime:
         await self.key_engine.dispose()
 
 
+#: What the stored data of an account is, by the inventory (erased with it, confirmed to it).
+ACCOUNT_CATEGORIES = (
+    *provisioning_inventory.ERASED_WITH_ACCOUNT,
+    auth_inventory.SESSIONS,
+    crypto_inventory.SUBJECT_KEYS,
+)
+
+
 def data_inventory() -> Inventory:
     """What every component of ringfence keeps of personal data (`ringfence.inventory`)."""
     return Inventory.of(
@@ -660,6 +678,7 @@ def data_inventory() -> Inventory:
         transport_inventory.DECLARED,
         disclosures.DECLARED,
         erasure.DECLARED,
+        requests.DECLARED,
     )
 
 

@@ -20,6 +20,7 @@ from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
+from ringfence.privacy.requests import SubjectRights
 from ringfence.provisioning.features import Feature
 from ringfence.provisioning.models import Account
 from ringfence.provisioning.service import ProvisioningService
@@ -39,6 +40,7 @@ class Services:
     http: HTTPSettings
     disclosures: DisclosureRegister
     erasure: Erasure
+    subject_rights: SubjectRights
 
 
 def services(request: Request) -> Services:

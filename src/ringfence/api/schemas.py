@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ringfence.privacy.requests import RequestKind
 from ringfence.privacy.text import MAX_SHORT, MAX_TEXT
 from ringfence.provisioning.features import FeatureConfig, LocationMode, PushMode
 from ringfence.provisioning.models import Account, AccountStatus, Platform, Tenant
@@ -272,3 +273,7 @@ class HoldIn(_In):
 
 class ReleaseIn(_In):
     released_by: ShortText
+
+
+class PrivacyRequestIn(_In):
+    kind: RequestKind

@@ -404,6 +404,37 @@ class ProvisioningService:
         """
         return (await self._stored(await self.tenant(tenant_code), username)).id
 
+    async def account_summary(self, account_id: str) -> tuple[str, str]:
+        """(tenant code, username) of an account.
+
+        Raises:
+            NotFoundError: no such account.
+        """
+        stored = await self._store.get_account_by_id(account_id)
+        tenant = await self._store.get_tenant(stored.tenant_id) if stored else None
+        if stored is None or tenant is None:
+            raise NotFoundError("no such account", field="account")
+        return tenant.code, stored.username
+
+    async def account_export(self, account_id: str) -> dict[str, dict[str, Any]]:
+        """The account's own categories, opened, for its subject's access request (P19)."""
+        account = await self.account_by_id(account_id)
+        return {
+            "account identity": {
+                "username": account.username,
+                "sip_address": account.aor,
+                "display_name": account.display_name,
+                "e164": account.e164,
+            },
+            "account settings": {
+                "tenant": account.tenant.code,
+                "status": account.status.value,
+                "configuration": account.config.model_dump(mode="json"),
+                "created_at": account.created_at,
+                "updated_at": account.updated_at,
+            },
+        }
+
     async def account_by_id(self, account_id: str) -> Account:
         stored = await self._store.get_account_by_id(account_id)
         if stored is None:

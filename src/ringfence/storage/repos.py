@@ -18,6 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ringfence.auth.service import AdminToken, Session
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
 from ringfence.privacy.erasure import Destruction, LegalHold
+from ringfence.privacy.requests import (
+    RequestKind,
+    RequestState,
+    SubjectRequest,
+    Verification,
+)
 from ringfence.provisioning.errors import ConflictError
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import (
@@ -36,6 +42,7 @@ from ringfence.storage.tables import (
     legal_holds,
     sessions,
     subject_keys,
+    subject_requests,
     tenants,
 )
 
@@ -467,6 +474,36 @@ def _destruction(row: Row[Any]) -> Destruction:
     return Destruction(row.id, row.at, row.subject, tuple(row.categories), row.reason)
 
 
+def _request(row: Row[Any]) -> SubjectRequest:
+    return SubjectRequest(
+        id=row.id,
+        subject=row.subject,
+        kind=RequestKind(row.kind),
+        state=RequestState(row.state),
+        received_at=row.received_at,
+        due_at=row.due_at,
+        verified_by=Verification(row.verified_by) if row.verified_by else None,
+        verified_at=row.verified_at,
+        closed_at=row.closed_at,
+        outcome=row.outcome,
+    )
+
+
+def _request_values(request: SubjectRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "subject": request.subject,
+        "kind": request.kind.value,
+        "state": request.state.value,
+        "received_at": request.received_at,
+        "due_at": request.due_at,
+        "verified_by": request.verified_by.value if request.verified_by else None,
+        "verified_at": request.verified_at,
+        "closed_at": request.closed_at,
+        "outcome": request.outcome,
+    }
+
+
 class SqlPrivacyStore(_Store):
     """The privacy tables: implements `DisclosureStore` and `erasure.PrivacyStore`."""
 
@@ -555,6 +592,53 @@ class SqlPrivacyStore(_Store):
     async def destructions(self) -> list[Destruction]:
         query = select(destructions).order_by(destructions.c.at, destructions.c.id)
         return await self._all(query, _destruction)
+
+    async def add_request(self, request: SubjectRequest) -> None:
+        async with self._tx() as tx:
+            await tx.execute(insert(subject_requests).values(_request_values(request)))
+
+    async def update_request(self, request: SubjectRequest) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                update(subject_requests)
+                .where(subject_requests.c.id == request.id)
+                .values(_request_values(request))
+            )
+
+    async def get_request(self, request_id: str) -> SubjectRequest | None:
+        query = select(subject_requests).where(subject_requests.c.id == request_id)
+        return await self._first(query, _request)
+
+    async def requests(self, *, subject: str | None = None) -> list[SubjectRequest]:
+        query = select(subject_requests).order_by(
+            subject_requests.c.received_at, subject_requests.c.id
+        )
+        if subject is not None:
+            query = query.where(subject_requests.c.subject == subject)
+        return await self._all(query, _request)
+
+    async def devices_for_export(self, account_id: str) -> list[dict[str, Any]]:
+        query = select(devices).where(devices.c.account_id == account_id)
+        rows = await self._all(query.order_by(devices.c.created_at), lambda row: row)
+        return [
+            {
+                "install_id": row.install_id,
+                "platform": row.platform,
+                "app_id": row.app_id,
+                "created_at": row.created_at,
+                "last_seen_at": row.last_seen_at,
+            }
+            for row in rows
+        ]
+
+    async def sessions_for_export(self, account_id: str) -> list[dict[str, Any]]:
+        # The token hashes are not the user's data to read: only when and until when.
+        query = select(sessions).where(sessions.c.account_id == account_id)
+        rows = await self._all(query.order_by(sessions.c.created_at), lambda row: row)
+        return [
+            {"created_at": row.created_at, "refresh_expires_at": row.refresh_expires_at}
+            for row in rows
+        ]
 
 
 class SqlKeyStore(_Store):

@@ -163,6 +163,23 @@ destructions = Table(
     Column("reason", String(200), nullable=False),
 )
 
+#: Data-subject requests (privacy.requests, P19, P21); `subject` is an account id.
+subject_requests = Table(
+    "subject_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subject", String(36), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("verified_by", String(32), nullable=True),
+    Column("verified_at", UTCDateTime, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("outcome", Text, nullable=True),
+    Index(None, "subject"),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

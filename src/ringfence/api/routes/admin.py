@@ -23,6 +23,7 @@ from ringfence.api.schemas import (
 )
 from ringfence.privacy.disclosures import Disclosure
 from ringfence.privacy.erasure import Destruction, LegalHold
+from ringfence.privacy.requests import SubjectRequest
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
 
@@ -254,3 +255,9 @@ async def release_hold(
 async def list_destructions(_: AdminDep, svc: ServicesDep) -> list[Destruction]:
     """What was destroyed, when and why: account ids and data categories, no data."""
     return await svc.erasure.destructions()
+
+
+@router.get("/privacy/requests/overdue")
+async def overdue_requests(_: AdminDep, svc: ServicesDep) -> list[SubjectRequest]:
+    """Open data-subject requests past their 30 days (P21)."""
+    return await svc.subject_rights.overdue()

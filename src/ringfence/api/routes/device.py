@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from ringfence.api.deps import AccountDep, PrincipalDep, Responses, ServicesDep, source_address
-from ringfence.api.schemas import LoginIn, ProvisioningOut, RefreshIn, TokenOut, provisioning_out
+from ringfence.api.schemas import (
+    LoginIn,
+    PrivacyRequestIn,
+    ProvisioningOut,
+    RefreshIn,
+    TokenOut,
+    provisioning_out,
+)
 from ringfence.auth.service import DeviceInfo, TokenPair
+from ringfence.privacy.requests import SubjectRequest, Verification
 from ringfence.provisioning.acrobits import account_xml
 
 router = APIRouter(prefix="/v1", tags=["device"])
@@ -75,3 +83,43 @@ async def provisioning(
             media_type="application/xml",
         )
     return provisioning_out(account)
+
+
+# -- the user's rights under the privacy policy (P19, P21) ---------------------------------
+
+
+@router.post(
+    "/privacy/requests",
+    status_code=status.HTTP_201_CREATED,
+    responses={**ERRORS, 200: {"description": "The same kind of request is open: that one"}},
+)
+async def submit_privacy_request(
+    body: PrivacyRequestIn, who: PrincipalDep, response: Response, svc: ServicesDep
+) -> SubjectRequest:
+    """Confirmation, access or erasure of the account's data, verified by this session.
+
+    Erasure is final: the account's key is destroyed and this session ends with it; an
+    account under legal hold gets a rejected request and nothing changes.
+    """
+    request, new = await svc.subject_rights.submit(who.account_id, body.kind, Verification.SESSION)
+    if not new:
+        response.status_code = status.HTTP_200_OK
+    return request
+
+
+@router.get("/privacy/requests", responses=ERRORS)
+async def list_privacy_requests(who: PrincipalDep, svc: ServicesDep) -> list[SubjectRequest]:
+    return await svc.subject_rights.of(who.account_id)
+
+
+@router.get(
+    "/privacy/requests/{request_id}/export",
+    responses={**ERRORS, 404: {"description": "No completed access request with this id"}},
+)
+async def export_privacy_data(
+    request_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
+    who: PrincipalDep,
+    svc: ServicesDep,
+) -> dict[str, Any]:
+    """The export bundle of a completed access request: JSON per data category."""
+    return await svc.subject_rights.export(who.account_id, request_id)

@@ -1,4 +1,4 @@
-"""privacy: the disclosure register (P17), legal holds and the destruction record (P15)
+"""privacy: disclosure register (P17), legal holds, destruction record (P15), requests (P19)
 
 Revision ID: 0002
 Revises: 0001
@@ -57,9 +57,28 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_destructions")),
     )
+    op.create_table(
+        "subject_requests",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("subject", sa.String(length=36), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("verified_by", sa.String(length=32), nullable=True),
+        sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("outcome", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_subject_requests")),
+    )
+    with op.batch_alter_table("subject_requests", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_subject_requests_subject"), ["subject"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("subject_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subject_requests_subject"))
+    op.drop_table("subject_requests")
     op.drop_table("destructions")
     with op.batch_alter_table("legal_holds", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_legal_holds_tenant_id"))

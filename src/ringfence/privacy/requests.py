@@ -1,0 +1,259 @@
+"""Data-subject requests (P19, P21): confirmation, access and erasure, within 30 days.
+
+A request moves through RECEIVED → VERIFYING → IN_PROGRESS → COMPLETED or REJECTED, each
+step recorded with its time. It is due 30 days after it was received (P21); open requests
+past that are overdue, and the node says so (a warning, no personal data) at each
+housekeeping round and in the admin API.
+
+Identity comes first (P21). A request made from the app over a logged-in session is
+verified by that session; call-back codes and ID documents for other channels come later.
+A second request of the same kind while one is open is recognised as a duplicate: the open
+one is returned, not a new one opened.
+
+- Confirmation: the categories of the data inventory held about the subject.
+- Access: an export bundle, JSON per category. What only the subject can read stays as it
+  is; the digest credentials are secrets, named but not exported.
+- Erasure: through `erasure.Erasure`, so a legal hold rejects it and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ringfence.clock import Clock
+from ringfence.inventory import Category, Declaration, LegalBasis, Stored
+from ringfence.privacy.erasure import Erasure, LegalHoldError
+from ringfence.provisioning.errors import NotFoundError
+
+#: P21: requests are answered within 30 days.
+DUE_DAYS = 30
+
+
+class RequestKind(enum.StrEnum):
+    CONFIRMATION = "confirmation"
+    ACCESS = "access"
+    ERASURE = "erasure"
+
+
+class RequestState(enum.StrEnum):
+    RECEIVED = "received"
+    VERIFYING = "verifying"
+    IN_PROGRESS = "in progress"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+
+    @property
+    def open(self) -> bool:
+        return self not in (RequestState.COMPLETED, RequestState.REJECTED)
+
+
+class Verification(enum.StrEnum):
+    #: The request came from the subject's app over a logged-in session.
+    SESSION = "logged-in session"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRequest:
+    id: str
+    subject: str
+    kind: RequestKind
+    state: RequestState
+    received_at: datetime
+    due_at: datetime
+    verified_by: Verification | None = None
+    verified_at: datetime | None = None
+    closed_at: datetime | None = None
+    outcome: str | None = None
+
+    def overdue(self, now: datetime) -> bool:
+        return self.state.open and now > self.due_at
+
+
+class RequestStore(Protocol):
+    async def add_request(self, request: SubjectRequest) -> None: ...
+
+    async def update_request(self, request: SubjectRequest) -> None: ...
+
+    async def get_request(self, request_id: str) -> SubjectRequest | None: ...
+
+    async def requests(self, *, subject: str | None = None) -> list[SubjectRequest]:
+        """Requests, oldest first; of one subject when given."""
+        ...
+
+
+class SubjectData(Protocol):
+    """What an export reads beyond the account itself."""
+
+    async def devices_for_export(self, account_id: str) -> list[dict[str, Any]]: ...
+
+    async def sessions_for_export(self, account_id: str) -> list[dict[str, Any]]: ...
+
+
+class Accounts(Protocol):
+    async def account_summary(self, account_id: str) -> tuple[str, str]:
+        """(tenant code, username) of an account; raises NotFoundError."""
+        ...
+
+    async def account_export(self, account_id: str) -> dict[str, dict[str, Any]]:
+        """The account's own categories opened: identity and settings."""
+        ...
+
+
+class SubjectRights:
+    """Carries out data-subject requests (see the module docstring).
+
+    Args:
+        store: Where requests are kept.
+        accounts: The accounts (`ProvisioningService`).
+        data: Devices and sessions for exports.
+        erasure: The one way to destroy an account's data.
+        categories: The inventory categories that hold data about an account, by name.
+        clock: The wall clock.
+    """
+
+    def __init__(
+        self,
+        store: RequestStore,
+        accounts: Accounts,
+        data: SubjectData,
+        erasure: Erasure,
+        categories: list[Category],
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._data = data
+        self._erasure = erasure
+        self._categories = categories
+        self._clock = clock
+
+    async def submit(
+        self, subject: str, kind: RequestKind, verification: Verification
+    ) -> tuple[SubjectRequest, bool]:
+        """Take a request and carry it out as far as it goes now.
+
+        Returns:
+            The request, and False when it is an open duplicate returned as it was.
+        """
+        for existing in await self._store.requests(subject=subject):
+            if existing.kind is kind and existing.state.open:
+                return existing, False
+        now = self._clock.now()
+        request = SubjectRequest(
+            id=str(uuid.uuid4()),
+            subject=subject,
+            kind=kind,
+            state=RequestState.RECEIVED,
+            received_at=now,
+            due_at=now + timedelta(days=DUE_DAYS),
+        )
+        await self._store.add_request(request)
+        request = await self._move(request, RequestState.VERIFYING)
+        # P21: identity before anything is carried out. A logged-in session is the subject.
+        request = await self._move(
+            replace(request, verified_by=verification, verified_at=self._clock.now()),
+            RequestState.IN_PROGRESS,
+        )
+        return await self._carry_out(request), True
+
+    async def _carry_out(self, request: SubjectRequest) -> SubjectRequest:
+        if request.kind is RequestKind.CONFIRMATION:
+            names = ", ".join(category.name for category in self._categories)
+            return await self._close(request, RequestState.COMPLETED, f"we process: {names}")
+        if request.kind is RequestKind.ACCESS:
+            return await self._close(
+                request, RequestState.COMPLETED, "export ready: GET .../requests/{id}/export"
+            )
+        tenant, username = await self._accounts.account_summary(request.subject)
+        try:
+            await self._erasure.erase_account(tenant, username, reason="erasure request")
+        except LegalHoldError as refused:
+            return await self._close(request, RequestState.REJECTED, refused.message)
+        return await self._close(request, RequestState.COMPLETED, "erased: key destroyed")
+
+    async def export(self, subject: str, request_id: str) -> dict[str, Any]:
+        """The export bundle of a completed access request of `subject`: JSON per category.
+
+        Raises:
+            NotFoundError: no such completed access request of this subject.
+        """
+        request = await self._store.get_request(request_id)
+        if (
+            request is None
+            or request.subject != subject
+            or request.kind is not RequestKind.ACCESS
+            or request.state is not RequestState.COMPLETED
+        ):
+            raise NotFoundError("no completed access request with this id", field="request")
+        bundle: dict[str, Any] = {
+            **await self._accounts.account_export(subject),
+            "devices": await self._data.devices_for_export(subject),
+            "sessions": await self._data.sessions_for_export(subject),
+            "SIP credentials": {
+                "exported": False,
+                "why": "digest HA1 values are secrets: they let anyone register as you",
+            },
+            "registrations": {
+                "exported": False,
+                "why": "held in memory only while a device is registered; never stored",
+            },
+            "requests": [
+                {"kind": r.kind.value, "state": r.state.value, "received_at": r.received_at}
+                for r in await self._store.requests(subject=subject)
+            ],
+        }
+        return {"subject": subject, "generated_at": self._clock.now(), "categories": bundle}
+
+    async def of(self, subject: str) -> list[SubjectRequest]:
+        return await self._store.requests(subject=subject)
+
+    async def overdue(self) -> list[SubjectRequest]:
+        now = self._clock.now()
+        return [request for request in await self._store.requests() if request.overdue(now)]
+
+    async def _move(self, request: SubjectRequest, state: RequestState) -> SubjectRequest:
+        moved = replace(request, state=state)
+        await self._store.update_request(moved)
+        return moved
+
+    async def _close(
+        self, request: SubjectRequest, state: RequestState, outcome: str
+    ) -> SubjectRequest:
+        return await self._move(
+            replace(request, closed_at=self._clock.now(), outcome=outcome), state
+        )
+
+
+SUBJECT_REQUESTS = Category(
+    name="data-subject requests",
+    holds="the user's requests under the privacy policy: kind, dates, how identity was "
+    "verified, outcome",
+    purpose="answer them within 30 days and show that they were (P19, P21)",
+    basis=LegalBasis.LEGAL_OBLIGATION,
+    retention="three years after the request is closed",
+    kept_after_closure_days=3 * 365,
+)
+
+DECLARED: tuple[Declaration, ...] = (
+    Stored(
+        SUBJECT_REQUESTS,
+        "subject_requests",
+        (
+            "id",
+            "subject",
+            "kind",
+            "state",
+            "received_at",
+            "due_at",
+            "verified_by",
+            "verified_at",
+            "closed_at",
+            "outcome",
+        ),
+        sealed=False,
+    ),
+)
