@@ -30,6 +30,7 @@ from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.inventory import Inventory
 from ringfence.privacy.requests import SubjectRights
+from ringfence.privacy.retention import RetentionSweeper
 from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
@@ -431,6 +432,7 @@ class Runtime:
             self.clock,
             erased_with_account=[c.name for c in ACCOUNT_CATEGORIES],
         )
+        self.retention = RetentionSweeper(privacy_store, self.clock)
         self.subject_rights = SubjectRights(
             privacy_store,
             self.provisioning,
@@ -481,6 +483,10 @@ class Runtime:
         swept = await self.auth.sweep_sessions()
         if swept:
             logger.info("deleted %d expired sessions", swept)
+        deleted = (await self.retention.sweep()).counts
+        for category, count in deleted.items():
+            if count:
+                logger.info("retention: deleted %d record(s) of %s", count, category)
         overdue = await self.subject_rights.overdue()
         if overdue:
             # P21: answered within 30 days. The alert counts; it names no one.

@@ -617,6 +617,29 @@ class SqlPrivacyStore(_Store):
             query = query.where(subject_requests.c.subject == subject)
         return await self._all(query, _request)
 
+    # -- retention (privacy.retention) ------------------------------------------------------
+
+    async def _delete(self, statement: Any) -> int:
+        async with self._tx() as tx:
+            result = await tx.execute(statement)
+        return int(result.rowcount or 0)
+
+    async def delete_disclosures_received_before(self, cutoff: datetime) -> int:
+        return await self._delete(delete(disclosures).where(disclosures.c.received_at < cutoff))
+
+    async def delete_holds_released_before(self, cutoff: datetime) -> int:
+        # A hold in force has no release time: it is never swept.
+        return await self._delete(delete(legal_holds).where(legal_holds.c.released_at < cutoff))
+
+    async def delete_destructions_before(self, cutoff: datetime) -> int:
+        return await self._delete(delete(destructions).where(destructions.c.at < cutoff))
+
+    async def delete_requests_closed_before(self, cutoff: datetime) -> int:
+        # An open request has no closing time: it is never swept.
+        return await self._delete(
+            delete(subject_requests).where(subject_requests.c.closed_at < cutoff)
+        )
+
     async def devices_for_export(self, account_id: str) -> list[dict[str, Any]]:
         query = select(devices).where(devices.c.account_id == account_id)
         rows = await self._all(query.order_by(devices.c.created_at), lambda row: row)
