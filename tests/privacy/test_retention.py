@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.support.clock import FakeClock
 pytestmark = pytest.mark.promise("P15")
 
 DAY = 86_400.0
-REQUEST = {"authority": "a", "reference": "r", "legal_basis": "b", "requested": "q"}
+REQUEST: dict[str, Any] = {"authority": "a", "reference": "r", "legal_basis": "b", "requested": "q"}
 
 
 @pytest.mark.usefixtures("backend")  # SQLite and PostgreSQL

@@ -37,6 +37,8 @@ class RequestKind(enum.StrEnum):
     CONFIRMATION = "confirmation"
     ACCESS = "access"
     ERASURE = "erasure"
+    #: Carrying out the subject's post-mortem directive (privacy.postmortem, P20).
+    POST_MORTEM = "post-mortem"
 
 
 class RequestState(enum.StrEnum):
@@ -54,6 +56,8 @@ class RequestState(enum.StrEnum):
 class Verification(enum.StrEnum):
     #: The request came from the subject's app over a logged-in session.
     SESSION = "logged-in session"
+    #: A notice of death, verified by an operator against its evidence (P20).
+    DEATH_NOTICE = "verified notice of death"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,22 +146,8 @@ class SubjectRights:
         for existing in await self._store.requests(subject=subject):
             if existing.kind is kind and existing.state.open:
                 return existing, False
-        now = self._clock.now()
-        request = SubjectRequest(
-            id=str(uuid.uuid4()),
-            subject=subject,
-            kind=kind,
-            state=RequestState.RECEIVED,
-            received_at=now,
-            due_at=now + timedelta(days=DUE_DAYS),
-        )
-        await self._store.add_request(request)
-        request = await self._move(request, RequestState.VERIFYING)
         # P21: identity before anything is carried out. A logged-in session is the subject.
-        request = await self._move(
-            replace(request, verified_by=verification, verified_at=self._clock.now()),
-            RequestState.IN_PROGRESS,
-        )
+        request = await self.open_request(subject, kind, verification)
         return await self._carry_out(request), True
 
     async def _carry_out(self, request: SubjectRequest) -> SubjectRequest:
@@ -168,9 +158,13 @@ class SubjectRights:
             return await self._close(
                 request, RequestState.COMPLETED, "export ready: GET .../requests/{id}/export"
             )
+        return await self.erase(request, reason="erasure request")
+
+    async def erase(self, request: SubjectRequest, *, reason: str) -> SubjectRequest:
+        """Erase the request's subject and close it; rejected (nothing erased) if held."""
         tenant, username = await self._accounts.account_summary(request.subject)
         try:
-            await self._erasure.erase_account(tenant, username, reason="erasure request")
+            await self._erasure.erase_account(tenant, username, reason=reason)
         except LegalHoldError as refused:
             return await self._close(request, RequestState.REJECTED, refused.message)
         return await self._close(request, RequestState.COMPLETED, "erased: key destroyed")
@@ -189,6 +183,10 @@ class SubjectRights:
             or request.state is not RequestState.COMPLETED
         ):
             raise NotFoundError("no completed access request with this id", field="request")
+        return await self.bundle(subject)
+
+    async def bundle(self, subject: str) -> dict[str, Any]:
+        """Everything stored about `subject`, JSON per category (access, P19; hand-over, P20)."""
         bundle: dict[str, Any] = {
             **await self._accounts.account_export(subject),
             "devices": await self._data.devices_for_export(subject),
@@ -207,6 +205,32 @@ class SubjectRights:
             ],
         }
         return {"subject": subject, "generated_at": self._clock.now(), "categories": bundle}
+
+    async def open_request(
+        self, subject: str, kind: RequestKind, verification: Verification
+    ) -> SubjectRequest:
+        """A new request, verified and in progress, for a caller that carries it out itself."""
+        now = self._clock.now()
+        request = SubjectRequest(
+            id=str(uuid.uuid4()),
+            subject=subject,
+            kind=kind,
+            state=RequestState.RECEIVED,
+            received_at=now,
+            due_at=now + timedelta(days=DUE_DAYS),
+        )
+        await self._store.add_request(request)
+        request = await self._move(request, RequestState.VERIFYING)
+        return await self._move(
+            replace(request, verified_by=verification, verified_at=self._clock.now()),
+            RequestState.IN_PROGRESS,
+        )
+
+    async def close(
+        self, request: SubjectRequest, *, completed: bool, outcome: str
+    ) -> SubjectRequest:
+        state = RequestState.COMPLETED if completed else RequestState.REJECTED
+        return await self._close(request, state, outcome)
 
     async def of(self, subject: str) -> list[SubjectRequest]:
         return await self._store.requests(subject=subject)
