@@ -25,10 +25,11 @@ from ringfence.auth.service import AuthService
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
-from ringfence.privacy import disclosures, erasure, requests
+from ringfence.privacy import disclosures, erasure, postmortem, requests
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.inventory import Inventory
+from ringfence.privacy.postmortem import PostMortem
 from ringfence.privacy.requests import SubjectRights
 from ringfence.privacy.retention import RetentionSweeper
 from ringfence.provisioning import inventory as provisioning_inventory
@@ -441,6 +442,9 @@ class Runtime:
             list(ACCOUNT_CATEGORIES),
             self.clock,
         )
+        self.postmortem = PostMortem(
+            privacy_store, self.keyring, self.provisioning, self.subject_rights, self.clock
+        )
         self.services = Services(
             provisioning=self.provisioning,
             auth=self.auth,
@@ -449,6 +453,7 @@ class Runtime:
             disclosures=self.disclosures,
             erasure=self.erasure,
             subject_rights=self.subject_rights,
+            postmortem=self.postmortem,
         )
         self.sip: SipService | None = (
             SipService(settings, self.provisioning, kek, self.clock, worker=worker)
@@ -685,6 +690,7 @@ def data_inventory() -> Inventory:
         disclosures.DECLARED,
         erasure.DECLARED,
         requests.DECLARED,
+        postmortem.DECLARED,
     )
 
 

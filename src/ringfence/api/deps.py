@@ -20,6 +20,7 @@ from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
+from ringfence.privacy.postmortem import PostMortem
 from ringfence.privacy.requests import SubjectRights
 from ringfence.provisioning.features import Feature
 from ringfence.provisioning.models import Account
@@ -41,6 +42,7 @@ class Services:
     disclosures: DisclosureRegister
     erasure: Erasure
     subject_rights: SubjectRights
+    postmortem: PostMortem
 
 
 def services(request: Request) -> Services:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ringfence.privacy.postmortem import DirectiveAction
 from ringfence.privacy.requests import RequestKind
 from ringfence.privacy.text import MAX_SHORT, MAX_TEXT
 from ringfence.provisioning.features import FeatureConfig, LocationMode, PushMode
@@ -276,4 +277,21 @@ class ReleaseIn(_In):
 
 
 class PrivacyRequestIn(_In):
-    kind: RequestKind
+    #: Post-mortem requests come from a verified notice of death, not from the app.
+    kind: Literal[RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE]
+
+
+class DirectiveIn(_In):
+    """What to do with the account's data on the user's death (P20)."""
+
+    action: DirectiveAction
+    trustee: ShortText | None = Field(
+        default=None, description="For a hand-over: the person's name and how to reach them"
+    )
+
+
+class DeathNoticeIn(_In):
+    """A notice of death, checked against its evidence by the operator (P20, P21)."""
+
+    evidence: LongText = Field(description="The evidence's reference, e.g. the certificate's")
+    verified_by: ShortText

@@ -160,14 +160,22 @@ class SubjectRights:
             )
         return await self.erase(request, reason="erasure request")
 
-    async def erase(self, request: SubjectRequest, *, reason: str) -> SubjectRequest:
-        """Erase the request's subject and close it; rejected (nothing erased) if held."""
+    async def erase(
+        self, request: SubjectRequest, *, reason: str, outcome: str = "erased: key destroyed"
+    ) -> SubjectRequest:
+        """Erase the request's subject and close it; rejected (nothing erased) if held.
+
+        Args:
+            request: The request being carried out.
+            reason: Why, for the destruction record (at most 200 characters).
+            outcome: The completed request's outcome.
+        """
         tenant, username = await self._accounts.account_summary(request.subject)
         try:
             await self._erasure.erase_account(tenant, username, reason=reason)
         except LegalHoldError as refused:
             return await self._close(request, RequestState.REJECTED, refused.message)
-        return await self._close(request, RequestState.COMPLETED, "erased: key destroyed")
+        return await self._close(request, RequestState.COMPLETED, outcome)
 
     async def export(self, subject: str, request_id: str) -> dict[str, Any]:
         """The export bundle of a completed access request of `subject`: JSON per category.
@@ -225,12 +233,6 @@ class SubjectRights:
             replace(request, verified_by=verification, verified_at=self._clock.now()),
             RequestState.IN_PROGRESS,
         )
-
-    async def close(
-        self, request: SubjectRequest, *, completed: bool, outcome: str
-    ) -> SubjectRequest:
-        state = RequestState.COMPLETED if completed else RequestState.REJECTED
-        return await self._close(request, state, outcome)
 
     async def of(self, subject: str) -> list[SubjectRequest]:
         return await self._store.requests(subject=subject)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ringfence.auth.service import AdminToken, Session
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
 from ringfence.privacy.erasure import Destruction, LegalHold
+from ringfence.privacy.postmortem import DirectiveAction, StoredDirective
 from ringfence.privacy.requests import (
     RequestKind,
     RequestState,
@@ -40,6 +41,7 @@ from ringfence.storage.tables import (
     devices,
     disclosures,
     legal_holds,
+    postmortem_directives,
     sessions,
     subject_keys,
     subject_requests,
@@ -616,6 +618,38 @@ class SqlPrivacyStore(_Store):
         if subject is not None:
             query = query.where(subject_requests.c.subject == subject)
         return await self._all(query, _request)
+
+    # -- post-mortem directives (privacy.postmortem) ---------------------------------------
+
+    async def put_directive(self, directive: StoredDirective) -> None:
+        values = {
+            "action": directive.action.value,
+            "trustee_sealed": directive.trustee_sealed,
+            "set_at": directive.set_at,
+        }
+        async with self._tx() as tx:
+            changed = await tx.execute(
+                update(postmortem_directives)
+                .where(postmortem_directives.c.subject == directive.subject)
+                .values(values)
+            )
+            if not changed.rowcount:
+                await tx.execute(
+                    insert(postmortem_directives).values(subject=directive.subject, **values)
+                )
+
+    async def get_directive(self, subject: str) -> StoredDirective | None:
+        query = select(postmortem_directives).where(postmortem_directives.c.subject == subject)
+        return await self._first(
+            query,
+            lambda row: StoredDirective(
+                row.subject, DirectiveAction(row.action), row.trustee_sealed, row.set_at
+            ),
+        )
+
+    async def delete_directive(self, subject: str) -> bool:
+        statement = delete(postmortem_directives).where(postmortem_directives.c.subject == subject)
+        return await self._delete(statement) > 0
 
     # -- retention (privacy.retention) ------------------------------------------------------
 

@@ -180,6 +180,21 @@ subject_requests = Table(
     Index(None, "subject"),
 )
 
+#: Post-mortem directives (privacy.postmortem, P20): deleted with their account.
+postmortem_directives = Table(
+    "postmortem_directives",
+    metadata,
+    Column(
+        "subject",
+        String(36),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("action", String(16), nullable=False),
+    Column("trustee_sealed", LargeBinary, nullable=True),
+    Column("set_at", UTCDateTime, nullable=False),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

@@ -12,6 +12,7 @@ from ringfence.api.schemas import (
     AccountIn,
     AccountOut,
     AccountPatch,
+    DeathNoticeIn,
     DecisionIn,
     DisclosureIn,
     FeatureOverrides,
@@ -23,6 +24,7 @@ from ringfence.api.schemas import (
 )
 from ringfence.privacy.disclosures import Disclosure
 from ringfence.privacy.erasure import Destruction, LegalHold
+from ringfence.privacy.postmortem import Carried
 from ringfence.privacy.requests import SubjectRequest
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
@@ -261,3 +263,18 @@ async def list_destructions(_: AdminDep, svc: ServicesDep) -> list[Destruction]:
 async def overdue_requests(_: AdminDep, svc: ServicesDep) -> list[SubjectRequest]:
     """Open data-subject requests past their 30 days (P21)."""
     return await svc.subject_rights.overdue()
+
+
+@router.post("/tenants/{code}/accounts/{username}/death-notice")
+async def notice_of_death(
+    code: CodePath, username: UserPath, body: DeathNoticeIn, _: AdminDep, svc: ServicesDep
+) -> Carried:
+    """Carry out the account's post-mortem directive (P20).
+
+    With a hand-over, the answer holds the export bundle and the trustee, given this once and
+    stored nowhere; then the account is erased. Under a legal hold the request is rejected and
+    nothing changes.
+    """
+    return await svc.postmortem.notice_of_death(
+        code, username, evidence=body.evidence, verified_by=body.verified_by
+    )

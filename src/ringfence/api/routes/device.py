@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from ringfence.api.deps import AccountDep, PrincipalDep, Responses, ServicesDep, source_address
 from ringfence.api.schemas import (
+    DirectiveIn,
     LoginIn,
     PrivacyRequestIn,
     ProvisioningOut,
@@ -16,8 +17,10 @@ from ringfence.api.schemas import (
     provisioning_out,
 )
 from ringfence.auth.service import DeviceInfo, TokenPair
+from ringfence.privacy.postmortem import Directive
 from ringfence.privacy.requests import SubjectRequest, Verification
 from ringfence.provisioning.acrobits import account_xml
+from ringfence.provisioning.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["device"])
 
@@ -123,3 +126,27 @@ async def export_privacy_data(
 ) -> dict[str, Any]:
     """The export bundle of a completed access request: JSON per data category."""
     return await svc.subject_rights.export(who.account_id, request_id)
+
+
+@router.put("/privacy/directive", responses=ERRORS)
+async def set_directive(body: DirectiveIn, who: PrincipalDep, svc: ServicesDep) -> Directive:
+    """Erase, or hand over to a named person and erase, on this user's death (P20)."""
+    return await svc.postmortem.set_directive(who.account_id, body.action, body.trustee)
+
+
+@router.get("/privacy/directive", responses={**ERRORS, 404: {"description": "None set"}})
+async def get_directive(who: PrincipalDep, svc: ServicesDep) -> Directive:
+    directive = await svc.postmortem.directive(who.account_id)
+    if directive is None:
+        raise NotFoundError("no directive set", field="directive")
+    return directive
+
+
+@router.delete(
+    "/privacy/directive",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**ERRORS, 404: {"description": "None set"}},
+)
+async def withdraw_directive(who: PrincipalDep, svc: ServicesDep) -> Response:
+    await svc.postmortem.withdraw(who.account_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,4 @@
-"""privacy: disclosure register (P17), legal holds, destruction record (P15), requests (P19)
+"""privacy: disclosures (P17), holds, destructions (P15), requests (P19), directives (P20)
 
 Revision ID: 0002
 Revises: 0001
@@ -71,11 +71,26 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subject_requests")),
     )
+    op.create_table(
+        "postmortem_directives",
+        sa.Column("subject", sa.String(length=36), nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column("trustee_sealed", sa.LargeBinary(), nullable=True),
+        sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["subject"],
+            ["accounts.id"],
+            name=op.f("fk_postmortem_directives_subject_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("subject", name=op.f("pk_postmortem_directives")),
+    )
     with op.batch_alter_table("subject_requests", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_subject_requests_subject"), ["subject"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("postmortem_directives")
     with op.batch_alter_table("subject_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subject_requests_subject"))
     op.drop_table("subject_requests")
