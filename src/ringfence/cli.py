@@ -259,6 +259,7 @@ def account_add(
     ] = None,
     display_name: Annotated[str | None, typer.Option()] = None,
     e164: Annotated[str | None, typer.Option(help="E.164 number, e.g. +41445551234")] = None,
+    email: Annotated[str | None, typer.Option(help="Where policy notices go")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create an account."""
@@ -266,7 +267,7 @@ def account_add(
     account = _run(
         config,
         lambda rt: rt.provisioning.create_account(
-            tenant, username, secret, display_name=display_name, e164=e164
+            tenant, username, secret, display_name=display_name, e164=e164, email=email
         ),
     )
     _echo(f"account {account.username}@{account.tenant.code} created ({account.aor})")
@@ -282,7 +283,7 @@ def account_import(
         typer.Argument(
             exists=True,
             dir_okay=False,
-            help="CSV with a header row: username,password and optionally display_name,e164",
+            help="CSV with a header row: username,password and optionally display_name,e164,email",
         ),
     ],
     config: ConfigOption = None,
@@ -300,7 +301,7 @@ def _read_accounts_csv(file: Path) -> list[NewAccount]:
         missing = {"username", "password"} - columns
         if missing:
             raise _fail(f"{file.name}: the header row lacks {', '.join(sorted(missing))}")
-        unknown = columns - {"username", "password", "display_name", "e164"}
+        unknown = columns - {"username", "password", "display_name", "e164", "email"}
         if unknown:
             raise _fail(f"{file.name}: unknown columns {', '.join(sorted(unknown))}")
         return [
@@ -309,6 +310,7 @@ def _read_accounts_csv(file: Path) -> list[NewAccount]:
                 password=row["password"] or "",
                 display_name=row.get("display_name") or None,
                 e164=row.get("e164") or None,
+                email=row.get("email") or None,
             )
             for row in reader
         ]

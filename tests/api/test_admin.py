@@ -232,6 +232,7 @@ async def test_create_an_account_then_list_and_get_it(admin: Admin, clock: FakeC
         "password": "a long secret",
         "display_name": "Bob Builder",
         "e164": "+41445550000",
+        "email": "bob@builder.example",
     }
     created = await admin.ok("POST", f"{ACME}/accounts", body, 201)
     now = clock.now().isoformat().replace("+00:00", "Z")
@@ -243,6 +244,7 @@ async def test_create_an_account_then_list_and_get_it(admin: Admin, clock: FakeC
         "status": "active",
         "display_name": "Bob Builder",
         "e164": "+41445550000",
+        "email": "bob@builder.example",
         "overrides": {},
         "config": DEFAULTS,
         "created_at": now,

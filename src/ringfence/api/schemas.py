@@ -37,6 +37,7 @@ Password = Annotated[
 ]
 DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS)]
 E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{1,14}$")]
+Email = Annotated[str, StringConstraints(min_length=3, max_length=254)]
 
 
 class _In(BaseModel):
@@ -189,15 +190,17 @@ class AccountIn(_In):
     password: Password
     display_name: DisplayName | None = None
     e164: E164 | None = None
+    email: Email | None = Field(default=None, description="Where policy notices go (P18)")
     config: FeatureOverrides | None = None
 
 
 class AccountPatch(_In):
-    """Fields to change; `display_name` or `e164` set to null clears it."""
+    """Fields to change; `display_name`, `e164` or `email` set to null clears it."""
 
     password: Password | None = None
     display_name: DisplayName | None = None
     e164: E164 | None = None
+    email: Email | None = None
     status: AccountStatus | None = None
     config: FeatureOverrides | None = None
 
@@ -210,6 +213,7 @@ class AccountOut(BaseModel):
     status: AccountStatus
     display_name: str | None
     e164: str | None
+    email: str | None
     overrides: dict[str, Any]
     config: FeatureConfig
     created_at: datetime
@@ -225,6 +229,7 @@ class AccountOut(BaseModel):
             status=account.status,
             display_name=account.display_name,
             e164=account.e164,
+            email=account.email,
             overrides=account.overrides,
             config=account.config,
             created_at=account.created_at,

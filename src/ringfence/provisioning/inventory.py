@@ -6,7 +6,8 @@ from ringfence.inventory import Category, Declaration, LegalBasis, NotPersonal, 
 
 ACCOUNT_IDENTITY = Category(
     name="account identity",
-    holds="the SIP user name, the display name and the phone number of the account",
+    holds="the SIP user name, the display name, the phone number and the email address of "
+    "the account",
     purpose="route calls and messages to the user and show the caller's name",
     basis=LegalBasis.CONTRACT,
     retention="while the account exists; deleted with it",
@@ -38,7 +39,12 @@ ERASED_WITH_ACCOUNT = (ACCOUNT_IDENTITY, SIP_CREDENTIALS, ACCOUNT_SETTINGS, DEVI
 
 DECLARED: tuple[Declaration, ...] = (
     Stored(ACCOUNT_IDENTITY, "accounts", ("username",), sealed=False),
-    Stored(ACCOUNT_IDENTITY, "accounts", ("display_name_sealed", "e164_sealed"), sealed=True),
+    Stored(
+        ACCOUNT_IDENTITY,
+        "accounts",
+        ("display_name_sealed", "e164_sealed", "email_sealed"),
+        sealed=True,
+    ),
     Stored(SIP_CREDENTIALS, "accounts", ("ha1_md5_sealed", "ha1_sha256_sealed"), sealed=True),
     Stored(
         ACCOUNT_SETTINGS,

@@ -21,6 +21,12 @@ SIP_DOMAIN_RE = re.compile(
 USERNAME_RE = re.compile(r"^[A-Za-z0-9._~+-]{1,64}$")
 #: E.164: a plus, a country code not starting with 0, at most 15 digits in all.
 E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
+#: An email address for notices: a dot-atom local part (RFC 5322 §3.4.1) at a DNS name.
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+EMAIL_MAX_CHARS = 254
 
 
 class AccountStatus(enum.StrEnum):
@@ -61,6 +67,7 @@ class StoredAccount:
     overrides: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    email_sealed: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ class Account:
     config: FeatureConfig
     created_at: datetime
     updated_at: datetime
+    #: Where notices go (P18): policy changes before they take effect.
+    email: str | None = None
 
     @property
     def aor(self) -> str:
@@ -103,6 +112,8 @@ class AccountChange:
     clear_display_name: bool = False
     e164: str | None = None
     clear_e164: bool = False
+    email: str | None = None
+    clear_email: bool = False
     status: AccountStatus | None = None
     password: str | None = None
     overrides: dict[str, Any] | None = field(default=None)

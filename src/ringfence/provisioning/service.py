@@ -21,6 +21,8 @@ from ringfence.provisioning.features import (
 )
 from ringfence.provisioning.models import (
     E164_RE,
+    EMAIL_MAX_CHARS,
+    EMAIL_RE,
     SIP_DOMAIN_RE,
     TENANT_CODE_RE,
     USERNAME_RE,
@@ -50,6 +52,7 @@ IMPORT_BATCH = 500
 #: Envelope contexts: each sealed field is bound to its own name (see crypto.envelope).
 CTX_DISPLAY_NAME = "account.display_name"
 CTX_E164 = "account.e164"
+CTX_EMAIL = "account.email"
 CTX_HA1_MD5 = "account.ha1.md5"
 CTX_HA1_SHA256 = "account.ha1.sha256"
 
@@ -90,6 +93,7 @@ class NewAccount:
     password: str = field(repr=False)
     display_name: str | None = None
     e164: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,14 @@ def _check_display_name(name: str) -> None:
 
 def _check_e164(number: str) -> None:
     _check(bool(E164_RE.fullmatch(number)), "e164", "must be an E.164 number such as +41445551234")
+
+
+def _check_email(address: str) -> None:
+    _check(
+        len(address) <= EMAIL_MAX_CHARS and bool(EMAIL_RE.fullmatch(address)),
+        "email",
+        "must be an address such as alice@example.com",
+    )
 
 
 class ProvisioningService:
@@ -270,6 +282,7 @@ class ProvisioningService:
         display_name: str | None = None,
         e164: str | None = None,
         overrides: dict[str, Any] | None = None,
+        email: str | None = None,
     ) -> Account:
         tenant = await self.tenant(tenant_code)
         _check(
@@ -282,6 +295,8 @@ class ProvisioningService:
             _check_display_name(display_name)
         if e164 is not None:
             _check_e164(e164)
+        if email is not None:
+            _check_email(email)
         overrides = merge_overrides({}, overrides or {})
         effective_config(tenant.defaults, overrides)
         if await self._store.get_account(tenant.id, username) is not None:
@@ -296,6 +311,7 @@ class ProvisioningService:
             status=AccountStatus.ACTIVE,
             display_name_sealed=_seal_opt(cipher, CTX_DISPLAY_NAME, display_name),
             e164_sealed=_seal_opt(cipher, CTX_E164, e164),
+            email_sealed=_seal_opt(cipher, CTX_EMAIL, email),
             ha1_md5_sealed=b"",
             ha1_sha256_sealed=b"",
             overrides=overrides,
@@ -340,6 +356,8 @@ class ProvisioningService:
                     _check_display_name(row.display_name)
                 if row.e164 is not None:
                     _check_e164(row.e164)
+                if row.email is not None:
+                    _check_email(row.email)
             except InvalidInputError as exc:
                 raise InvalidInputError(
                     f"rows[{index}].{exc.message}", field=f"rows[{index}].{exc.field}"
@@ -375,6 +393,7 @@ class ProvisioningService:
                 status=AccountStatus.ACTIVE,
                 display_name_sealed=_seal_opt(cipher, CTX_DISPLAY_NAME, row.display_name),
                 e164_sealed=_seal_opt(cipher, CTX_E164, row.e164),
+                email_sealed=_seal_opt(cipher, CTX_EMAIL, row.email),
                 ha1_md5_sealed=b"",
                 ha1_sha256_sealed=b"",
                 overrides={},
@@ -425,6 +444,7 @@ class ProvisioningService:
                 "sip_address": account.aor,
                 "display_name": account.display_name,
                 "e164": account.e164,
+                "email": account.email,
             },
             "account settings": {
                 "tenant": account.tenant.code,
@@ -470,6 +490,12 @@ class ProvisioningService:
         elif change.e164 is not None:
             _check_e164(change.e164)
             e164_sealed = cipher.seal_text(CTX_E164, change.e164)
+        email_sealed = stored.email_sealed
+        if change.clear_email:
+            email_sealed = None
+        elif change.email is not None:
+            _check_email(change.email)
+            email_sealed = cipher.seal_text(CTX_EMAIL, change.email)
         overrides = stored.overrides
         if change.overrides is not None:
             overrides = merge_overrides(stored.overrides, change.overrides)
@@ -481,6 +507,7 @@ class ProvisioningService:
             status=change.status or stored.status,
             display_name_sealed=display_sealed,
             e164_sealed=e164_sealed,
+            email_sealed=email_sealed,
             overrides=overrides,
             updated_at=self._clock.now(),
         )
@@ -688,6 +715,7 @@ class ProvisioningService:
             status=stored.status,
             display_name=_open_opt(cipher, CTX_DISPLAY_NAME, stored.display_name_sealed),
             e164=_open_opt(cipher, CTX_E164, stored.e164_sealed),
+            email=_open_opt(cipher, CTX_EMAIL, stored.email_sealed),
             overrides=stored.overrides,
             config=effective_config(tenant.defaults, stored.overrides),
             created_at=stored.created_at,

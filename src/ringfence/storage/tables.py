@@ -73,6 +73,7 @@ accounts = Table(
     Column("status", String(16), nullable=False),
     Column("display_name_sealed", LargeBinary, nullable=True),
     Column("e164_sealed", LargeBinary, nullable=True),
+    Column("email_sealed", LargeBinary, nullable=True),
     Column("ha1_md5_sealed", LargeBinary, nullable=False),
     Column("ha1_sha256_sealed", LargeBinary, nullable=False),
     Column("overrides", JSON, nullable=False),

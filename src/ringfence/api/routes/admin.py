@@ -116,6 +116,7 @@ async def create_account(
         body.password,
         display_name=body.display_name,
         e164=body.e164,
+        email=body.email,
         overrides=body.config.as_change() if body.config else None,
     )
     return AccountOut.of(account)
@@ -139,6 +140,8 @@ async def update_account(
         clear_display_name="display_name" in given and body.display_name is None,
         e164=body.e164,
         clear_e164="e164" in given and body.e164 is None,
+        email=body.email,
+        clear_email="email" in given and body.email is None,
         status=body.status,
         password=body.password,
         overrides=body.config.as_change() if body.config else None,

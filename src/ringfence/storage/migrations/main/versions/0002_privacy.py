@@ -1,4 +1,7 @@
-"""privacy: disclosures (P17), holds, destructions (P15), requests (P19), directives (P20)
+"""privacy tables and the account email
+
+Disclosures (P17), legal holds and destructions (P15), subject requests (P19), post-mortem
+directives (P20), and where notices go (P18).
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +20,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Where notices of policy changes go (P18), sealed like the other personal fields.
+    with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("email_sealed", sa.LargeBinary(), nullable=True))
     op.create_table(
         "disclosures",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -90,6 +96,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.drop_column("email_sealed")
     op.drop_table("postmortem_directives")
     with op.batch_alter_table("subject_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subject_requests_subject"))
