@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "RINGFENCE_"
@@ -148,6 +148,25 @@ class SIPSettings(_Section):
     udp_receive_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=65_536)
 
 
+class SMTPSettings(_Section):
+    #: The mail server for notices (P18); empty: no email, notices are shown in the app.
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    #: The From address of notices.
+    sender: str = "privacy@localhost"
+    username: str | None = None
+    password: SecretStr | None = None
+    #: STARTTLS after connecting (port 587); `tls` instead for implicit TLS (port 465).
+    starttls: bool = True
+    tls: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class PrivacySettings(_Section):
+    #: Days between publishing a policy version and its taking effect, at least (P18).
+    min_notice_days: int = Field(default=30, ge=1, le=365)
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     #: One JSON object per line (for log shippers); false gives plain text for a terminal.
@@ -176,6 +195,8 @@ class Settings(BaseSettings):
     keys: KeySettings = KeySettings()
     auth: AuthSettings = AuthSettings()
     sip: SIPSettings = SIPSettings()
+    smtp: SMTPSettings = SMTPSettings()
+    privacy: PrivacySettings = PrivacySettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -25,10 +25,12 @@ from ringfence.auth.service import AuthService
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
-from ringfence.privacy import disclosures, erasure, postmortem, requests
+from ringfence.mail import SMTPMailer
+from ringfence.privacy import disclosures, erasure, policy, postmortem, requests
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.inventory import Inventory
+from ringfence.privacy.policy import Policies
 from ringfence.privacy.postmortem import PostMortem
 from ringfence.privacy.requests import SubjectRights
 from ringfence.privacy.retention import RetentionSweeper
@@ -445,6 +447,13 @@ class Runtime:
         self.postmortem = PostMortem(
             privacy_store, self.keyring, self.provisioning, self.subject_rights, self.clock
         )
+        self.policies = Policies(
+            privacy_store,
+            self.provisioning,
+            SMTPMailer(settings.smtp) if settings.smtp.host else None,
+            self.clock,
+            min_notice_days=settings.privacy.min_notice_days,
+        )
         self.services = Services(
             provisioning=self.provisioning,
             auth=self.auth,
@@ -454,6 +463,7 @@ class Runtime:
             erasure=self.erasure,
             subject_rights=self.subject_rights,
             postmortem=self.postmortem,
+            policies=self.policies,
         )
         self.sip: SipService | None = (
             SipService(settings, self.provisioning, kek, self.clock, worker=worker)
@@ -691,6 +701,7 @@ def data_inventory() -> Inventory:
         erasure.DECLARED,
         requests.DECLARED,
         postmortem.DECLARED,
+        policy.DECLARED,
     )
 
 

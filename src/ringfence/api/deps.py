@@ -20,6 +20,7 @@ from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
+from ringfence.privacy.policy import Policies
 from ringfence.privacy.postmortem import PostMortem
 from ringfence.privacy.requests import SubjectRights
 from ringfence.provisioning.features import Feature
@@ -43,6 +44,7 @@ class Services:
     erasure: Erasure
     subject_rights: SubjectRights
     postmortem: PostMortem
+    policies: Policies
 
 
 def services(request: Request) -> Services:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from ringfence.privacy.policy import Channel, PolicyVersion
 from ringfence.privacy.postmortem import DirectiveAction
 from ringfence.privacy.requests import RequestKind
 from ringfence.privacy.text import MAX_SHORT, MAX_TEXT
@@ -300,3 +301,21 @@ class DeathNoticeIn(_In):
 
     evidence: LongText = Field(description="The evidence's reference, e.g. the certificate's")
     verified_by: ShortText
+
+
+class PolicyVersionIn(_In):
+    """A new version of the privacy policy (P18)."""
+
+    version: ShortText = Field(examples=["2027-01"])
+    summary: LongText = Field(description="What changes, in the users' words")
+    effective_at: AwareDatetime = Field(description="At least privacy.min_notice_days ahead")
+    url: ShortText | None = Field(default=None, description="Where the full text is")
+
+
+class NoticeOut(BaseModel):
+    """A notice of a policy version, as the app shows it."""
+
+    version: PolicyVersion
+    channel: Channel
+    sent_at: datetime
+    acknowledged_at: datetime | None

@@ -423,6 +423,18 @@ class ProvisioningService:
         """
         return (await self._stored(await self.tenant(tenant_code), username)).id
 
+    async def contact_page(self, after_id: str | None, limit: int) -> list[tuple[str, str | None]]:
+        """(account id, email or None) of up to `limit` accounts after `after_id`, id order."""
+        page = await self._store.sip_accounts_page(after_id, limit)
+        ciphers = await self._keyring.ciphers([account_subject(s.id) for _, s in page])
+        return [
+            (
+                stored.id,
+                _open_opt(ciphers[account_subject(stored.id)], CTX_EMAIL, stored.email_sealed),
+            )
+            for _, stored in page
+        ]
+
     async def account_summary(self, account_id: str) -> tuple[str, str]:
         """(tenant code, username) of an account.
 

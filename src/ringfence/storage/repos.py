@@ -11,13 +11,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, delete, insert, or_, select, update
+from sqlalchemy import Row, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ringfence.auth.service import AdminToken, Session
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
 from ringfence.privacy.erasure import Destruction, LegalHold
+from ringfence.privacy.policy import Channel, Notice, PolicyVersion
 from ringfence.privacy.postmortem import DirectiveAction, StoredDirective
 from ringfence.privacy.requests import (
     RequestKind,
@@ -41,6 +42,8 @@ from ringfence.storage.tables import (
     devices,
     disclosures,
     legal_holds,
+    policy_notices,
+    policy_versions,
     postmortem_directives,
     sessions,
     subject_keys,
@@ -508,6 +511,18 @@ def _request_values(request: SubjectRequest) -> dict[str, Any]:
     }
 
 
+def _policy_version(row: Row[Any]) -> PolicyVersion:
+    return PolicyVersion(
+        row.id, row.version, row.summary, row.published_at, row.effective_at, row.url
+    )
+
+
+def _notice(row: Row[Any]) -> Notice:
+    return Notice(
+        row.version_id, row.subject, Channel(row.channel), row.sent_at, row.acknowledged_at
+    )
+
+
 class SqlPrivacyStore(_Store):
     """The privacy tables: implements `DisclosureStore` and `erasure.PrivacyStore`."""
 
@@ -652,6 +667,72 @@ class SqlPrivacyStore(_Store):
     async def delete_directive(self, subject: str) -> bool:
         statement = delete(postmortem_directives).where(postmortem_directives.c.subject == subject)
         return await self._delete(statement) > 0
+
+    # -- policy versions and notices (privacy.policy) --------------------------------------
+
+    async def add_version(self, version: PolicyVersion) -> bool:
+        try:
+            async with self._tx() as tx:
+                await tx.execute(
+                    insert(policy_versions).values(
+                        id=version.id,
+                        version=version.version,
+                        summary=version.summary,
+                        url=version.url,
+                        published_at=version.published_at,
+                        effective_at=version.effective_at,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def get_version(self, version_id: str) -> PolicyVersion | None:
+        query = select(policy_versions).where(policy_versions.c.id == version_id)
+        return await self._first(query, _policy_version)
+
+    async def versions(self) -> list[PolicyVersion]:
+        query = select(policy_versions).order_by(policy_versions.c.published_at)
+        return await self._all(query, _policy_version)
+
+    async def notified(self, version_id: str, subjects: list[str]) -> set[str]:
+        query = select(policy_notices.c.subject).where(
+            policy_notices.c.version_id == version_id, policy_notices.c.subject.in_(subjects)
+        )
+        async with self._tx() as tx:
+            return set((await tx.execute(query)).scalars())
+
+    async def add_notice(self, notice: Notice) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(policy_notices).values(
+                    version_id=notice.version_id,
+                    subject=notice.subject,
+                    channel=notice.channel.value,
+                    sent_at=notice.sent_at,
+                    acknowledged_at=notice.acknowledged_at,
+                )
+            )
+
+    async def notices_of(self, subject: str) -> list[Notice]:
+        query = select(policy_notices).where(policy_notices.c.subject == subject)
+        return await self._all(query.order_by(policy_notices.c.sent_at), _notice)
+
+    async def notices_for(self, version_id: str) -> list[Notice]:
+        query = select(policy_notices).where(policy_notices.c.version_id == version_id)
+        return await self._all(query.order_by(policy_notices.c.sent_at), _notice)
+
+    async def acknowledge(self, version_id: str, subject: str, at: datetime) -> bool:
+        async with self._tx() as tx:
+            result = await tx.execute(
+                update(policy_notices)
+                .where(
+                    policy_notices.c.version_id == version_id,
+                    policy_notices.c.subject == subject,
+                )
+                .values(acknowledged_at=func.coalesce(policy_notices.c.acknowledged_at, at))
+            )
+        return bool(result.rowcount)
 
     # -- retention (privacy.retention) ------------------------------------------------------
 

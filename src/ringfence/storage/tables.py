@@ -196,6 +196,35 @@ postmortem_directives = Table(
     Column("set_at", UTCDateTime, nullable=False),
 )
 
+#: Published versions of the privacy policy (privacy.policy, P18).
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("version", String(200), nullable=False, unique=True),
+    Column("summary", Text, nullable=False),
+    Column("url", String(200), nullable=True),
+    Column("published_at", UTCDateTime, nullable=False),
+    Column("effective_at", UTCDateTime, nullable=False),
+)
+
+#: Who was told of which version, how, and when they confirmed; deleted with the account.
+policy_notices = Table(
+    "policy_notices",
+    metadata,
+    Column(
+        "version_id",
+        String(36),
+        ForeignKey("policy_versions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("subject", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel", String(16), nullable=False),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("acknowledged_at", UTCDateTime, nullable=True),
+    Index(None, "subject"),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

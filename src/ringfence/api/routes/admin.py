@@ -17,6 +17,7 @@ from ringfence.api.schemas import (
     DisclosureIn,
     FeatureOverrides,
     HoldIn,
+    PolicyVersionIn,
     ReleaseIn,
     TenantIn,
     TenantOut,
@@ -24,6 +25,7 @@ from ringfence.api.schemas import (
 )
 from ringfence.privacy.disclosures import Disclosure
 from ringfence.privacy.erasure import Destruction, LegalHold
+from ringfence.privacy.policy import Notice, Notified, PolicyVersion
 from ringfence.privacy.postmortem import Carried
 from ringfence.privacy.requests import SubjectRequest
 from ringfence.provisioning.features import FeatureConfig
@@ -281,3 +283,33 @@ async def notice_of_death(
     return await svc.postmortem.notice_of_death(
         code, username, evidence=body.evidence, verified_by=body.verified_by
     )
+
+
+# -- policy versions and notices (P18) --------------------------------------------------------
+
+
+@router.post(
+    "/policy/versions",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "The version label is taken"}},
+)
+async def publish_policy(body: PolicyVersionIn, _: AdminDep, svc: ServicesDep) -> PolicyVersion:
+    """Publish a version that takes effect after the notice period; then notify."""
+    return await svc.policies.publish(body.version, body.summary, body.effective_at, body.url)
+
+
+@router.get("/policy/versions")
+async def list_policies(_: AdminDep, svc: ServicesDep) -> list[PolicyVersion]:
+    return await svc.policies.versions()
+
+
+@router.post("/policy/versions/{version_id}/notify")
+async def notify_policy(version_id: IdPath, _: AdminDep, svc: ServicesDep) -> Notified:
+    """Tell every account not yet told: by email where possible, else in the app."""
+    return await svc.policies.notify(version_id)
+
+
+@router.get("/policy/versions/{version_id}/notices")
+async def policy_notices(version_id: IdPath, _: AdminDep, svc: ServicesDep) -> list[Notice]:
+    """Who was told, how and when, and who confirmed."""
+    return await svc.policies.acknowledgements(version_id)

@@ -10,6 +10,7 @@ from ringfence.api.deps import AccountDep, PrincipalDep, Responses, ServicesDep,
 from ringfence.api.schemas import (
     DirectiveIn,
     LoginIn,
+    NoticeOut,
     PrivacyRequestIn,
     ProvisioningOut,
     RefreshIn,
@@ -149,4 +150,32 @@ async def get_directive(who: PrincipalDep, svc: ServicesDep) -> Directive:
 )
 async def withdraw_directive(who: PrincipalDep, svc: ServicesDep) -> Response:
     await svc.postmortem.withdraw(who.account_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/privacy/notices", responses=ERRORS)
+async def privacy_notices(who: PrincipalDep, svc: ServicesDep) -> list[NoticeOut]:
+    """Notices of policy changes for this account, newest first (P18)."""
+    return [
+        NoticeOut(
+            version=version,
+            channel=notice.channel,
+            sent_at=notice.sent_at,
+            acknowledged_at=notice.acknowledged_at,
+        )
+        for version, notice in await svc.policies.notices(who.account_id)
+    ]
+
+
+@router.post(
+    "/privacy/notices/{version_id}/ack",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**ERRORS, 404: {"description": "This account was not told of that version"}},
+)
+async def acknowledge_notice(
+    version_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
+    who: PrincipalDep,
+    svc: ServicesDep,
+) -> Response:
+    await svc.policies.acknowledge(who.account_id, version_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -78,6 +78,40 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subject_requests")),
     )
     op.create_table(
+        "policy_versions",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("version", sa.String(length=200), nullable=False),
+        sa.Column("summary", sa.Text(), nullable=False),
+        sa.Column("url", sa.String(length=200), nullable=True),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("effective_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_policy_versions")),
+        sa.UniqueConstraint("version", name=op.f("uq_policy_versions_version")),
+    )
+    op.create_table(
+        "policy_notices",
+        sa.Column("version_id", sa.String(length=36), nullable=False),
+        sa.Column("subject", sa.String(length=36), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["subject"],
+            ["accounts.id"],
+            name=op.f("fk_policy_notices_subject_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["version_id"],
+            ["policy_versions.id"],
+            name=op.f("fk_policy_notices_version_id_policy_versions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("version_id", "subject", name=op.f("pk_policy_notices")),
+    )
+    with op.batch_alter_table("policy_notices", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_policy_notices_subject"), ["subject"], unique=False)
+    op.create_table(
         "postmortem_directives",
         sa.Column("subject", sa.String(length=36), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
@@ -96,6 +130,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("policy_notices", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_policy_notices_subject"))
+    op.drop_table("policy_notices")
+    op.drop_table("policy_versions")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_column("email_sealed")
     op.drop_table("postmortem_directives")
