@@ -110,3 +110,12 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def admin_headers(demo: Demo) -> dict[str, str]:
     return {"Authorization": f"Bearer {demo.admin_token}"}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current directory, no RINGFENCE_ variables: the CLI on embedded defaults."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("RINGFENCE_")]:
+        monkeypatch.delenv(name)
+    return tmp_path

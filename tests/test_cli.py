@@ -13,21 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
 from typer.testing import CliRunner
 
 from ringfence.cli import app
 from tests.support.net import free_port, wait_for_port
 
 BIN = Path(sys.executable).parent / "ringfence"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("RINGFENCE_")]:
-        monkeypatch.delenv(name)
-    return tmp_path
 
 
 def _cli(*args: str) -> str:

@@ -20,6 +20,8 @@ from ringfence.config import ConfigError, Settings, load_settings
 from ringfence.crypto import CryptoError
 from ringfence.privacy.inventory import render as render_inventory
 from ringfence.privacy.report import collect, render
+from ringfence.privacy.requests import RequestKind, SubjectRequest, Verification
+from ringfence.privacy.text import required_text
 from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
 from ringfence.provisioning.service import NewAccount
@@ -399,6 +401,53 @@ def admin_token_create(
 def privacy_inventory() -> None:
     """The personal data ringfence keeps: category, purpose, legal basis, retention, where."""
     _echo(render_inventory(data_inventory()))
+
+
+@privacy_app.command("request")
+def privacy_request(
+    tenant: str,
+    username: str,
+    kind: Annotated[RequestKind, typer.Argument(help="confirmation, access or erasure (P19)")],
+    verified_by: Annotated[str, typer.Option(help="Who checked the requester's identity.")],
+    evidence: Annotated[str, typer.Option(help="How the identity was checked (P21).")],
+    export: Annotated[
+        Path | None, typer.Option(help="For access: write the bundle to this file (0600).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Take a data-subject request whose requester an operator has verified."""
+    if kind not in (RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE):
+        raise _fail("kind: confirmation, access or erasure here; rectify with `account set`")
+
+    async def job(runtime: Runtime) -> tuple[SubjectRequest, dict[str, Any] | None]:
+        required_text("verified_by", verified_by, 200)
+        required_text("evidence", evidence, 4000)
+        subject = await runtime.provisioning.account_id(tenant, username)
+        request, _ = await runtime.subject_rights.submit(subject, kind, Verification.OPERATOR)
+        bundle = None
+        if export is not None and request.kind is RequestKind.ACCESS:
+            bundle = await runtime.subject_rights.export(subject, request.id)
+        return request, bundle
+
+    request, bundle = _run(config, job)
+    if bundle is not None and export is not None:
+        # Personal data: readable by the operator's user only.
+        export.touch(mode=0o600)
+        export.write_text(json.dumps(bundle, indent=2, default=str))
+    _echo(
+        f"request {request.id}: {request.kind.value}, {request.state.value}"
+        f" ({request.outcome}); due {request.due_at:%Y-%m-%d}"
+    )
+
+
+@privacy_app.command("overdue")
+def privacy_overdue(config: ConfigOption = None) -> None:
+    """Open data-subject requests past their 30 days (P21); exit 1 if there are any."""
+    overdue = _run(config, lambda rt: rt.subject_rights.overdue())
+    for request in overdue:
+        _echo(f"{request.id}  {request.kind.value}  received {request.received_at:%Y-%m-%d}")
+    if overdue:
+        raise typer.Exit(code=1)
 
 
 @privacy_app.command("report")

@@ -7,6 +7,7 @@ import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -200,3 +201,69 @@ async def test_an_open_request_is_recognised_and_overdue_after_thirty_days(
             headers={"Authorization": f"Bearer {admin_token}"},
         )
     assert [r["id"] for r in listed.json()] == [waiting.id]
+
+
+@pytest.mark.promise("P19")
+async def test_rectification_sets_and_clears_fields_named_in_the_outcome(
+    client: httpx.AsyncClient, demo: Demo, runtime: Runtime
+) -> None:
+    auth = await session(client, demo)
+    body = {
+        "kind": "rectification",
+        "changes": {"display_name": "Alice P. Liddell", "e164": None, "email": "a@l.example"},
+    }
+    answer = await client.post("/v1/privacy/requests", json=body, headers=auth)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["state"] == "completed"
+    assert answer.json()["outcome"] == "corrected: display_name, e164, email"
+    account = await runtime.provisioning.account("acme", "alice")
+    assert (account.display_name, account.e164, account.email) == (
+        "Alice P. Liddell",
+        None,
+        "a@l.example",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "rectification"}, "changes"),
+        ({"kind": "rectification", "changes": {}}, "changes"),
+        ({"kind": "rectification", "changes": {"email": "not an address"}}, "changes.email"),
+        ({"kind": "rectification", "changes": {"username": "bob"}}, "body.changes.username"),
+        ({"kind": "access", "changes": {"email": "a@l.example"}}, "changes"),
+    ],
+)
+async def test_a_bad_rectification_is_refused_and_records_nothing(
+    client: httpx.AsyncClient, demo: Demo, runtime: Runtime, body: dict[str, Any], field: str
+) -> None:
+    auth = await session(client, demo)
+    answer = await client.post("/v1/privacy/requests", json=body, headers=auth)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == field
+    assert (await client.get("/v1/privacy/requests", headers=auth)).json() == []
+    assert (await runtime.provisioning.account("acme", "alice")).display_name == "Alice Liddell"
+
+
+@pytest.mark.promise("P21")
+async def test_an_operator_takes_a_request_with_the_identity_evidence(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    url = "/admin/v1/tenants/acme/accounts/alice/privacy/requests"
+    unverified = await client.post(url, json={"kind": "access"}, headers=admin_headers)
+    assert unverified.status_code == 422
+    assert (
+        await client.get("/admin/v1/privacy/requests/overdue", headers=admin_headers)
+    ).json() == []
+    body = {"kind": "access", "verified_by": "support", "evidence": "call-back to +41445551234"}
+    taken = await client.post(url, json=body, headers=admin_headers)
+    assert taken.status_code == 201, taken.text
+    assert taken.json()["verified_by"] == "verified by an operator"
+    export = await client.get(
+        f"/admin/v1/privacy/requests/{taken.json()['id']}/export", headers=admin_headers
+    )
+    assert export.json()["categories"]["account identity"]["username"] == "alice"
+    unknown = await client.post(
+        "/admin/v1/tenants/acme/accounts/mallory/privacy/requests", json=body, headers=admin_headers
+    )
+    assert unknown.status_code == 404

@@ -282,9 +282,36 @@ class ReleaseIn(_In):
     released_by: ShortText
 
 
+class RectificationIn(_In):
+    """Corrected personal fields; null clears one."""
+
+    display_name: DisplayName | None = None
+    e164: E164 | None = None
+    email: Email | None = None
+
+
 class PrivacyRequestIn(_In):
     #: Post-mortem requests come from a verified notice of death, not from the app.
-    kind: Literal[RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE]
+    kind: Literal[
+        RequestKind.CONFIRMATION,
+        RequestKind.ACCESS,
+        RequestKind.RECTIFICATION,
+        RequestKind.ERASURE,
+    ]
+    changes: RectificationIn | None = Field(default=None, description="For a rectification")
+
+    def change_map(self) -> dict[str, str | None] | None:
+        """The fields the request sets (an explicit null clears one)."""
+        if self.changes is None:
+            return None
+        return {name: getattr(self.changes, name) for name in self.changes.model_fields_set}
+
+
+class OperatorRequestIn(PrivacyRequestIn):
+    """A request taken by an operator, who checked the requester's identity (P21)."""
+
+    verified_by: ShortText
+    evidence: LongText = Field(description="How the identity was checked")
 
 
 class DirectiveIn(_In):

@@ -11,6 +11,8 @@ A second request of the same kind while one is open is recognised as a duplicate
 one is returned, not a new one opened.
 
 - Confirmation: the categories of the data inventory held about the subject.
+- Rectification: the display name, the number or the email set or cleared; checked before
+  anything is recorded.
 - Access: an export bundle, JSON per category. What only the subject can read stays as it
   is; the digest credentials are secrets, named but not exported.
 - Erasure: through `erasure.Erasure`, so a legal hold rejects it and changes nothing.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -27,7 +30,7 @@ from typing import Any, Protocol
 from ringfence.clock import Clock
 from ringfence.inventory import Category, Declaration, LegalBasis, Stored
 from ringfence.privacy.erasure import Erasure, LegalHoldError
-from ringfence.provisioning.errors import NotFoundError
+from ringfence.provisioning.errors import InvalidInputError, NotFoundError
 
 #: P21: requests are answered within 30 days.
 DUE_DAYS = 30
@@ -36,6 +39,7 @@ DUE_DAYS = 30
 class RequestKind(enum.StrEnum):
     CONFIRMATION = "confirmation"
     ACCESS = "access"
+    RECTIFICATION = "rectification"
     ERASURE = "erasure"
     #: Carrying out the subject's post-mortem directive (privacy.postmortem, P20).
     POST_MORTEM = "post-mortem"
@@ -58,6 +62,8 @@ class Verification(enum.StrEnum):
     SESSION = "logged-in session"
     #: A notice of death, verified by an operator against its evidence (P20).
     DEATH_NOTICE = "verified notice of death"
+    #: An operator checked the requester's identity (admin API, CLI) and names the evidence.
+    OPERATOR = "verified by an operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,14 @@ class Accounts(Protocol):
         """The account's own categories opened: identity and settings."""
         ...
 
+    def check_rectification(self, fields: Mapping[str, str | None]) -> None:
+        """Raise InvalidInputError for a field that cannot be corrected, or a bad value."""
+        ...
+
+    async def rectify(self, account_id: str, fields: Mapping[str, str | None]) -> None:
+        """Set (or, with None, clear) the account's personal fields."""
+        ...
+
 
 class SubjectRights:
     """Carries out data-subject requests (see the module docstring).
@@ -136,18 +150,45 @@ class SubjectRights:
         self._clock = clock
 
     async def submit(
-        self, subject: str, kind: RequestKind, verification: Verification
+        self,
+        subject: str,
+        kind: RequestKind,
+        verification: Verification,
+        changes: Mapping[str, str | None] | None = None,
     ) -> tuple[SubjectRequest, bool]:
         """Take a request and carry it out as far as it goes now.
 
+        Args:
+            subject: The account.
+            kind: What is asked.
+            verification: How the requester's identity was verified.
+            changes: For a rectification: the corrected fields (None clears one).
+
         Returns:
             The request, and False when it is an open duplicate returned as it was.
+
+        Raises:
+            InvalidInputError: a rectification without changes or with a bad value, or
+                changes on another kind; nothing is recorded.
         """
+        if kind is RequestKind.RECTIFICATION:
+            if not changes:
+                raise InvalidInputError("changes: required for a rectification", field="changes")
+            self._accounts.check_rectification(changes)
+        elif changes:
+            raise InvalidInputError("changes: only for a rectification", field="changes")
         for existing in await self._store.requests(subject=subject):
             if existing.kind is kind and existing.state.open:
                 return existing, False
-        # P21: identity before anything is carried out. A logged-in session is the subject.
+        # P21: identity before anything is carried out.
         request = await self.open_request(subject, kind, verification)
+        if kind is RequestKind.RECTIFICATION:
+            assert changes is not None
+            await self._accounts.rectify(subject, changes)
+            corrected = ", ".join(sorted(changes))
+            return await self._close(
+                request, RequestState.COMPLETED, f"corrected: {corrected}"
+            ), True
         return await self._carry_out(request), True
 
     async def _carry_out(self, request: SubjectRequest) -> SubjectRequest:
@@ -192,6 +233,17 @@ class SubjectRights:
         ):
             raise NotFoundError("no completed access request with this id", field="request")
         return await self.bundle(subject)
+
+    async def export_any(self, request_id: str) -> dict[str, Any]:
+        """The bundle of a completed access request, whoever its subject (for an operator).
+
+        Raises:
+            NotFoundError: no such completed access request.
+        """
+        request = await self._store.get_request(request_id)
+        if request is None:
+            raise NotFoundError("no completed access request with this id", field="request")
+        return await self.export(request.subject, request_id)
 
     async def bundle(self, subject: str) -> dict[str, Any]:
         """Everything stored about `subject`, JSON per category (access, P19; hand-over, P20)."""

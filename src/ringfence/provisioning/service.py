@@ -6,7 +6,7 @@ import hmac
 import itertools
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -434,6 +434,50 @@ class ProvisioningService:
             )
             for _, stored in page
         ]
+
+    #: The personal fields a user may have corrected (P19 rectification).
+    RECTIFIABLE = ("display_name", "e164", "email")
+
+    def check_rectification(self, fields: Mapping[str, str | None]) -> None:
+        """Refuse unknown fields and bad values before anything is recorded.
+
+        Raises:
+            InvalidInputError: naming the field.
+        """
+        for name, value in fields.items():
+            if name not in self.RECTIFIABLE:
+                raise InvalidInputError(
+                    f"changes.{name}: not a field that can be corrected here; "
+                    f"these can: {', '.join(self.RECTIFIABLE)}",
+                    field=f"changes.{name}",
+                )
+            if value is None:
+                continue
+            check = {
+                "display_name": _check_display_name,
+                "e164": _check_e164,
+                "email": _check_email,
+            }[name]
+            try:
+                check(value)
+            except InvalidInputError as exc:
+                raise InvalidInputError(
+                    f"changes.{exc.message}", field=f"changes.{exc.field}"
+                ) from exc
+
+    async def rectify(self, account_id: str, fields: Mapping[str, str | None]) -> None:
+        """Set, or with None clear, the account's display name, number or email."""
+        self.check_rectification(fields)
+        tenant, username = await self.account_summary(account_id)
+        change = AccountChange(
+            display_name=fields.get("display_name"),
+            clear_display_name="display_name" in fields and fields["display_name"] is None,
+            e164=fields.get("e164"),
+            clear_e164="e164" in fields and fields["e164"] is None,
+            email=fields.get("email"),
+            clear_email="email" in fields and fields["email"] is None,
+        )
+        await self.update_account(tenant, username, change)
 
     async def account_summary(self, account_id: str) -> tuple[str, str]:
         """(tenant code, username) of an account.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
@@ -17,6 +18,7 @@ from ringfence.api.schemas import (
     DisclosureIn,
     FeatureOverrides,
     HoldIn,
+    OperatorRequestIn,
     PolicyVersionIn,
     ReleaseIn,
     TenantIn,
@@ -27,9 +29,11 @@ from ringfence.privacy.disclosures import Disclosure
 from ringfence.privacy.erasure import Destruction, LegalHold
 from ringfence.privacy.policy import Notice, Notified, PolicyVersion
 from ringfence.privacy.postmortem import Carried
-from ringfence.privacy.requests import SubjectRequest
+from ringfence.privacy.requests import SubjectRequest, Verification
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/admin/v1",
@@ -262,6 +266,36 @@ async def release_hold(
 async def list_destructions(_: AdminDep, svc: ServicesDep) -> list[Destruction]:
     """What was destroyed, when and why: account ids and data categories, no data."""
     return await svc.erasure.destructions()
+
+
+@router.post(
+    "/tenants/{code}/accounts/{username}/privacy/requests",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "The same kind of request is open: that one"}},
+)
+async def submit_privacy_request(
+    code: CodePath,
+    username: UserPath,
+    body: OperatorRequestIn,
+    response: Response,
+    _: AdminDep,
+    svc: ServicesDep,
+) -> SubjectRequest:
+    """A data-subject request taken by an operator who checked the requester's identity."""
+    subject = await svc.provisioning.account_id(code, username)
+    request, new = await svc.subject_rights.submit(
+        subject, body.kind, Verification.OPERATOR, body.change_map()
+    )
+    if not new:
+        response.status_code = status.HTTP_200_OK
+    logger.info("data-subject request %s taken by an operator", request.id)
+    return request
+
+
+@router.get("/privacy/requests/{request_id}/export")
+async def export_for_operator(request_id: IdPath, _: AdminDep, svc: ServicesDep) -> dict[str, Any]:
+    """The bundle of a completed access request, for the operator to hand to its subject."""
+    return await svc.subject_rights.export_any(request_id)
 
 
 @router.get("/privacy/requests/overdue")

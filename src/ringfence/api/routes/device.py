@@ -100,12 +100,14 @@ async def provisioning(
 async def submit_privacy_request(
     body: PrivacyRequestIn, who: PrincipalDep, response: Response, svc: ServicesDep
 ) -> SubjectRequest:
-    """Confirmation, access or erasure of the account's data, verified by this session.
+    """Confirmation, access, rectification or erasure of the data, verified by this session.
 
     Erasure is final: the account's key is destroyed and this session ends with it; an
     account under legal hold gets a rejected request and nothing changes.
     """
-    request, new = await svc.subject_rights.submit(who.account_id, body.kind, Verification.SESSION)
+    request, new = await svc.subject_rights.submit(
+        who.account_id, body.kind, Verification.SESSION, body.change_map()
+    )
     if not new:
         response.status_code = status.HTTP_200_OK
     return request
