@@ -443,6 +443,8 @@ class Runtime:
             self.erasure,
             list(ACCOUNT_CATEGORIES),
             self.clock,
+            documents=privacy_store,
+            keys=self.keyring,
         )
         self.postmortem = PostMortem(
             privacy_store, self.keyring, self.provisioning, self.subject_rights, self.clock

@@ -307,6 +307,17 @@ class PrivacyRequestIn(_In):
         return {name: getattr(self.changes, name) for name in self.changes.model_fields_set}
 
 
+class AwaitingDocumentIn(_In):
+    """A request whose requester will be verified by an ID document (the last resort)."""
+
+    kind: Literal[RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE]
+
+
+class IdentityDecisionIn(_In):
+    accepted: bool = Field(description="True: the document proves the requester's identity")
+    verified_by: ShortText
+
+
 class OperatorRequestIn(PrivacyRequestIn):
     """A request taken by an operator, who checked the requester's identity (P21)."""
 

@@ -16,6 +16,12 @@ one is returned, not a new one opened.
 - Access: an export bundle, JSON per category. What only the subject can read stays as it
   is; the digest credentials are secrets, named but not exported.
 - Erasure: through `erasure.Erasure`, so a legal hold rejects it and changes nothing.
+
+When neither a session nor a call-back can verify the requester, an operator takes the
+request as received and waits for an ID document (the last resort, P21). The document is
+sealed with a key of its own and kept only until the operator decides: accepted, the request
+is carried out; refused, it is rejected. Either way the document and its key are destroyed
+at the decision.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ringfence.clock import Clock
+from ringfence.crypto.envelope import SubjectCipher
 from ringfence.inventory import Category, Declaration, LegalBasis, Stored
 from ringfence.privacy.erasure import Erasure, LegalHoldError
+from ringfence.privacy.text import MAX_SHORT, required_text
 from ringfence.provisioning.errors import InvalidInputError, NotFoundError
 
 #: P21: requests are answered within 30 days.
@@ -64,6 +72,8 @@ class Verification(enum.StrEnum):
     DEATH_NOTICE = "verified notice of death"
     #: An operator checked the requester's identity (admin API, CLI) and names the evidence.
     OPERATOR = "verified by an operator"
+    #: An operator accepted an ID document, destroyed at the decision.
+    ID_DOCUMENT = "ID document"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,35 @@ class RequestStore(Protocol):
     async def requests(self, *, subject: str | None = None) -> list[SubjectRequest]:
         """Requests, oldest first; of one subject when given."""
         ...
+
+
+class DocumentStore(Protocol):
+    async def put_document(
+        self, request_id: str, media_type: str, sealed: bytes, received_at: datetime
+    ) -> None: ...
+
+    async def get_document(self, request_id: str) -> tuple[str, bytes] | None: ...
+
+    async def delete_document(self, request_id: str) -> bool: ...
+
+
+class DocumentKeys(Protocol):
+    """The keyring, as far as ID documents need it."""
+
+    async def create(self, subject: str) -> SubjectCipher: ...
+
+    async def destroy(self, subject: str) -> bool: ...
+
+
+#: The largest ID document accepted (a phone photo or a PDF scan).
+MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+DOCUMENT_TYPES = frozenset({"image/jpeg", "image/png", "application/pdf"})
+_CTX_DOCUMENT = "request.id_document"
+
+
+def document_subject(request_id: str) -> str:
+    """The keyring subject of a request's ID document: its own key, destroyed with it."""
+    return f"id-document:{request_id}"
 
 
 class SubjectData(Protocol):
@@ -141,7 +180,11 @@ class SubjectRights:
         erasure: Erasure,
         categories: list[Category],
         clock: Clock,
+        documents: DocumentStore | None = None,
+        keys: DocumentKeys | None = None,
     ) -> None:
+        self._documents = documents
+        self._keys = keys
         self._store = store
         self._accounts = accounts
         self._data = data
@@ -190,6 +233,99 @@ class SubjectRights:
                 request, RequestState.COMPLETED, f"corrected: {corrected}"
             ), True
         return await self._carry_out(request), True
+
+    async def receive(self, subject: str, kind: RequestKind) -> tuple[SubjectRequest, bool]:
+        """Take a request whose requester is still to be verified (by an ID document).
+
+        Returns:
+            The request (VERIFYING), and False when it is an open duplicate.
+
+        Raises:
+            InvalidInputError: a rectification (its changes need the app or the admin API).
+        """
+        if kind not in (RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE):
+            raise InvalidInputError(
+                "kind: confirmation, access or erasure wait for an ID document", field="kind"
+            )
+        for existing in await self._store.requests(subject=subject):
+            if existing.kind is kind and existing.state.open:
+                return existing, False
+        now = self._clock.now()
+        request = SubjectRequest(
+            id=str(uuid.uuid4()),
+            subject=subject,
+            kind=kind,
+            state=RequestState.RECEIVED,
+            received_at=now,
+            due_at=now + timedelta(days=DUE_DAYS),
+        )
+        await self._store.add_request(request)
+        return await self._move(request, RequestState.VERIFYING), True
+
+    async def attach_document(self, request_id: str, media_type: str, data: bytes) -> None:
+        """Keep the requester's ID document, sealed with a key of its own, until the decision.
+
+        Raises:
+            NotFoundError: no such request waiting for verification.
+            InvalidInputError: not a JPEG, PNG or PDF, empty, or over the size limit.
+        """
+        documents, keys = self._documents, self._keys
+        assert documents is not None
+        assert keys is not None
+        request = await self._waiting(request_id)
+        if media_type not in DOCUMENT_TYPES:
+            raise InvalidInputError(
+                f"content-type: one of {', '.join(sorted(DOCUMENT_TYPES))}", field="content-type"
+            )
+        if not 0 < len(data) <= MAX_DOCUMENT_BYTES:
+            raise InvalidInputError(
+                f"document: 1 byte to {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB", field="document"
+            )
+        subject = document_subject(request.id)
+        await keys.destroy(subject)  # a replaced document's key goes too
+        cipher = await keys.create(subject)
+        sealed = cipher.seal(_CTX_DOCUMENT, data)
+        await documents.put_document(request.id, media_type, sealed, self._clock.now())
+
+    async def decide_identity(
+        self, request_id: str, *, accepted: bool, verified_by: str
+    ) -> SubjectRequest:
+        """Accept or refuse the ID document, destroyed either way; then carry out or reject.
+
+        Raises:
+            NotFoundError: no such request waiting for verification.
+            InvalidInputError: accepted without a document, or no verifier named.
+        """
+        documents, keys = self._documents, self._keys
+        assert documents is not None
+        assert keys is not None
+        request = await self._waiting(request_id)
+        required_text("verified_by", verified_by, MAX_SHORT)
+        has_document = await documents.get_document(request.id) is not None
+        if accepted and not has_document:
+            raise InvalidInputError("document: none to accept", field="document")
+        # P21: deleted right after the decision, before anything else happens.
+        await keys.destroy(document_subject(request.id))
+        await documents.delete_document(request.id)
+        if not accepted:
+            return await self._close(
+                request, RequestState.REJECTED, "identity not verified: the document was refused"
+            )
+        request = await self._move(
+            replace(request, verified_by=Verification.ID_DOCUMENT, verified_at=self._clock.now()),
+            RequestState.IN_PROGRESS,
+        )
+        return await self._carry_out(request)
+
+    async def has_document(self, request_id: str) -> bool:
+        assert self._documents is not None
+        return await self._documents.get_document(request_id) is not None
+
+    async def _waiting(self, request_id: str) -> SubjectRequest:
+        request = await self._store.get_request(request_id)
+        if request is None or request.state is not RequestState.VERIFYING:
+            raise NotFoundError("no request waiting for verification", field="request")
+        return request
 
     async def _carry_out(self, request: SubjectRequest) -> SubjectRequest:
         if request.kind is RequestKind.CONFIRMATION:
@@ -316,7 +452,22 @@ SUBJECT_REQUESTS = Category(
     kept_after_closure_days=3 * 365,
 )
 
+ID_DOCUMENTS = Category(
+    name="identity documents",
+    holds="a copy of an ID document sent to prove who makes a request",
+    purpose="verify the requester's identity, as the last resort (P21)",
+    basis=LegalBasis.LEGAL_OBLIGATION,
+    retention="until the operator decides; then destroyed with its own key",
+)
+
 DECLARED: tuple[Declaration, ...] = (
+    Stored(ID_DOCUMENTS, "identity_documents", ("sealed",), sealed=True),
+    Stored(
+        ID_DOCUMENTS,
+        "identity_documents",
+        ("request_id", "media_type", "received_at"),
+        sealed=False,
+    ),
     Stored(
         SUBJECT_REQUESTS,
         "subject_requests",

@@ -41,6 +41,7 @@ from ringfence.storage.tables import (
     destructions,
     devices,
     disclosures,
+    identity_documents,
     legal_holds,
     policy_notices,
     policy_versions,
@@ -666,6 +667,32 @@ class SqlPrivacyStore(_Store):
 
     async def delete_directive(self, subject: str) -> bool:
         statement = delete(postmortem_directives).where(postmortem_directives.c.subject == subject)
+        return await self._delete(statement) > 0
+
+    # -- ID documents (privacy.requests) ---------------------------------------------------
+
+    async def put_document(
+        self, request_id: str, media_type: str, sealed: bytes, received_at: datetime
+    ) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                delete(identity_documents).where(identity_documents.c.request_id == request_id)
+            )
+            await tx.execute(
+                insert(identity_documents).values(
+                    request_id=request_id,
+                    media_type=media_type,
+                    sealed=sealed,
+                    received_at=received_at,
+                )
+            )
+
+    async def get_document(self, request_id: str) -> tuple[str, bytes] | None:
+        query = select(identity_documents).where(identity_documents.c.request_id == request_id)
+        return await self._first(query, lambda row: (row.media_type, bytes(row.sealed)))
+
+    async def delete_document(self, request_id: str) -> bool:
+        statement = delete(identity_documents).where(identity_documents.c.request_id == request_id)
         return await self._delete(statement) > 0
 
     # -- policy versions and notices (privacy.policy) --------------------------------------

@@ -225,6 +225,22 @@ policy_notices = Table(
     Index(None, "subject"),
 )
 
+#: ID documents of requests waiting for verification (privacy.requests, P21): sealed with a
+#: key of their own; row and key go at the operator's decision.
+identity_documents = Table(
+    "identity_documents",
+    metadata,
+    Column(
+        "request_id",
+        String(36),
+        ForeignKey("subject_requests.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("media_type", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from ringfence.api.deps import AdminDep, Responses, ServicesDep
+from ringfence.api.errors import error_body
 from ringfence.api.schemas import (
     AccountConfigOut,
     AccountIn,
     AccountOut,
     AccountPatch,
+    AwaitingDocumentIn,
     DeathNoticeIn,
     DecisionIn,
     DisclosureIn,
     FeatureOverrides,
     HoldIn,
+    IdentityDecisionIn,
     OperatorRequestIn,
     PolicyVersionIn,
     ReleaseIn,
@@ -29,7 +33,7 @@ from ringfence.privacy.disclosures import Disclosure
 from ringfence.privacy.erasure import Destruction, LegalHold
 from ringfence.privacy.policy import Notice, Notified, PolicyVersion
 from ringfence.privacy.postmortem import Carried
-from ringfence.privacy.requests import SubjectRequest, Verification
+from ringfence.privacy.requests import MAX_DOCUMENT_BYTES, SubjectRequest, Verification
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
 
@@ -290,6 +294,66 @@ async def submit_privacy_request(
         response.status_code = status.HTTP_200_OK
     logger.info("data-subject request %s taken by an operator", request.id)
     return request
+
+
+@router.post(
+    "/tenants/{code}/accounts/{username}/privacy/requests/awaiting-document",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "The same kind of request is open: that one"}},
+)
+async def receive_privacy_request(
+    code: CodePath,
+    username: UserPath,
+    body: AwaitingDocumentIn,
+    response: Response,
+    _: AdminDep,
+    svc: ServicesDep,
+) -> SubjectRequest:
+    """A request waiting for the requester's ID document (P21: the last resort)."""
+    subject = await svc.provisioning.account_id(code, username)
+    request, new = await svc.subject_rights.receive(subject, body.kind)
+    if not new:
+        response.status_code = status.HTTP_200_OK
+    return request
+
+
+@router.put(
+    "/privacy/requests/{request_id}/document",
+    status_code=status.HTTP_204_NO_CONTENT,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in ("image/jpeg", "image/png", "application/pdf")
+            },
+        }
+    },
+    responses={413: {"description": "Over 10 MiB"}},
+)
+async def attach_document(
+    request_id: IdPath, request: Request, _: AdminDep, svc: ServicesDep
+) -> Response:
+    """The requester's ID document: sealed with its own key, kept only until the decision."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_DOCUMENT_BYTES:
+            limit = f"document: at most {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB"
+            return JSONResponse(error_body("too_large", limit, "document"), status_code=413)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    await svc.subject_rights.attach_document(request_id, media_type, bytes(data))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/privacy/requests/{request_id}/identity")
+async def decide_identity(
+    request_id: IdPath, body: IdentityDecisionIn, _: AdminDep, svc: ServicesDep
+) -> SubjectRequest:
+    """Accept or refuse the document; it is destroyed now, whatever the decision."""
+    return await svc.subject_rights.decide_identity(
+        request_id, accepted=body.accepted, verified_by=body.verified_by
+    )
 
 
 @router.get("/privacy/requests/{request_id}/export")

@@ -78,6 +78,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subject_requests")),
     )
     op.create_table(
+        "identity_documents",
+        sa.Column("request_id", sa.String(length=36), nullable=False),
+        sa.Column("media_type", sa.String(length=64), nullable=False),
+        sa.Column("sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["subject_requests.id"],
+            name=op.f("fk_identity_documents_request_id_subject_requests"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("request_id", name=op.f("pk_identity_documents")),
+    )
+    op.create_table(
         "policy_versions",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("version", sa.String(length=200), nullable=False),
@@ -130,6 +144,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("identity_documents")
     with op.batch_alter_table("policy_notices", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_policy_notices_subject"))
     op.drop_table("policy_notices")
