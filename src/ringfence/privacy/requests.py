@@ -220,9 +220,9 @@ class SubjectRights:
             self._accounts.check_rectification(changes)
         elif changes:
             raise InvalidInputError("changes: only for a rectification", field="changes")
-        for existing in await self._store.requests(subject=subject):
-            if existing.kind is kind and existing.state.open:
-                return existing, False
+        duplicate = await self._open_duplicate(subject, kind)
+        if duplicate is not None:
+            return duplicate, False
         # P21: identity before anything is carried out.
         request = await self.open_request(subject, kind, verification)
         if kind is RequestKind.RECTIFICATION:
@@ -247,9 +247,19 @@ class SubjectRights:
             raise InvalidInputError(
                 "kind: confirmation, access or erasure wait for an ID document", field="kind"
             )
+        duplicate = await self._open_duplicate(subject, kind)
+        if duplicate is not None:
+            return duplicate, False
+        return await self._verifying(subject, kind), True
+
+    async def _open_duplicate(self, subject: str, kind: RequestKind) -> SubjectRequest | None:
         for existing in await self._store.requests(subject=subject):
             if existing.kind is kind and existing.state.open:
-                return existing, False
+                return existing
+        return None
+
+    async def _verifying(self, subject: str, kind: RequestKind) -> SubjectRequest:
+        """A new request, recorded as received, now waiting for its verification."""
         now = self._clock.now()
         request = SubjectRequest(
             id=str(uuid.uuid4()),
@@ -260,7 +270,7 @@ class SubjectRights:
             due_at=now + timedelta(days=DUE_DAYS),
         )
         await self._store.add_request(request)
-        return await self._move(request, RequestState.VERIFYING), True
+        return await self._move(request, RequestState.VERIFYING)
 
     async def attach_document(self, request_id: str, media_type: str, data: bytes) -> None:
         """Keep the requester's ID document, sealed with a key of its own, until the decision.
@@ -406,17 +416,7 @@ class SubjectRights:
         self, subject: str, kind: RequestKind, verification: Verification
     ) -> SubjectRequest:
         """A new request, verified and in progress, for a caller that carries it out itself."""
-        now = self._clock.now()
-        request = SubjectRequest(
-            id=str(uuid.uuid4()),
-            subject=subject,
-            kind=kind,
-            state=RequestState.RECEIVED,
-            received_at=now,
-            due_at=now + timedelta(days=DUE_DAYS),
-        )
-        await self._store.add_request(request)
-        request = await self._move(request, RequestState.VERIFYING)
+        request = await self._verifying(subject, kind)
         return await self._move(
             replace(request, verified_by=verification, verified_at=self._clock.now()),
             RequestState.IN_PROGRESS,
