@@ -165,6 +165,13 @@ class SMTPSettings(_Section):
 class PrivacySettings(_Section):
     #: Days between publishing a policy version and its taking effect, at least (P18).
     min_notice_days: int = Field(default=30, ge=1, le=365)
+    #: How long the privacy records are kept (P15), in days: the disclosure register from
+    #: each request, legal holds from their release, the destruction record, and
+    #: data-subject requests from their closing. Set them to what the law in force asks.
+    disclosures_days: int = Field(default=6 * 365, ge=1)
+    released_holds_days: int = Field(default=6 * 365, ge=1)
+    destructions_days: int = Field(default=6 * 365, ge=1)
+    closed_requests_days: int = Field(default=3 * 365, ge=1)
 
 
 class LoggingSettings(_Section):

@@ -33,7 +33,7 @@ from ringfence.privacy.inventory import Inventory
 from ringfence.privacy.policy import Policies
 from ringfence.privacy.postmortem import PostMortem
 from ringfence.privacy.requests import SubjectRights
-from ringfence.privacy.retention import RetentionSweeper
+from ringfence.privacy.retention import RetentionRules, RetentionSweeper
 from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
@@ -435,7 +435,17 @@ class Runtime:
             self.clock,
             erased_with_account=[c.name for c in ACCOUNT_CATEGORIES],
         )
-        self.retention = RetentionSweeper(privacy_store, self.clock)
+        kept = settings.privacy
+        self.retention = RetentionSweeper(
+            privacy_store,
+            self.clock,
+            RetentionRules(
+                disclosures_days=kept.disclosures_days,
+                released_holds_days=kept.released_holds_days,
+                destructions_days=kept.destructions_days,
+                closed_requests_days=kept.closed_requests_days,
+            ),
+        )
         self.subject_rights = SubjectRights(
             privacy_store,
             self.provisioning,

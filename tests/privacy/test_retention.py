@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ringfence.config import ConfigError, load_settings
 from ringfence.privacy.requests import RequestKind, Verification
+from ringfence.privacy.retention import RetentionRules, RetentionSweeper
 from ringfence.runtime import Runtime
+from ringfence.storage.repos import SqlPrivacyStore
 from tests.conftest import Demo
 from tests.support.clock import FakeClock
 
@@ -59,3 +63,25 @@ async def test_each_record_goes_when_its_retention_ends_and_not_before(
         "retention: deleted 1 record(s) of disclosure register",
         "retention: deleted 1 record(s) of legal holds",
     ]
+
+
+async def test_the_periods_are_the_operators_to_set(runtime: Runtime, clock: FakeClock) -> None:
+    rules = RetentionRules(disclosures_days=10, closed_requests_days=1)
+    sweeper = RetentionSweeper(SqlPrivacyStore(runtime.engine), clock, rules)
+    await runtime.disclosures.record(**REQUEST)
+    clock.advance(10 * DAY)
+    assert (await sweeper.sweep()).counts["disclosure register"] == 0
+    clock.advance(1)
+    assert (await sweeper.sweep()).counts["disclosure register"] == 1
+    with pytest.raises(ValueError, match="released_holds_days must be at least 1 day"):
+        RetentionRules(released_holds_days=0)
+
+
+def test_the_settings_carry_the_periods(tmp_path: Path) -> None:
+    (tmp_path / "ringfence.toml").write_text("[privacy]\ndisclosures_days = 3650\n")
+    settings = load_settings(tmp_path / "ringfence.toml")
+    assert settings.privacy.disclosures_days == 3650
+    assert settings.privacy.closed_requests_days == 3 * 365
+    (tmp_path / "bad.toml").write_text("[privacy]\ndestructions_days = 0\n")
+    with pytest.raises(ConfigError, match="destructions_days"):
+        load_settings(tmp_path / "bad.toml")

@@ -12,8 +12,10 @@ destruction record            the destruction                            6 years
 data-subject requests         the request's closing (never while open)   3 years
 ============================  =========================================  ==========
 
-Each deletion is counted and logged by category, never by content. A sweep runs at every
-housekeeping round; time is the clock's, so tests drive it with a fake one.
+The periods are the defaults of `RetentionRules`; an operator whose law asks for other
+periods sets them in `[privacy]` (the settings name each). Each deletion is counted and
+logged by category, never by content. A sweep runs at every housekeeping round; time is the
+clock's, so tests drive it with a fake one.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ class RetentionStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionRules:
+    """Days each privacy record is kept, counted as the module docstring says."""
+
+    disclosures_days: int = DISCLOSURE_REGISTER.kept_after_closure_days
+    released_holds_days: int = LEGAL_HOLDS.kept_after_closure_days
+    destructions_days: int = DESTRUCTIONS.kept_after_closure_days
+    closed_requests_days: int = SUBJECT_REQUESTS.kept_after_closure_days
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 day")
+
+
+@dataclass(frozen=True, slots=True)
 class Swept:
     """How many records of each category one sweep deleted."""
 
@@ -50,9 +67,12 @@ class Swept:
 
 
 class RetentionSweeper:
-    def __init__(self, store: RetentionStore, clock: Clock) -> None:
+    def __init__(
+        self, store: RetentionStore, clock: Clock, rules: RetentionRules | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._rules = rules or RetentionRules()
 
     async def sweep(self) -> Swept:
         now = self._clock.now()
@@ -60,20 +80,20 @@ class RetentionSweeper:
         def cutoff(days: int) -> datetime:
             return now - timedelta(days=days)
 
-        store = self._store
+        store, rules = self._store, self._rules
         return Swept(
             {
                 DISCLOSURE_REGISTER.name: await store.delete_disclosures_received_before(
-                    cutoff(DISCLOSURE_REGISTER.kept_after_closure_days)
+                    cutoff(rules.disclosures_days)
                 ),
                 LEGAL_HOLDS.name: await store.delete_holds_released_before(
-                    cutoff(LEGAL_HOLDS.kept_after_closure_days)
+                    cutoff(rules.released_holds_days)
                 ),
                 DESTRUCTIONS.name: await store.delete_destructions_before(
-                    cutoff(DESTRUCTIONS.kept_after_closure_days)
+                    cutoff(rules.destructions_days)
                 ),
                 SUBJECT_REQUESTS.name: await store.delete_requests_closed_before(
-                    cutoff(SUBJECT_REQUESTS.kept_after_closure_days)
+                    cutoff(rules.closed_requests_days)
                 ),
             }
         )
