@@ -14,6 +14,7 @@ import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -56,7 +57,7 @@ from ringfence.state.location import (
 )
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
-from ringfence.storage.migrate import Schema, upgrade
+from ringfence.storage.migrate import Schema, clear_identifiers, pending, upgrade
 from ringfence.storage.repos import SqlKeyStore, SqlPrivacyStore, SqlStore
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
@@ -484,8 +485,17 @@ class Runtime:
         )
 
     async def migrate(self) -> None:
-        await upgrade(self.engine, Schema.MAIN)
+        # Keys first: a data migration of the main database may need them (0003).
         await upgrade(self.key_engine, Schema.KEYS)
+        data: dict[str, Any] = {}
+        ahead = await pending(self.engine, Schema.MAIN)
+        if "0003" in ahead and "0001" not in ahead:
+            names, installs = await clear_identifiers(self.engine)
+            data["sealed_usernames"] = await self.provisioning.seal_usernames(names)
+            data["install_keys"] = {
+                device: self.provisioning.install_key(install) for device, install in installs
+            }
+        await upgrade(self.engine, Schema.MAIN, data)
 
     def app(self) -> FastAPI:
         return create_app(self.services)

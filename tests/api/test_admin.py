@@ -282,8 +282,12 @@ async def test_create_an_account_with_overrides(admin: Admin) -> None:
     assert config == {"overrides": overrides, "effective": created["config"]}
 
 
-async def test_list_accounts_pages(admin: Admin) -> None:
-    for name in ("bob", "carol", "dave"):
+async def test_list_accounts_pages_in_the_order_they_were_created(
+    admin: Admin, clock: FakeClock
+) -> None:
+    # "dave" before "carol": the listing follows creation, not the (sealed) names.
+    for name in ("bob", "dave", "carol"):
+        clock.advance(1)
         await admin.ok(
             "POST", f"{ACME}/accounts", {"username": name, "password": "a long secret"}, 201
         )
@@ -291,10 +295,10 @@ async def test_list_accounts_pages(admin: Admin) -> None:
     async def page(query: str) -> list[str]:
         return [a["username"] for a in await admin.ok("GET", f"{ACME}/accounts?{query}")]
 
-    assert await page("") == ["alice", "bob", "carol", "dave"]
+    assert await page("") == ["alice", "bob", "dave", "carol"]
     assert await page("limit=2") == ["alice", "bob"]
-    assert await page("offset=2&limit=2") == ["carol", "dave"]
-    assert await page("offset=3") == ["dave"]
+    assert await page("offset=2&limit=2") == ["dave", "carol"]
+    assert await page("offset=3") == ["carol"]
     assert await page("offset=4") == []
 
 

@@ -86,8 +86,9 @@ def test_the_command_prints_every_category() -> None:
     assert run.stdout.rstrip("\n") == render(data_inventory())
     for category in data_inventory().categories():
         assert f"{category.name}: {category.holds}" in run.stdout
-    assert "kept in:   table accounts (display_name_sealed, e164_sealed, email_sealed), sealed" in (
-        run.stdout
+    assert (
+        "kept in:   table accounts (username_sealed, display_name_sealed, e164_sealed, "
+        "email_sealed), sealed" in (run.stdout)
     )
     assert "basis:     legitimate interest" in run.stdout
     assert "table tenants: the providers" in run.stdout

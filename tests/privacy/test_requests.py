@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ringfence.auth.service import DeviceInfo
 from ringfence.config import KeySettings, Settings, StorageSettings
 from ringfence.crypto.errors import KeyDestroyedError
 from ringfence.privacy.requests import (
@@ -20,6 +21,7 @@ from ringfence.privacy.requests import (
     SubjectRequest,
     Verification,
 )
+from ringfence.provisioning.models import Platform
 from ringfence.runtime import Runtime
 from ringfence.storage.repos import SqlPrivacyStore
 from tests.conftest import Demo
@@ -73,7 +75,8 @@ async def test_access_gives_a_bundle_per_category_without_secrets(
     bundle = export.json()["categories"]
     assert bundle["account identity"]["display_name"] == "Alice Liddell"
     assert bundle["account identity"]["e164"] == "+41445551234"
-    assert bundle["devices"][0]["install_id"] == "install-0001"
+    assert bundle["devices"][0]["app_id"] == "com.example.phone"
+    assert "install-0001" not in export.text  # kept only as a keyed hash
     assert len(bundle["sessions"]) == 1
     assert bundle["SIP credentials"]["exported"] is False
     text = export.text
@@ -114,7 +117,18 @@ async def test_erasure_destroys_the_key_so_an_old_copy_cannot_be_read(
     try:
         await runtime.provisioning.create_tenant("acme", "Acme", "sip.acme.example")
         await runtime.provisioning.create_account(
-            "acme", "alice", "correct horse", display_name="Alice Liddell", e164="+41445551234"
+            "acme",
+            "alice",
+            "correct horse",
+            display_name="Alice Liddell",
+            e164="+41445551234",
+            email="alice@example.org",
+        )
+        await runtime.auth.login(
+            "alice@acme",
+            "correct horse",
+            "127.0.0.1",
+            DeviceInfo("install-0001", Platform.IOS, "com.example.phone"),
         )
         alice = await runtime.provisioning.account_id("acme", "alice")
         await runtime.engine.dispose()
@@ -131,6 +145,12 @@ async def test_erasure_destroys_the_key_so_an_old_copy_cannot_be_read(
         )
     finally:
         await runtime.aclose()
+    # Not one of her values is in the backup's bytes: user name, display name, number,
+    # email, install id (sealed with her key, or kept as a keyed hash).
+    personal = (b"alice", b"Alice", b"41445551234", b"example.org", b"install-0001")
+    for file in (tmp_path / "backup").iterdir():
+        content = file.read_bytes()
+        assert [value for value in personal if value in content] == [], file.name
     # The backup's main database still has the sealed row, but with today's key store (the
     # key destroyed) nothing of it opens.
     shutil.copy(tmp_path / "var" / "keys.db", tmp_path / "backup" / "keys.db")

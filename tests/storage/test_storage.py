@@ -36,7 +36,8 @@ def _account(clock: FakeClock, tenant: Tenant, username: str = "alice") -> Store
     return StoredAccount(
         id=f"a-{username}",
         tenant_id=tenant.id,
-        username=username,
+        username_key=f"key-{username}",
+        username_sealed=b"\x01sealed-" + username.encode(),
         status=AccountStatus.ACTIVE,
         display_name_sealed=b"\x01sealed-name",
         e164_sealed=None,
@@ -88,7 +89,7 @@ async def test_account_round_trip_and_uniqueness(runtime: Runtime, clock: FakeCl
     await runtime.store.add_tenant(tenant)
     account = _account(clock, tenant)
     await runtime.store.add_account(account)
-    assert await runtime.store.get_account(tenant.id, "alice") == account
+    assert await runtime.store.get_account(tenant.id, "key-alice") == account
     assert await runtime.store.get_account_by_id(account.id) == account
     with pytest.raises(ConflictError) as caught:
         await runtime.store.add_account(replace(account, id="a-other"))
@@ -96,13 +97,14 @@ async def test_account_round_trip_and_uniqueness(runtime: Runtime, clock: FakeCl
     assert await runtime.store.list_accounts(tenant.id, offset=0, limit=10) == [account]
 
 
-async def test_listing_pages_in_username_order(runtime: Runtime, clock: FakeClock) -> None:
+async def test_listing_pages_in_creation_order(runtime: Runtime, clock: FakeClock) -> None:
     tenant = _tenant(clock)
     await runtime.store.add_tenant(tenant)
     for name in ("carol", "alice", "bob"):
+        clock.advance(1)
         await runtime.store.add_account(_account(clock, tenant, name))
     page = await runtime.store.list_accounts(tenant.id, offset=1, limit=1)
-    assert [a.username for a in page] == ["bob"]
+    assert [a.id for a in page] == ["a-alice"]
 
 
 def _session(account: StoredAccount, clock: FakeClock, n: int) -> Session:
@@ -141,7 +143,7 @@ async def test_deleting_an_account_leaves_no_rows(runtime: Runtime, clock: FakeC
     account = _account(clock, tenant)
     await runtime.store.add_account(account)
     device = await runtime.store.upsert_device(
-        Device("d1", account.id, "install-0001", Platform.IOS, "app", clock.now(), clock.now())
+        Device("d1", account.id, "key-install-0001", Platform.IOS, "app", clock.now(), clock.now())
     )
     await runtime.store.add_session(replace(_session(account, clock, 2), device_id=device.id))
     await runtime.store.delete_account(account.id)
@@ -158,11 +160,13 @@ async def test_device_upsert_keeps_identity(runtime: Runtime, clock: FakeClock) 
     account = _account(clock, tenant)
     await runtime.store.add_account(account)
     first = await runtime.store.upsert_device(
-        Device("d1", account.id, "install-0001", Platform.IOS, None, clock.now(), clock.now())
+        Device("d1", account.id, "key-install-0001", Platform.IOS, None, clock.now(), clock.now())
     )
     clock.advance(60)
     again = await runtime.store.upsert_device(
-        Device("d2", account.id, "install-0001", Platform.IOS, "com.acme", clock.now(), clock.now())
+        Device(
+            "d2", account.id, "key-install-0001", Platform.IOS, "com.acme", clock.now(), clock.now()
+        )
     )
     assert again.id == first.id
     assert again.app_id == "com.acme"

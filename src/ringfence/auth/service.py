@@ -166,7 +166,7 @@ class AuthService:
                 Device(
                     id=str(uuid.uuid4()),
                     account_id=account_id,
-                    install_id=device.install_id,
+                    install_key=self._provisioning.install_key(device.install_id),
                     platform=device.platform,
                     app_id=device.app_id,
                     created_at=now,

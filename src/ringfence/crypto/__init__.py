@@ -6,6 +6,7 @@ that subject unreadable, in the live database and in every backup (erasure by ke
 destruction, promises P16 and P19).
 """
 
+from ringfence.crypto.blind import BlindIndex
 from ringfence.crypto.envelope import SubjectCipher
 from ringfence.crypto.errors import (
     CryptoError,
@@ -17,6 +18,7 @@ from ringfence.crypto.errors import (
 from ringfence.crypto.keyring import KeyEncryptionKey, Keyring, WrappedKeyStore
 
 __all__ = [
+    "BlindIndex",
     "CryptoError",
     "KeyDestroyedError",
     "KeyEncryptionKey",

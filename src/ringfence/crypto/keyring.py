@@ -27,6 +27,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ringfence.crypto.blind import BlindIndex
 from ringfence.crypto.envelope import KEY_BYTES, NONCE_BYTES, TAG_BYTES, SubjectCipher
 from ringfence.crypto.errors import (
     KeyDestroyedError,
@@ -146,6 +147,10 @@ class Keyring:
     def __init__(self, kek: KeyEncryptionKey, store: WrappedKeyStore) -> None:
         self._kek = kek
         self._store = store
+
+    def blind_index(self, purpose: str) -> BlindIndex:
+        """The blind index of one looked-up column (see `ringfence.crypto.blind`)."""
+        return BlindIndex(self._kek.derive(f"blind-index:{purpose}"), purpose)
 
     async def create(self, subject: str) -> SubjectCipher:
         """Make a fresh data key for a new subject and store it wrapped."""

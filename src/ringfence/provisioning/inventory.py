@@ -28,7 +28,8 @@ ACCOUNT_SETTINGS = Category(
 )
 DEVICES = Category(
     name="devices",
-    holds="each signed-in app installation: its install id, platform, app id, last seen",
+    holds="each signed-in app installation: a keyed hash of its install id, its platform, "
+    "app id, and when it was first and last seen",
     purpose="sign the app in and keep each device's sessions apart",
     basis=LegalBasis.CONTRACT,
     retention="while the account exists; deleted with it",
@@ -38,13 +39,15 @@ DEVICES = Category(
 ERASED_WITH_ACCOUNT = (ACCOUNT_IDENTITY, SIP_CREDENTIALS, ACCOUNT_SETTINGS, DEVICES)
 
 DECLARED: tuple[Declaration, ...] = (
-    Stored(ACCOUNT_IDENTITY, "accounts", ("username",), sealed=False),
     Stored(
         ACCOUNT_IDENTITY,
         "accounts",
-        ("display_name_sealed", "e164_sealed", "email_sealed"),
+        ("username_sealed", "display_name_sealed", "e164_sealed", "email_sealed"),
         sealed=True,
     ),
+    # A keyed hash of the user name (ringfence.crypto.blind): finds the row, reveals nothing
+    # without the KEK.
+    Stored(ACCOUNT_IDENTITY, "accounts", ("username_key",), sealed=False),
     Stored(SIP_CREDENTIALS, "accounts", ("ha1_md5_sealed", "ha1_sha256_sealed"), sealed=True),
     Stored(
         ACCOUNT_SETTINGS,
@@ -55,7 +58,7 @@ DECLARED: tuple[Declaration, ...] = (
     Stored(
         DEVICES,
         "devices",
-        ("id", "account_id", "install_id", "platform", "app_id", "created_at", "last_seen_at"),
+        ("id", "account_id", "install_key", "platform", "app_id", "created_at", "last_seen_at"),
         sealed=False,
     ),
     NotPersonal("tenants", "the providers (companies): name, SIP domain, default configuration"),

@@ -58,7 +58,9 @@ class StoredAccount:
 
     id: str
     tenant_id: str
-    username: str
+    #: The SIP user name's blind index (`ringfence.crypto.blind`): what lookups compare.
+    username_key: str
+    username_sealed: bytes
     status: AccountStatus
     display_name_sealed: bytes | None
     e164_sealed: bytes | None
@@ -97,7 +99,8 @@ class Account:
 class Device:
     id: str
     account_id: str
-    install_id: str
+    #: The install id's blind index (`ringfence.crypto.blind`): the id itself is not kept.
+    install_key: str
     platform: Platform
     app_id: str | None
     created_at: datetime

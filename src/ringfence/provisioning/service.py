@@ -50,6 +50,7 @@ DISPLAY_NAME_MAX_CHARS = 128
 #: Accounts written per transaction by `import_accounts`.
 IMPORT_BATCH = 500
 #: Envelope contexts: each sealed field is bound to its own name (see crypto.envelope).
+CTX_USERNAME = "account.username"
 CTX_DISPLAY_NAME = "account.display_name"
 CTX_E164 = "account.e164"
 CTX_EMAIL = "account.email"
@@ -58,6 +59,8 @@ CTX_HA1_SHA256 = "account.ha1.sha256"
 
 
 class ProvisioningStore(Protocol):
+    """Accounts are found by their user name's blind index (`username_key`), never by name."""
+
     async def add_tenant(self, tenant: Tenant) -> None: ...
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
     async def find_tenant(self, code_or_domain: str) -> Tenant | None: ...
@@ -65,10 +68,10 @@ class ProvisioningStore(Protocol):
     async def update_tenant(self, tenant: Tenant) -> None: ...
     async def delete_tenant(self, tenant_id: str) -> None: ...
     async def add_account(self, account: StoredAccount) -> None: ...
-    async def get_account(self, tenant_id: str, username: str) -> StoredAccount | None: ...
+    async def get_account(self, tenant_id: str, username_key: str) -> StoredAccount | None: ...
     async def get_account_by_id(self, account_id: str) -> StoredAccount | None: ...
     async def find_sip_account(
-        self, domain: str, username: str
+        self, domain: str, username_key: str
     ) -> tuple[Tenant, StoredAccount] | None: ...
     async def find_sip_accounts(
         self, keys: Sequence[tuple[str, str]]
@@ -80,7 +83,7 @@ class ProvisioningStore(Protocol):
         self, tenant_id: str, *, offset: int, limit: int
     ) -> list[StoredAccount]: ...
     async def add_accounts(self, new: Sequence[StoredAccount]) -> None: ...
-    async def taken_usernames(self, tenant_id: str, usernames: Sequence[str]) -> set[str]: ...
+    async def taken_usernames(self, tenant_id: str, username_keys: Sequence[str]) -> set[str]: ...
     async def update_account(self, account: StoredAccount, *, revoke_sessions: bool) -> None: ...
     async def delete_account(self, account_id: str) -> None: ...
 
@@ -152,6 +155,10 @@ class ProvisioningService:
         self._store = store
         self._keyring = keyring
         self._clock = clock
+        # User names are sealed like the rest; lookups go by their blind index (P19: an old
+        # copy of the database must not show them).
+        self._names = keyring.blind_index(CTX_USERNAME)
+        self._installs = keyring.blind_index("device.install_id")
         # The SIP hot path asks for the same accounts thousands of times a second: a cache
         # of their opened digest secrets, in memory only, warmed at start. Changes made here
         # evict at once (and bump the generation, so that a load that read the database
@@ -232,8 +239,9 @@ class ProvisioningService:
                     try:
                         effective_config(new_defaults, stored.overrides)
                     except InvalidInputError as exc:
+                        username = await self._username_of(stored)
                         raise ConflictError(
-                            f"config: account {stored.username!r} overrides would become "
+                            f"config: account {username!r} overrides would become "
                             f"invalid ({exc.message})",
                             field="config",
                         ) from exc
@@ -299,7 +307,8 @@ class ProvisioningService:
             _check_email(email)
         overrides = merge_overrides({}, overrides or {})
         effective_config(tenant.defaults, overrides)
-        if await self._store.get_account(tenant.id, username) is not None:
+        username_key = self._names.of(username)
+        if await self._store.get_account(tenant.id, username_key) is not None:
             raise ConflictError(f"username: {username!r} exists in {tenant.code}", field="username")
         account_id = str(uuid.uuid4())
         cipher = await self._keyring.create(account_subject(account_id))
@@ -307,7 +316,8 @@ class ProvisioningService:
         stored = StoredAccount(
             id=account_id,
             tenant_id=tenant.id,
-            username=username,
+            username_key=username_key,
+            username_sealed=cipher.seal_text(CTX_USERNAME, username),
             status=AccountStatus.ACTIVE,
             display_name_sealed=_seal_opt(cipher, CTX_DISPLAY_NAME, display_name),
             e164_sealed=_seal_opt(cipher, CTX_E164, e164),
@@ -318,7 +328,7 @@ class ProvisioningService:
             created_at=now,
             updated_at=now,
         )
-        stored = _with_password(stored, cipher, tenant, password)
+        stored = _with_password(stored, cipher, tenant, username, password)
         self._forget_sip(domain=tenant.sip_domain, username=username)
         try:
             await self._store.add_account(stored)
@@ -368,7 +378,8 @@ class ProvisioningService:
                     field=f"rows[{index}].username",
                 )
             seen.add(row.username)
-        taken = await self._store.taken_usernames(tenant.id, [row.username for row in rows])
+        by_key = {self._names.of(row.username): row.username for row in rows}
+        taken = {by_key[key] for key in await self._store.taken_usernames(tenant.id, list(by_key))}
         if taken:
             first = min(taken)
             raise ConflictError(
@@ -389,7 +400,8 @@ class ProvisioningService:
             stored = StoredAccount(
                 id=account_id,
                 tenant_id=tenant.id,
-                username=row.username,
+                username_key=self._names.of(row.username),
+                username_sealed=cipher.seal_text(CTX_USERNAME, row.username),
                 status=AccountStatus.ACTIVE,
                 display_name_sealed=_seal_opt(cipher, CTX_DISPLAY_NAME, row.display_name),
                 e164_sealed=_seal_opt(cipher, CTX_E164, row.e164),
@@ -400,7 +412,7 @@ class ProvisioningService:
                 created_at=now,
                 updated_at=now,
             )
-            new.append(_with_password(stored, cipher, tenant, row.password))
+            new.append(_with_password(stored, cipher, tenant, row.username, row.password))
         self._forget_sip(tenant_domain=tenant.sip_domain)
         try:
             await self._store.add_accounts(new)
@@ -409,6 +421,30 @@ class ProvisioningService:
             for subject in ciphers:
                 await self._keyring.destroy(subject)
             raise
+
+    def install_key(self, install_id: str) -> str:
+        """What a device row keeps of the app's install id: its blind index."""
+        return self._installs.of(install_id)
+
+    async def seal_usernames(
+        self, names: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[str, bytes]]:
+        """Blind index and sealed form of each (account id, user name) whose key exists.
+
+        For the migration that sealed the names (storage revision 0003).
+        """
+        sealed: dict[str, tuple[str, bytes]] = {}
+        for start in range(0, len(names), IMPORT_BATCH):
+            batch = names[start : start + IMPORT_BATCH]
+            ciphers = await self._keyring.ciphers([account_subject(i) for i, _ in batch])
+            for account_id, username in batch:
+                cipher = ciphers.get(account_subject(account_id))
+                if cipher is not None:
+                    sealed[account_id] = (
+                        self._names.of(username),
+                        cipher.seal_text(CTX_USERNAME, username),
+                    )
+        return sealed
 
     async def account(self, tenant_code: str, username: str) -> Account:
         tenant = await self.tenant(tenant_code)
@@ -489,7 +525,7 @@ class ProvisioningService:
         tenant = await self._store.get_tenant(stored.tenant_id) if stored else None
         if stored is None or tenant is None:
             raise NotFoundError("no such account", field="account")
-        return tenant.code, stored.username
+        return tenant.code, await self._username_of(stored)
 
     async def account_export(self, account_id: str) -> dict[str, dict[str, Any]]:
         """The account's own categories, opened, for its subject's access request (P19)."""
@@ -568,7 +604,7 @@ class ProvisioningService:
             updated_at=self._clock.now(),
         )
         if change.password is not None:
-            updated = _with_password(updated, cipher, tenant, change.password)
+            updated = _with_password(updated, cipher, tenant, username, change.password)
         # A new password or a suspension ends every session at once.
         revoke = change.password is not None or updated.status is AccountStatus.SUSPENDED
         await self._store.update_account(updated, revoke_sessions=revoke)
@@ -584,7 +620,7 @@ class ProvisioningService:
     ) -> StoredAccount | None:
         """The account if `password` is right, else None; same work whether or not it exists."""
         candidate = ha1(DigestAlgorithm.SHA256, username, tenant.sip_domain, password)
-        stored = await self._store.get_account(tenant.id, username)
+        stored = await self._store.get_account(tenant.id, self._names.of(username))
         if stored is None:
             hmac.compare_digest(candidate, candidate)
             return None
@@ -647,7 +683,9 @@ class ProvisioningService:
         if not keys:
             return 0
         generation = self._sip_generation
-        rows = await self._store.find_sip_accounts(keys)
+        rows = await self._store.find_sip_accounts(
+            [(domain, self._names.of(username)) for domain, username in keys]
+        )
         opened = {(c.tenant.sip_domain, c.username): c for c in await self._open_sip(rows)}
         if generation == self._sip_generation:
             now = self._clock.monotonic()
@@ -709,7 +747,7 @@ class ProvisioningService:
                     del self._sip_cache[key]
 
     async def _load_sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
-        found = await self._store.find_sip_account(domain.lower(), username)
+        found = await self._store.find_sip_account(domain.lower(), self._names.of(username))
         if found is None:
             return None
         tenant, stored = found
@@ -732,7 +770,7 @@ class ProvisioningService:
         return SipCredentials(
             account_id=stored.id,
             tenant=tenant,
-            username=stored.username,
+            username=cipher.open_text(CTX_USERNAME, stored.username_sealed),
             active=stored.status is AccountStatus.ACTIVE,
             # Most accounts override nothing: the tenant's defaults answer without validating.
             push=(
@@ -752,10 +790,14 @@ class ProvisioningService:
     # -- internals -------------------------------------------------------------------------
 
     async def _stored(self, tenant: Tenant, username: str) -> StoredAccount:
-        stored = await self._store.get_account(tenant.id, username)
+        stored = await self._store.get_account(tenant.id, self._names.of(username))
         if stored is None:
             raise NotFoundError(f"no account {username!r} in {tenant.code}", field="username")
         return stored
+
+    async def _username_of(self, stored: StoredAccount) -> str:
+        cipher = await self._keyring.cipher(account_subject(stored.id))
+        return cipher.open_text(CTX_USERNAME, stored.username_sealed)
 
     async def _erase_account(self, stored: StoredAccount) -> None:
         # Key first: should the row deletion fail, what remains can no longer be read (P19).
@@ -767,7 +809,7 @@ class ProvisioningService:
         return Account(
             id=stored.id,
             tenant=tenant,
-            username=stored.username,
+            username=cipher.open_text(CTX_USERNAME, stored.username_sealed),
             status=stored.status,
             display_name=_open_opt(cipher, CTX_DISPLAY_NAME, stored.display_name_sealed),
             e164=_open_opt(cipher, CTX_E164, stored.e164_sealed),
@@ -788,12 +830,12 @@ def _open_opt(cipher: SubjectCipher, context: str, sealed: bytes | None) -> str 
 
 
 def _with_password(
-    stored: StoredAccount, cipher: SubjectCipher, tenant: Tenant, password: str
+    stored: StoredAccount, cipher: SubjectCipher, tenant: Tenant, username: str, password: str
 ) -> StoredAccount:
     # RFC 8760 §3: the realm is the tenant's SIP domain; both algorithms are kept so phones
     # that offer only MD5 still register.
-    md5 = ha1(DigestAlgorithm.MD5, stored.username, tenant.sip_domain, password)
-    sha256 = ha1(DigestAlgorithm.SHA256, stored.username, tenant.sip_domain, password)
+    md5 = ha1(DigestAlgorithm.MD5, username, tenant.sip_domain, password)
+    sha256 = ha1(DigestAlgorithm.SHA256, username, tenant.sip_domain, password)
     return replace(
         stored,
         ha1_md5_sealed=cipher.seal_text(CTX_HA1_MD5, md5),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _HERE = Path(__file__).parent / "migrations"
@@ -20,10 +22,15 @@ class Schema(enum.Enum):
     KEYS = "keys"
 
 
-def alembic_config(schema: Schema, connection: Connection | None = None) -> Config:
+def alembic_config(
+    schema: Schema, connection: Connection | None = None, data: Mapping[str, Any] | None = None
+) -> Config:
     config = Config()
     config.set_main_option("script_location", str(_HERE / schema.value))
     config.attributes["connection"] = connection
+    # What a data migration needs from outside the database (sealed values: keys are not
+    # the migration's to hold); each revision's docstring names what it reads.
+    config.attributes.update(data or {})
     return config
 
 
@@ -37,12 +44,59 @@ def run_environment(metadata: MetaData) -> None:
         context.run_migrations()
 
 
-async def upgrade(engine: AsyncEngine, schema: Schema) -> None:
+async def upgrade(
+    engine: AsyncEngine, schema: Schema, data: Mapping[str, Any] | None = None
+) -> None:
     def run(connection: Connection) -> None:
-        command.upgrade(alembic_config(schema, connection), "head")
+        command.upgrade(alembic_config(schema, connection, data), "head")
+        if connection.dialect.name == "sqlite":
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"the migration broke {len(broken)} foreign key(s)")
 
-    async with engine.begin() as connection:
-        await connection.run_sync(run)
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A batch migration rebuilds a SQLite table (drop, then rename a copy): with
+            # foreign keys on, dropping `accounts` would cascade to every device and session.
+            # SQLite's own recipe (https://sqlite.org/lang_altertable.html §7): keys off
+            # outside the transaction, then a foreign_key_check before committing.
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await connection.commit()
+        try:
+            async with connection.begin():
+                await connection.run_sync(run)
+        finally:
+            if sqlite:
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await connection.commit()
+
+
+async def pending(engine: AsyncEngine, schema: Schema) -> list[str]:
+    """The revisions an upgrade would apply, oldest first."""
+
+    def check(connection: Connection) -> list[str]:
+        script = ScriptDirectory.from_config(alembic_config(schema))
+        current = MigrationContext.configure(connection).get_current_revision()
+        ahead = script.iterate_revisions("head", current)
+        return [revision.revision for revision in reversed(list(ahead))]
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(check)
+
+
+async def clear_identifiers(
+    engine: AsyncEngine,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What revision 0003 seals or hashes, read before it runs.
+
+    Returns:
+        (account id, user name) pairs and (device id, install id) pairs.
+    """
+    async with engine.connect() as connection:
+        names = await connection.execute(text("SELECT id, username FROM accounts"))
+        installs = await connection.execute(text("SELECT id, install_id FROM devices"))
+        return [(r[0], r[1]) for r in names], [(r[0], r[1]) for r in installs]
 
 
 async def is_current(engine: AsyncEngine, schema: Schema) -> bool:

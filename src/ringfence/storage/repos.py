@@ -103,7 +103,8 @@ def _account(row: Row[Any] | _Row) -> StoredAccount:
     return StoredAccount(
         id=row.id,
         tenant_id=row.tenant_id,
-        username=row.username,
+        username_key=row.username_key,
+        username_sealed=row.username_sealed,
         status=AccountStatus(row.status),
         display_name_sealed=row.display_name_sealed,
         e164_sealed=row.e164_sealed,
@@ -120,7 +121,8 @@ def _account_values(account: StoredAccount) -> dict[str, Any]:
     return {
         "id": account.id,
         "tenant_id": account.tenant_id,
-        "username": account.username,
+        "username_key": account.username_key,
+        "username_sealed": account.username_sealed,
         "status": account.status.value,
         "display_name_sealed": account.display_name_sealed,
         "e164_sealed": account.e164_sealed,
@@ -150,7 +152,7 @@ def _device(row: Row[Any]) -> Device:
     return Device(
         id=row.id,
         account_id=row.account_id,
-        install_id=row.install_id,
+        install_key=row.install_key,
         platform=Platform(row.platform),
         app_id=row.app_id,
         created_at=row.created_at,
@@ -230,21 +232,21 @@ class SqlStore(_Store):
         except IntegrityError as exc:
             raise ConflictError("username: a username is taken", field="username") from exc
 
-    async def taken_usernames(self, tenant_id: str, usernames: Sequence[str]) -> set[str]:
-        """Which of `usernames` already exist in the tenant."""
+    async def taken_usernames(self, tenant_id: str, username_keys: Sequence[str]) -> set[str]:
+        """Which of `username_keys` (blind indexes) already exist in the tenant."""
         taken: set[str] = set()
         async with self._tx() as tx:
-            for start in range(0, len(usernames), 500):
-                chunk = list(usernames[start : start + 500])
-                query = select(accounts.c.username).where(
-                    accounts.c.tenant_id == tenant_id, accounts.c.username.in_(chunk)
+            for start in range(0, len(username_keys), 500):
+                chunk = list(username_keys[start : start + 500])
+                query = select(accounts.c.username_key).where(
+                    accounts.c.tenant_id == tenant_id, accounts.c.username_key.in_(chunk)
                 )
                 taken.update((await tx.execute(query)).scalars())
         return taken
 
-    async def get_account(self, tenant_id: str, username: str) -> StoredAccount | None:
+    async def get_account(self, tenant_id: str, username_key: str) -> StoredAccount | None:
         query = select(accounts).where(
-            accounts.c.tenant_id == tenant_id, accounts.c.username == username
+            accounts.c.tenant_id == tenant_id, accounts.c.username_key == username_key
         )
         return await self._first(query, _account)
 
@@ -252,18 +254,18 @@ class SqlStore(_Store):
         return await self._first(select(accounts).where(accounts.c.id == account_id), _account)
 
     async def find_sip_account(
-        self, domain: str, username: str
+        self, domain: str, username_key: str
     ) -> tuple[Tenant, StoredAccount] | None:
-        """One round trip for the SIP hot path: the account of `username@domain`."""
+        """One round trip for the SIP hot path: the account of `username_key` at `domain`."""
         found = await self._sip_accounts(
-            (tenants.c.sip_domain == domain) & (accounts.c.username == username)
+            (tenants.c.sip_domain == domain) & (accounts.c.username_key == username_key)
         )
         return found[0] if found else None
 
     async def find_sip_accounts(
         self, keys: Sequence[tuple[str, str]]
     ) -> list[tuple[Tenant, StoredAccount]]:
-        """The accounts of many `(domain, username)` pairs in one round trip.
+        """The accounts of many `(domain, username key)` pairs in one round trip.
 
         Missing ones are left out. At most 500 pairs, under every database's limit of bound
         parameters.
@@ -272,14 +274,14 @@ class SqlStore(_Store):
             return []
         if len(keys) > 500:
             raise ValueError("at most 500 keys per call")
-        # Per domain, so that the (tenant, username) index serves the query: a row-value
+        # Per domain, so that the (tenant, username_key) index serves the query: a row-value
         # IN over the join makes SQLite scan every account.
         by_domain: dict[str, list[str]] = {}
-        for domain, username in keys:
-            by_domain.setdefault(domain, []).append(username)
+        for domain, username_key in keys:
+            by_domain.setdefault(domain, []).append(username_key)
         conditions = [
-            (tenants.c.sip_domain == domain) & accounts.c.username.in_(usernames)
-            for domain, usernames in by_domain.items()
+            (tenants.c.sip_domain == domain) & accounts.c.username_key.in_(username_keys)
+            for domain, username_keys in by_domain.items()
         ]
         return await self._sip_accounts(or_(*conditions))
 
@@ -315,7 +317,8 @@ class SqlStore(_Store):
         query = (
             select(accounts)
             .where(accounts.c.tenant_id == tenant_id)
-            .order_by(accounts.c.username)
+            # Names are sealed: the database can order them only by when they came.
+            .order_by(accounts.c.created_at, accounts.c.id)
             .offset(offset)
             .limit(limit)
         )
@@ -388,7 +391,7 @@ class SqlStore(_Store):
 
     async def upsert_device(self, device: Device) -> Device:
         where = (devices.c.account_id == device.account_id) & (
-            devices.c.install_id == device.install_id
+            devices.c.install_key == device.install_key
         )
         async with self._tx() as tx:
             row = (await tx.execute(select(devices).where(where))).first()
@@ -397,7 +400,7 @@ class SqlStore(_Store):
                     insert(devices).values(
                         id=device.id,
                         account_id=device.account_id,
-                        install_id=device.install_id,
+                        install_key=device.install_key,
                         platform=device.platform.value,
                         app_id=device.app_id,
                         created_at=device.created_at,
@@ -417,7 +420,7 @@ class SqlStore(_Store):
             return Device(
                 id=row.id,
                 account_id=device.account_id,
-                install_id=device.install_id,
+                install_key=device.install_key,
                 platform=device.platform,
                 app_id=device.app_id,
                 created_at=row.created_at,
@@ -789,7 +792,6 @@ class SqlPrivacyStore(_Store):
         rows = await self._all(query.order_by(devices.c.created_at), lambda row: row)
         return [
             {
-                "install_id": row.install_id,
                 "platform": row.platform,
                 "app_id": row.app_id,
                 "created_at": row.created_at,

@@ -68,8 +68,10 @@ accounts = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
-    # The SIP user part: routing needs it in the clear. Everything personal is sealed.
-    Column("username", String(64), nullable=False),
+    # The SIP user part, sealed like everything personal; routing finds the row by its
+    # blind index (ringfence.crypto.blind), 64 hex digits.
+    Column("username_key", String(64), nullable=False),
+    Column("username_sealed", LargeBinary, nullable=False),
     Column("status", String(16), nullable=False),
     Column("display_name_sealed", LargeBinary, nullable=True),
     Column("e164_sealed", LargeBinary, nullable=True),
@@ -79,7 +81,7 @@ accounts = Table(
     Column("overrides", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    UniqueConstraint("tenant_id", "username"),
+    UniqueConstraint("tenant_id", "username_key"),
 )
 
 devices = Table(
@@ -87,12 +89,14 @@ devices = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
-    Column("install_id", String(128), nullable=False),
+    # A keyed hash of the app's install id (ringfence.crypto.blind): it recognises the
+    # installation when it signs in again and says nothing more.
+    Column("install_key", String(64), nullable=False),
     Column("platform", String(16), nullable=False),
     Column("app_id", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
-    UniqueConstraint("account_id", "install_id"),
+    UniqueConstraint("account_id", "install_key"),
 )
 
 sessions = Table(
