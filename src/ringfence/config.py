@@ -16,7 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "RINGFENCE_"
@@ -162,6 +170,17 @@ class SMTPSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class SMSSettings(_Section):
+    #: The SMS gateway that texts verification codes to numbers of record (P21), as
+    #: `ringfence.sms` describes; empty: no codes (an operator or an ID document verifies).
+    url: HttpUrl | None = None
+    #: Sent as `Authorization: Bearer <token>`.
+    token: SecretStr | None = None
+    #: The sender name or number the gateway shows, where it lets the client choose.
+    sender: str = Field(default="ringfence", min_length=1, max_length=16)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class PrivacySettings(_Section):
     #: Days between publishing a policy version and its taking effect, at least (P18).
     min_notice_days: int = Field(default=30, ge=1, le=365)
@@ -203,6 +222,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     sip: SIPSettings = SIPSettings()
     smtp: SMTPSettings = SMTPSettings()
+    sms: SMSSettings = SMSSettings()
     privacy: PrivacySettings = PrivacySettings()
     logging: LoggingSettings = LoggingSettings()
 

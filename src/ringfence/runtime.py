@@ -27,7 +27,14 @@ from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
 from ringfence.mail import SMTPMailer
-from ringfence.privacy import disclosures, erasure, policy, postmortem, requests
+from ringfence.privacy import (
+    disclosures,
+    erasure,
+    policy,
+    postmortem,
+    requests,
+    verification,
+)
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.inventory import Inventory
@@ -35,6 +42,7 @@ from ringfence.privacy.policy import Policies
 from ringfence.privacy.postmortem import PostMortem
 from ringfence.privacy.requests import SubjectRights
 from ringfence.privacy.retention import RetentionRules, RetentionSweeper
+from ringfence.privacy.verification import CodeVerifier
 from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
@@ -47,6 +55,7 @@ from ringfence.sip.errors import ParseError
 from ringfence.sip.message import Message, serialize
 from ringfence.sip.parser import parse_datagram
 from ringfence.sip.transaction import Address
+from ringfence.sms import SMSGateway
 from ringfence.state import inventory as state_inventory
 from ringfence.state.location import (
     Binding,
@@ -447,6 +456,10 @@ class Runtime:
                 closed_requests_days=kept.closed_requests_days,
             ),
         )
+        self.sms = SMSGateway(settings.sms) if settings.sms.url else None
+        self.codes = CodeVerifier(
+            privacy_store, self.sms, kek.derive("verification-code"), self.clock
+        )
         self.subject_rights = SubjectRights(
             privacy_store,
             self.provisioning,
@@ -456,6 +469,7 @@ class Runtime:
             self.clock,
             documents=privacy_store,
             keys=self.keyring,
+            codes=self.codes,
         )
         self.postmortem = PostMortem(
             privacy_store, self.keyring, self.provisioning, self.subject_rights, self.clock
@@ -524,6 +538,9 @@ class Runtime:
         for category, count in deleted.items():
             if count:
                 logger.info("retention: deleted %d record(s) of %s", count, category)
+        codes = await self.codes.sweep()
+        if codes:
+            logger.info("deleted %d expired verification code(s)", codes)
         overdue = await self.subject_rights.overdue()
         if overdue:
             # P21: answered within 30 days. The alert counts; it names no one.
@@ -698,6 +715,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.stop_workers()
+        if self.sms is not None:
+            await self.sms.aclose()
         await self.engine.dispose()
         await self.key_engine.dispose()
 
@@ -722,6 +741,7 @@ def data_inventory() -> Inventory:
         disclosures.DECLARED,
         erasure.DECLARED,
         requests.DECLARED,
+        verification.DECLARED,
         postmortem.DECLARED,
         policy.DECLARED,
     )

@@ -49,12 +49,26 @@ async def test_each_record_goes_when_its_retention_ends_and_not_before(
     clock.advance(1)  # three years after the request closed
     assert (await runtime.retention.sweep()).total == 1
     assert await runtime.subject_rights.of(alice) == []
+    # Recorded without the data: whose, which category, why.
+    [bob_erased, request_swept] = await runtime.erasure.destructions()
+    assert (request_swept.subject, request_swept.categories, request_swept.reason) == (
+        alice,
+        ("data-subject requests",),
+        "retention period ended (P15)",
+    )
 
     clock.advance(3 * 365 * DAY)  # six years after the rest
     with caplog.at_level(logging.INFO):
         await runtime.housekeeping()
     assert await runtime.disclosures.entries() == []
-    assert await runtime.erasure.destructions() == []
+    # Bob's erasure record is gone after its six years; the hold swept now is recorded (the
+    # disclosure named no subject), and the request swept three years ago is still there.
+    left = await runtime.erasure.destructions()
+    assert bob_erased not in left
+    assert [(d.subject, d.categories) for d in left] == [
+        (alice, ("data-subject requests",)),
+        (alice, ("legal holds",)),
+    ]
     # The hold in force stays, however old; the released one is gone.
     assert await runtime.erasure.holds("acme", "alice") == [open_hold]
     messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retention")]

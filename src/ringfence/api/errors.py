@@ -24,6 +24,7 @@ from ringfence.auth.errors import (
     RateLimitedError,
 )
 from ringfence.privacy.erasure import LegalHoldError
+from ringfence.privacy.verification import CodeNotSentError
 from ringfence.provisioning.errors import (
     ConflictError,
     FeatureDisabledError,
@@ -70,6 +71,7 @@ _PROVISIONING_STATUS: dict[type[ProvisioningError], tuple[int, str]] = {
     NotFoundError: (404, "not_found"),
     ConflictError: (409, "conflict"),
     LegalHoldError: (409, "legal_hold"),
+    CodeNotSentError: (502, "not_sent"),
     InvalidInputError: (422, "invalid_input"),
 }
 

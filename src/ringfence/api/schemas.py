@@ -313,6 +313,22 @@ class AwaitingDocumentIn(_In):
     kind: Literal[RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE]
 
 
+class AwaitingCodeIn(_In):
+    """A request whose requester will be verified by a code texted to the number of record."""
+
+    kind: Literal[RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE]
+
+
+class CodeIn(_In):
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")] = Field(
+        description="The 6 digits texted to the account's number of record"
+    )
+
+
+class CodeSentOut(BaseModel):
+    expires_at: datetime
+
+
 class IdentityDecisionIn(_In):
     accepted: bool = Field(description="True: the document proves the requester's identity")
     verified_by: ShortText

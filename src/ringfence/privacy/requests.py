@@ -6,7 +6,9 @@ past that are overdue, and the node says so (a warning, no personal data) at eac
 housekeeping round and in the admin API.
 
 Identity comes first (P21). A request made from the app over a logged-in session is
-verified by that session; call-back codes and ID documents for other channels come later.
+verified by that session. One taken by an operator is verified by the operator (who names
+the evidence), by a code texted to the account's number of record (`privacy.verification`)
+and read back or entered in the app's web form, or, as the last resort, by an ID document.
 A second request of the same kind while one is open is recognised as a duplicate: the open
 one is returned, not a new one opened.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -38,7 +40,8 @@ from ringfence.crypto.envelope import SubjectCipher
 from ringfence.inventory import Category, Declaration, LegalBasis, Stored
 from ringfence.privacy.erasure import Erasure, LegalHoldError
 from ringfence.privacy.text import MAX_SHORT, required_text
-from ringfence.provisioning.errors import InvalidInputError, NotFoundError
+from ringfence.privacy.verification import CodeNotSentError, CodeVerifier, Outcome, TextError
+from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 
 #: P21: requests are answered within 30 days.
 DUE_DAYS = 30
@@ -74,6 +77,8 @@ class Verification(enum.StrEnum):
     OPERATOR = "verified by an operator"
     #: An operator accepted an ID document, destroyed at the decision.
     ID_DOCUMENT = "ID document"
+    #: The requester gave back the code texted to the number of record.
+    CODE = "code sent to the number of record"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +164,18 @@ class Accounts(Protocol):
         """Set (or, with None, clear) the account's personal fields."""
         ...
 
+    async def number_of_record(self, account_id: str) -> str | None:
+        """The account's E.164 number, if it has one."""
+        ...
+
+
+def _check_waiting(kind: RequestKind, way: str) -> None:
+    """Only these kinds can wait for a verification; a rectification's changes cannot."""
+    if kind not in (RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE):
+        raise InvalidInputError(
+            f"kind: confirmation, access or erasure can wait for {way}", field="kind"
+        )
+
 
 class SubjectRights:
     """Carries out data-subject requests (see the module docstring).
@@ -182,7 +199,9 @@ class SubjectRights:
         clock: Clock,
         documents: DocumentStore | None = None,
         keys: DocumentKeys | None = None,
+        codes: CodeVerifier | None = None,
     ) -> None:
+        self._codes = codes
         self._documents = documents
         self._keys = keys
         self._store = store
@@ -243,14 +262,110 @@ class SubjectRights:
         Raises:
             InvalidInputError: a rectification (its changes need the app or the admin API).
         """
-        if kind not in (RequestKind.CONFIRMATION, RequestKind.ACCESS, RequestKind.ERASURE):
-            raise InvalidInputError(
-                "kind: confirmation, access or erasure wait for an ID document", field="kind"
-            )
+        _check_waiting(kind, "an ID document")
         duplicate = await self._open_duplicate(subject, kind)
         if duplicate is not None:
             return duplicate, False
         return await self._verifying(subject, kind), True
+
+    async def receive_by_code(self, subject: str, kind: RequestKind) -> tuple[SubjectRequest, bool]:
+        """Take a request and text a code to the subject's number of record to verify it.
+
+        The code goes out before the request is recorded: if the gateway refuses it, nothing
+        is. An open duplicate is returned as it is (a new code: `send_code`).
+
+        Returns:
+            The request (VERIFYING), and False when it is an open duplicate.
+
+        Raises:
+            InvalidInputError: a rectification, or an account without a number of record.
+            ConflictError: no SMS gateway is configured.
+            CodeNotSentError: the gateway did not take the code.
+        """
+        _check_waiting(kind, "a code")
+        duplicate = await self._open_duplicate(subject, kind)
+        if duplicate is not None:
+            return duplicate, False
+        number = await self._number(subject)
+
+        async def text_code(request_id: str) -> None:
+            await self._text_code(request_id, number)
+
+        return await self._verifying(subject, kind, first=text_code), True
+
+    async def send_code(self, request_id: str) -> datetime:
+        """Text a new code for a request waiting for verification; the old one is void.
+
+        Returns:
+            When the new code expires.
+
+        Raises:
+            NotFoundError: no such request waiting for verification.
+            InvalidInputError: no number of record, or the request had all its codes.
+            ConflictError: no SMS gateway is configured.
+            CodeNotSentError: the gateway did not take the code.
+        """
+        request = await self._waiting(request_id)
+        return await self._text_code(request.id, await self._number(request.subject))
+
+    async def confirm_code(self, request_id: str, code: str) -> SubjectRequest:
+        """Check the code the requester gives back; right, the request is carried out.
+
+        Raises:
+            NotFoundError: no such request waiting for a code.
+            InvalidInputError: the code is wrong (tries left named), expired, or that was
+                the last try (the request is then rejected).
+        """
+        codes = self._codes
+        request = await self._waiting(request_id)
+        checked = await codes.check(request.id, code) if codes else None
+        if checked is None or checked.outcome is Outcome.NONE:
+            raise NotFoundError("no code was sent for this request", field="request")
+        if checked.outcome is Outcome.EXPIRED:
+            raise InvalidInputError("code: expired; ask for a new one", field="code")
+        if checked.outcome is Outcome.WRONG:
+            left = checked.attempts_left
+            raise InvalidInputError(
+                f"code: wrong; {left} {'try' if left == 1 else 'tries'} left", field="code"
+            )
+        if checked.outcome is Outcome.EXHAUSTED:
+            await self._close(
+                request, RequestState.REJECTED, "identity not verified: too many wrong codes"
+            )
+            raise InvalidInputError(
+                "code: wrong, and that was the last try: the request is rejected", field="code"
+            )
+        request = await self._move(
+            replace(request, verified_by=Verification.CODE, verified_at=self._clock.now()),
+            RequestState.IN_PROGRESS,
+        )
+        return await self._carry_out(request)
+
+    async def _number(self, subject: str) -> str:
+        if self._codes is None or not self._codes.configured:
+            raise ConflictError(
+                "method: no SMS gateway is configured ([sms] url); verify otherwise",
+                field="method",
+            )
+        number = await self._accounts.number_of_record(subject)
+        if number is None:
+            raise InvalidInputError(
+                "method: the account has no number of record; an ID document is the way left",
+                field="method",
+            )
+        return number
+
+    async def _text_code(self, request_id: str, number: str) -> datetime:
+        assert self._codes is not None
+        try:
+            return await self._codes.send(request_id, number)
+        except ValueError as exc:
+            raise InvalidInputError(f"code: {exc}", field="code") from exc
+        except TextError as exc:
+            raise CodeNotSentError(
+                "method: the SMS gateway did not take the code; nothing was recorded",
+                field="method",
+            ) from exc
 
     async def _open_duplicate(self, subject: str, kind: RequestKind) -> SubjectRequest | None:
         for existing in await self._store.requests(subject=subject):
@@ -258,8 +373,16 @@ class SubjectRights:
                 return existing
         return None
 
-    async def _verifying(self, subject: str, kind: RequestKind) -> SubjectRequest:
-        """A new request, recorded as received, now waiting for its verification."""
+    async def _verifying(
+        self,
+        subject: str,
+        kind: RequestKind,
+        first: Callable[[str], Awaitable[None]] | None = None,
+    ) -> SubjectRequest:
+        """A new request, recorded as received, now waiting for its verification.
+
+        `first`, given the new id, runs before anything is recorded: if it raises, nothing is.
+        """
         now = self._clock.now()
         request = SubjectRequest(
             id=str(uuid.uuid4()),
@@ -269,6 +392,8 @@ class SubjectRights:
             received_at=now,
             due_at=now + timedelta(days=DUE_DAYS),
         )
+        if first is not None:
+            await first(request.id)
         await self._store.add_request(request)
         return await self._move(request, RequestState.VERIFYING)
 
@@ -437,6 +562,8 @@ class SubjectRights:
     async def _close(
         self, request: SubjectRequest, state: RequestState, outcome: str
     ) -> SubjectRequest:
+        if self._codes is not None:
+            await self._codes.forget(request.id)
         return await self._move(
             replace(request, closed_at=self._clock.now(), outcome=outcome), state
         )

@@ -527,6 +527,10 @@ class ProvisioningService:
             raise NotFoundError("no such account", field="account")
         return tenant.code, await self._username_of(stored)
 
+    async def number_of_record(self, account_id: str) -> str | None:
+        """The account's E.164 number, if it has one (where verification codes go, P21)."""
+        return (await self.account_by_id(account_id)).e164
+
     async def account_export(self, account_id: str) -> dict[str, dict[str, Any]]:
         """The account's own categories, opened, for its subject's access request (P19)."""
         account = await self.account_by_id(account_id)

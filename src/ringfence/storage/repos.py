@@ -26,6 +26,7 @@ from ringfence.privacy.requests import (
     SubjectRequest,
     Verification,
 )
+from ringfence.privacy.verification import PendingCode
 from ringfence.provisioning.errors import ConflictError
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import (
@@ -50,6 +51,7 @@ from ringfence.storage.tables import (
     subject_keys,
     subject_requests,
     tenants,
+    verification_codes,
 )
 
 T = TypeVar("T")
@@ -698,6 +700,41 @@ class SqlPrivacyStore(_Store):
         statement = delete(identity_documents).where(identity_documents.c.request_id == request_id)
         return await self._delete(statement) > 0
 
+    # -- verification codes (privacy.verification) ----------------------------------------
+
+    async def put_code(self, code: PendingCode) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                delete(verification_codes).where(verification_codes.c.request_id == code.request_id)
+            )
+            await tx.execute(
+                insert(verification_codes).values(
+                    request_id=code.request_id,
+                    code_hash=code.code_hash,
+                    expires_at=code.expires_at,
+                    attempts=code.attempts,
+                    sends=code.sends,
+                )
+            )
+
+    async def get_code(self, request_id: str) -> PendingCode | None:
+        query = select(verification_codes).where(verification_codes.c.request_id == request_id)
+        return await self._first(
+            query,
+            lambda row: PendingCode(
+                row.request_id, row.code_hash, row.expires_at, row.attempts, row.sends
+            ),
+        )
+
+    async def delete_code(self, request_id: str) -> bool:
+        statement = delete(verification_codes).where(verification_codes.c.request_id == request_id)
+        return await self._delete(statement) > 0
+
+    async def delete_codes_expired_before(self, cutoff: datetime) -> int:
+        return await self._delete(
+            delete(verification_codes).where(verification_codes.c.expires_at < cutoff)
+        )
+
     # -- policy versions and notices (privacy.policy) --------------------------------------
 
     async def add_version(self, version: PolicyVersion) -> bool:
@@ -771,21 +808,26 @@ class SqlPrivacyStore(_Store):
             result = await tx.execute(statement)
         return int(result.rowcount or 0)
 
-    async def delete_disclosures_received_before(self, cutoff: datetime) -> int:
-        return await self._delete(delete(disclosures).where(disclosures.c.received_at < cutoff))
+    async def _delete_subjects(self, table: Any, condition: Any) -> list[str | None]:
+        """Delete the rows matching `condition`; the subject of each, in one transaction."""
+        async with self._tx() as tx:
+            subjects = list((await tx.execute(select(table.c.subject).where(condition))).scalars())
+            await tx.execute(delete(table).where(condition))
+        return subjects
 
-    async def delete_holds_released_before(self, cutoff: datetime) -> int:
+    async def delete_disclosures_received_before(self, cutoff: datetime) -> list[str | None]:
+        return await self._delete_subjects(disclosures, disclosures.c.received_at < cutoff)
+
+    async def delete_holds_released_before(self, cutoff: datetime) -> list[str | None]:
         # A hold in force has no release time: it is never swept.
-        return await self._delete(delete(legal_holds).where(legal_holds.c.released_at < cutoff))
+        return await self._delete_subjects(legal_holds, legal_holds.c.released_at < cutoff)
 
     async def delete_destructions_before(self, cutoff: datetime) -> int:
         return await self._delete(delete(destructions).where(destructions.c.at < cutoff))
 
-    async def delete_requests_closed_before(self, cutoff: datetime) -> int:
+    async def delete_requests_closed_before(self, cutoff: datetime) -> list[str | None]:
         # An open request has no closing time: it is never swept.
-        return await self._delete(
-            delete(subject_requests).where(subject_requests.c.closed_at < cutoff)
-        )
+        return await self._delete_subjects(subject_requests, subject_requests.c.closed_at < cutoff)
 
     async def devices_for_export(self, account_id: str) -> list[dict[str, Any]]:
         query = select(devices).where(devices.c.account_id == account_id)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -243,6 +244,19 @@ identity_documents = Table(
     Column("media_type", String(64), nullable=False),
     Column("sealed", LargeBinary, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
+)
+
+#: Codes texted to numbers of record (privacy.verification, P21): a keyed hash only. No
+#: foreign key: the code goes out before its request is recorded (a refused text records
+#: nothing).
+verification_codes = Table(
+    "verification_codes",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("sends", Integer, nullable=False),
 )
 
 #: The key store: a database of its own (see the package docstring).

@@ -15,7 +15,10 @@ from ringfence.api.schemas import (
     AccountIn,
     AccountOut,
     AccountPatch,
+    AwaitingCodeIn,
     AwaitingDocumentIn,
+    CodeIn,
+    CodeSentOut,
     DeathNoticeIn,
     DecisionIn,
     DisclosureIn,
@@ -315,6 +318,55 @@ async def receive_privacy_request(
     if not new:
         response.status_code = status.HTTP_200_OK
     return request
+
+
+@router.post(
+    "/tenants/{code}/accounts/{username}/privacy/requests/awaiting-code",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "The same kind of request is open: that one"},
+        409: {"description": "No SMS gateway is configured"},
+        502: {"description": "The SMS gateway did not take the code; nothing was recorded"},
+    },
+)
+async def receive_privacy_request_by_code(
+    code: CodePath,
+    username: UserPath,
+    body: AwaitingCodeIn,
+    response: Response,
+    _: AdminDep,
+    svc: ServicesDep,
+) -> SubjectRequest:
+    """A request verified by a code texted to the account's number of record (P21).
+
+    The requester reads the code back to the operator (`.../code` here) or enters it in the
+    app's web form (`POST /v1/privacy/requests/{id}/code`); it is valid 15 minutes.
+    """
+    subject = await svc.provisioning.account_id(code, username)
+    request, new = await svc.subject_rights.receive_by_code(subject, body.kind)
+    if not new:
+        response.status_code = status.HTTP_200_OK
+    return request
+
+
+@router.post(
+    "/privacy/requests/{request_id}/code/send",
+    responses={
+        409: {"description": "No SMS gateway is configured"},
+        502: {"description": "The SMS gateway did not take the code"},
+    },
+)
+async def send_code(request_id: IdPath, _: AdminDep, svc: ServicesDep) -> CodeSentOut:
+    """A new code for a request waiting for verification (at most 3); the last one is void."""
+    return CodeSentOut(expires_at=await svc.subject_rights.send_code(request_id))
+
+
+@router.post("/privacy/requests/{request_id}/code")
+async def confirm_code(
+    request_id: IdPath, body: CodeIn, _: AdminDep, svc: ServicesDep
+) -> SubjectRequest:
+    """The code the requester read back: right, the request is carried out (5 tries)."""
+    return await svc.subject_rights.confirm_code(request_id, body.code)
 
 
 @router.put(

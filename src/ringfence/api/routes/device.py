@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from ringfence.api.deps import AccountDep, PrincipalDep, Responses, ServicesDep, source_address
 from ringfence.api.schemas import (
+    CodeIn,
     DirectiveIn,
     LoginIn,
     NoticeOut,
@@ -129,6 +130,24 @@ async def export_privacy_data(
 ) -> dict[str, Any]:
     """The export bundle of a completed access request: JSON per data category."""
     return await svc.subject_rights.export(who.account_id, request_id)
+
+
+@router.post(
+    "/privacy/requests/{request_id}/code",
+    responses={
+        404: {"description": "No request waiting for a code with this id"},
+        422: {"description": "Wrong or expired code (the tries left are named)"},
+    },
+)
+async def confirm_privacy_code(
+    request_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")], body: CodeIn, svc: ServicesDep
+) -> SubjectRequest:
+    """The code texted to the number of record, for a request taken by support (P21).
+
+    No session: the requester may have lost the phone. The request's id (from support) and
+    the code are the proof; after 5 wrong tries the request is rejected.
+    """
+    return await svc.subject_rights.confirm_code(request_id, body.code)
 
 
 @router.put("/privacy/directive", responses=ERRORS)
