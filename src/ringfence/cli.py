@@ -429,7 +429,12 @@ def privacy_request(
             bundle = await runtime.subject_rights.export(subject, request.id)
         return request, bundle
 
-    request, bundle = _run(config, job)
+    _report_request(*_run(config, job), export)
+
+
+def _report_request(
+    request: SubjectRequest, bundle: dict[str, Any] | None, export: Path | None
+) -> None:
     if bundle is not None and export is not None:
         # Personal data: readable by the operator's user only.
         export.touch(mode=0o600)
@@ -438,6 +443,50 @@ def privacy_request(
         f"request {request.id}: {request.kind.value}, {request.state.value}"
         f" ({request.outcome}); due {request.due_at:%Y-%m-%d}"
     )
+
+
+@privacy_app.command("code-request")
+def privacy_code_request(
+    tenant: str,
+    username: str,
+    kind: Annotated[RequestKind, typer.Argument(help="confirmation, access or erasure (P19)")],
+    config: ConfigOption = None,
+) -> None:
+    """Take a request and text a code to the account's number of record to verify it (P21).
+
+    The requester reads the code back; `ringfence privacy code` checks it. Needs `[sms] url`.
+    """
+
+    async def job(runtime: Runtime) -> tuple[SubjectRequest, bool]:
+        subject = await runtime.provisioning.account_id(tenant, username)
+        return await runtime.subject_rights.receive_by_code(subject, kind)
+
+    request, new = _run(config, job)
+    if new:
+        _echo(f"request {request.id}: code sent to the number of record, valid 15 minutes")
+    else:
+        _echo(f"request {request.id} of this kind is open ({request.state.value})")
+
+
+@privacy_app.command("code")
+def privacy_code(
+    request_id: str,
+    code: str,
+    export: Annotated[
+        Path | None, typer.Option(help="For access: write the bundle to this file (0600).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check the code a requester read back; right, the request is carried out."""
+
+    async def job(runtime: Runtime) -> tuple[SubjectRequest, dict[str, Any] | None]:
+        request = await runtime.subject_rights.confirm_code(request_id, code)
+        bundle = None
+        if export is not None and request.kind is RequestKind.ACCESS:
+            bundle = await runtime.subject_rights.export(request.subject, request.id)
+        return request, bundle
+
+    _report_request(*_run(config, job), export)
 
 
 @privacy_app.command("overdue")
