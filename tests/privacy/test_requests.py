@@ -22,6 +22,7 @@ from ringfence.privacy.requests import (
     Verification,
 )
 from ringfence.provisioning.models import Platform
+from ringfence.provisioning.service import account_subject
 from ringfence.runtime import Runtime
 from ringfence.storage.repos import SqlPrivacyStore
 from tests.conftest import Demo
@@ -287,3 +288,18 @@ async def test_an_operator_takes_a_request_with_the_identity_evidence(
         "/admin/v1/tenants/acme/accounts/mallory/privacy/requests", json=body, headers=admin_headers
     )
     assert unknown.status_code == 404
+
+
+@pytest.mark.promise("P19")
+async def test_a_destroyed_key_is_in_no_file_of_a_running_node(runtime: Runtime) -> None:
+    """A copy of the data directory taken right after an erasure, the node still running."""
+    await runtime.provisioning.create_tenant("acme", "Acme", "sip.acme.example")
+    account = await runtime.provisioning.create_account("acme", "alice", "correct horse")
+    wrapped = await runtime.key_store.get_wrapped_key(account_subject(account.id))
+    assert wrapped is not None
+    await runtime.erasure.erase_account("acme", "alice", reason="test")
+    files = [path for path in runtime.settings.storage.data_dir.rglob("*") if path.is_file()]
+    assert any(path.name.endswith("-wal") for path in files)  # the log is there, emptied
+    assert [path.name for path in files if wrapped in path.read_bytes()] == []
+    async with runtime.key_engine.connect() as connection:
+        assert (await connection.exec_driver_sql("PRAGMA secure_delete")).scalar() == 1

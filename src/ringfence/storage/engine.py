@@ -24,6 +24,10 @@ def make_engine(url: str) -> AsyncEngine:
             # Foreign keys are off by default in SQLite; cascades depend on them. WAL lets
             # readers run beside the writer.
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Deleted content is overwritten with zeros, not left in free pages: an erased
+            # account's rows and a destroyed key must not survive in the file (P19). Debian
+            # builds SQLite with this on; other builds do not.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()

@@ -6,6 +6,7 @@ services' own errors, so nothing above storage ever sees SQLAlchemy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -55,6 +56,7 @@ from ringfence.storage.tables import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class _Row:
@@ -888,4 +890,22 @@ class SqlKeyStore(_Store):
     async def delete_wrapped_key(self, subject: str) -> bool:
         async with self._tx() as tx:
             result = await tx.execute(delete(subject_keys).where(subject_keys.c.subject == subject))
+        if self._engine.dialect.name == "sqlite":
+            await self._scrub()
         return bool(result.rowcount)
+
+    async def _scrub(self) -> None:
+        """Leave no copy of a destroyed key in the files (P19: erasure by key destruction).
+
+        `secure_delete` (engine.py) zeroes the row in the page, but until a checkpoint the
+        write-ahead log still holds the page as it was, key and all, and a file copy of the
+        data directory would carry it. A TRUNCATE checkpoint writes the log back and
+        empties it (https://sqlite.org/pragma.html#pragma_wal_checkpoint).
+        """
+        async with self._engine.connect() as connection:
+            # One row: (busy, log frames, frames checkpointed).
+            row = (await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).one()
+        if row[0]:
+            # A reader held the log: the next checkpoint (at the latest the next
+            # destruction's) completes it.
+            logger.warning("key store: the write-ahead log could not be emptied yet")
