@@ -208,13 +208,22 @@ def sip_worker(
 
 
 @app.command()
-def migrate(config: ConfigOption = None) -> None:
+def migrate(
+    config: ConfigOption = None,
+    finish_erasures: Annotated[
+        bool,
+        typer.Option(
+            help="Accounts whose key is destroyed are erasures a stopped node did not "
+            "finish: erase and record them (storage revision 0003)."
+        ),
+    ] = False,
+) -> None:
     """Bring both databases (main and key store) to the newest schema."""
 
-    async def job(_: Runtime) -> None:
-        return None
+    async def job(runtime: Runtime) -> None:
+        await runtime.migrate(finish_erasures=finish_erasures)
 
-    _run(config, job)
+    _run(config, job, migrate=False)
     _echo("databases are at the newest schema")
 
 

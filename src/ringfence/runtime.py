@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ringfence.api.app import create_app
 from ringfence.api.deps import Services
@@ -66,7 +67,13 @@ from ringfence.state.location import (
 )
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.engine import make_engine
-from ringfence.storage.migrate import Schema, clear_identifiers, pending, upgrade
+from ringfence.storage.migrate import (
+    MigrationError,
+    Schema,
+    clear_identifiers,
+    pending,
+    upgrade,
+)
 from ringfence.storage.repos import SqlKeyStore, SqlPrivacyStore, SqlStore
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
@@ -498,18 +505,53 @@ class Runtime:
             else None
         )
 
-    async def migrate(self) -> None:
-        # Keys first: a data migration of the main database may need them (0003).
-        await upgrade(self.key_engine, Schema.KEYS)
-        data: dict[str, Any] = {}
-        ahead = await pending(self.engine, Schema.MAIN)
-        if "0003" in ahead and "0001" not in ahead:
-            names, installs = await clear_identifiers(self.engine)
-            data["sealed_usernames"] = await self.provisioning.seal_usernames(names)
-            data["install_keys"] = {
+    async def migrate(self, *, finish_erasures: bool = False) -> None:
+        """Bring both databases to the newest schema, each in one transaction.
+
+        Args:
+            finish_erasures: Storage revision 0003 finds accounts whose key is destroyed
+                (an erasure a stopped node did not finish): erase and record them. Without
+                it, such accounts stop the migration, since a key store that is not this
+                database's looks the same.
+
+        Raises:
+            MigrationError: as `finish_erasures` says; nothing was changed.
+        """
+        main = make_engine(self.settings.storage.url(), migration=True)
+        keys = make_engine(self.settings.key_store_url(), migration=True)
+        try:
+            # Keys first: a data migration of the main database may need them (0003).
+            await upgrade(keys, Schema.KEYS)
+            data: dict[str, Any] = {}
+            ahead = await pending(main, Schema.MAIN)
+            if "0003" in ahead and "0001" not in ahead:
+                data = await self._sealing_0003(main, finish_erasures=finish_erasures)
+            await upgrade(main, Schema.MAIN, data)
+        finally:
+            await main.dispose()
+            await keys.dispose()
+
+    async def _sealing_0003(self, main: AsyncEngine, *, finish_erasures: bool) -> dict[str, Any]:
+        """What storage revision 0003 needs from the keyring (see its docstring)."""
+        names, installs = await clear_identifiers(main)
+        sealed = await self.provisioning.seal_usernames(names)
+        keyless = [account for account, _ in names if account not in sealed]
+        if keyless and not finish_erasures:
+            raise MigrationError(
+                f"{len(keyless)} of {len(names)} accounts have no key in the key store. If "
+                "[keys] points to this database's key store, they are erasures a stopped node "
+                "did not finish: 'ringfence migrate --finish-erasures' completes them. "
+                "Nothing was changed."
+            )
+        return {
+            "sealed_usernames": sealed,
+            "install_keys": {
                 device: self.provisioning.install_key(install) for device, install in installs
-            }
-        await upgrade(self.engine, Schema.MAIN, data)
+            },
+            "finish_erasures": keyless,
+            "erased_at": self.clock.now(),
+            "erased_categories": [category.name for category in ACCOUNT_CATEGORIES],
+        }
 
     def app(self) -> FastAPI:
         return create_app(self.services)

@@ -6,6 +6,7 @@ The codes go to a real HTTP server on loopback that plays the SMS gateway
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from ringfence.config import SMSSettings
 from ringfence.provisioning.errors import NotFoundError
 from ringfence.runtime import Runtime
+from ringfence.storage.repos import SqlPrivacyStore
 from tests.conftest import make_settings
 from tests.support.clock import FakeClock
 from tests.support.sms import Gateway, sms_gateway
@@ -225,7 +227,7 @@ async def test_without_a_gateway_the_method_is_refused(
     assert "[sms] url" in answer.json()["error"]["message"]
 
 
-async def test_neither_code_nor_number_is_logged_or_stored_and_expired_codes_go(
+async def test_neither_code_nor_number_is_logged_or_stored_and_orphan_codes_go(
     node: Runtime,
     http: httpx.AsyncClient,
     gateway: Gateway,
@@ -242,9 +244,37 @@ async def test_neither_code_nor_number_is_logged_or_stored_and_expired_codes_go(
     assert not any(code in str(value) or "445551234" in str(value) for value in rows[0])
     assert code not in caplog.text
     assert "445551234" not in caplog.text
-    # Unused and expired a day ago: the housekeeping round deletes it.
+    # A code whose request was never recorded (as when the text is refused half-way) goes a
+    # day after expiry; an open request's row stays, with its counts of tries and sends.
+    await SqlPrivacyStore(node.engine).reserve_send("never-recorded", 3, clock.now())
     clock.advance(24 * 3600 + 15 * 60 + 1)
     await node.housekeeping()
     async with node.engine.connect() as connection:
-        count = (await connection.execute(text("SELECT count(*) FROM verification_codes"))).scalar()
-    assert count == 0
+        left = (await connection.execute(text("SELECT request_id FROM verification_codes"))).all()
+    assert [row[0] for row in left] == [request["id"]]
+
+
+async def test_tries_made_at_once_count_each_and_new_codes_do_not_reset_them(
+    node: Runtime, http: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    request = await take(http, "erasure")
+    code = last_code(gateway)
+    guesses = [f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 4)]
+    answers = await asyncio.gather(*(enter(http, request["id"], guess) for guess in guesses))
+    assert sorted(a.status_code for a in answers) == [422, 422, 422]
+    left = sorted(a.json()["error"]["message"] for a in answers)
+    assert left == [
+        "code: wrong; 2 tries left",
+        "code: wrong; 3 tries left",
+        "code: wrong; 4 tries left",
+    ]
+    # A new code carries on the count: two tries remain for the whole request.
+    sent = await http.post(f"/admin/v1/privacy/requests/{request['id']}/code/send")
+    assert sent.status_code == 200
+    fresh = last_code(gateway)
+    assert "1 try left" in (await enter(http, request["id"], other_code(fresh))).text
+    many = await asyncio.gather(*(enter(http, request["id"], other_code(fresh)) for _ in range(20)))
+    assert {a.status_code for a in many} <= {422, 404}
+    assert (await enter(http, request["id"], fresh)).status_code == 404
+    [rejected] = await node.subject_rights.of(await node.provisioning.account_id("acme", "alice"))
+    assert rejected.state.value == "rejected"

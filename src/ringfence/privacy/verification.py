@@ -6,12 +6,15 @@ record; the requester reads it back to the operator or enters it in the app's we
 the number's holder can, so the request is the subject's (GDPR art. 12(6), "reasonable
 doubts concerning the identity").
 
-The code is 6 random digits (`secrets`), valid 15 minutes, at most 5 wrong tries (NIST SP
-800-63B §5.1.3: an out-of-band secret is short-lived and rate-limited), at most 3 sends per
-request. Only a keyed hash of it is stored (HMAC-SHA-256 under a key derived from the KEK: a
-copy of the database does not give the code away by a brute force over a million values),
-never the number, and nothing of either is logged. A code is deleted once used, at the
-request's end, and by the sweeper once expired.
+The code is 6 random digits (`secrets`), valid 15 minutes (NIST SP 800-63B §5.1.3: an
+out-of-band secret is short-lived and its tries limited). A request gets at most 3 codes and
+5 tries in all, whatever the codes: each try is counted by one atomic statement before the
+code is compared, so tries made at the same moment cannot slip past the limit, and the counts
+live as long as the request is open. Only a keyed hash of the code is stored (HMAC-SHA-256
+under a key derived from the KEK: a copy of the database does not give the code away by a
+brute force over a million values), never the number, and nothing of either is logged. The
+row goes when the code is used, when the request ends, and, for a request that was never
+recorded (its text refused), a day after expiry.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import enum
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -62,15 +65,31 @@ class PendingCode:
 
 
 class CodeStore(Protocol):
-    async def put_code(self, code: PendingCode) -> None:
-        """Insert, or replace the request's code."""
+    """Each method is one atomic step: concurrent calls for a request never both pass a limit."""
+
+    async def reserve_send(self, request_id: str, max_sends: int, now: datetime) -> int | None:
+        """Count one more send for the request (a new row: an expired, matchless code).
+
+        Returns:
+            The sends counted, this one included; None when `max_sends` were made.
+        """
+        ...
+
+    async def set_code(self, request_id: str, code_hash: str, expires_at: datetime) -> None:
+        """Make `code_hash` the request's code; tries and sends stay as they are."""
+        ...
+
+    async def count_try(self, request_id: str, max_attempts: int) -> PendingCode | None:
+        """Count one more try; the row as it is now, or None if `max_attempts` were made."""
         ...
 
     async def get_code(self, request_id: str) -> PendingCode | None: ...
 
     async def delete_code(self, request_id: str) -> bool: ...
 
-    async def delete_codes_expired_before(self, cutoff: datetime) -> int: ...
+    async def delete_orphan_codes_expired_before(self, cutoff: datetime) -> int:
+        """Delete expired codes of requests that are not recorded or not open any more."""
+        ...
 
 
 class Outcome(enum.Enum):
@@ -122,57 +141,61 @@ class CodeVerifier:
         message = f"{request_id}:{code}".encode()
         return hmac.digest(self._secret, message, hashlib.sha256).hex()
 
-    async def sends_left(self, request_id: str) -> int:
-        pending = await self._store.get_code(request_id)
-        return MAX_SENDS - (pending.sends if pending else 0)
-
     async def send(self, request_id: str, number: str) -> datetime:
         """Text a fresh code to `number`; it replaces the request's earlier one.
+
+        The send is counted before the text goes out (a refused text counts too: the limit
+        is on what an attacker can make the gateway do); a refused first text leaves nothing.
 
         Returns:
             When the code expires.
 
         Raises:
-            TextError: the gateway did not take it (no code is stored), or none is set up.
+            TextError: the gateway did not take it, or none is set up.
             ValueError: the request had its MAX_SENDS codes.
         """
         if self._sender is None:
             raise TextError("no SMS gateway is configured")
-        earlier = await self._store.get_code(request_id)
-        sends = (earlier.sends if earlier else 0) + 1
-        if sends > MAX_SENDS:
+        sends = await self._store.reserve_send(request_id, MAX_SENDS, self._clock.now())
+        if sends is None:
             raise ValueError(f"at most {MAX_SENDS} codes per request")
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-        await self._sender.send_text(number, message_text(code, CODE_TTL.seconds // 60))
+        try:
+            await self._sender.send_text(number, message_text(code, CODE_TTL.seconds // 60))
+        except TextError:
+            if sends == 1:
+                await self._store.delete_code(request_id)
+            raise
         expires_at = self._clock.now() + CODE_TTL
-        await self._store.put_code(
-            PendingCode(request_id, self._hash(request_id, code), expires_at, sends=sends)
-        )
+        await self._store.set_code(request_id, self._hash(request_id, code), expires_at)
         return expires_at
 
     async def check(self, request_id: str, code: str) -> Checked:
-        """Compare `code` with the request's, counting a wrong try."""
+        """Count a try, then compare `code` with the request's current one."""
         pending = await self._store.get_code(request_id)
         if pending is None:
             return Checked(Outcome.NONE)
+        if pending.attempts >= MAX_ATTEMPTS:
+            return Checked(Outcome.EXHAUSTED)
         if self._clock.now() >= pending.expires_at:
             return Checked(Outcome.EXPIRED)
-        if hmac.compare_digest(self._hash(request_id, code.strip()), pending.code_hash):
+        counted = await self._store.count_try(request_id, MAX_ATTEMPTS)
+        if counted is None:
+            return Checked(Outcome.EXHAUSTED)
+        if hmac.compare_digest(self._hash(request_id, code.strip()), counted.code_hash):
             await self._store.delete_code(request_id)
             return Checked(Outcome.RIGHT)
-        attempts = pending.attempts + 1
-        if attempts >= MAX_ATTEMPTS:
-            await self._store.delete_code(request_id)
+        if counted.attempts >= MAX_ATTEMPTS:
             return Checked(Outcome.EXHAUSTED)
-        await self._store.put_code(replace(pending, attempts=attempts))
-        return Checked(Outcome.WRONG, MAX_ATTEMPTS - attempts)
+        return Checked(Outcome.WRONG, MAX_ATTEMPTS - counted.attempts)
 
     async def forget(self, request_id: str) -> None:
         await self._store.delete_code(request_id)
 
     async def sweep(self) -> int:
-        """Delete codes expired a day ago or more (the day keeps the count of sends)."""
-        return await self._store.delete_codes_expired_before(self._clock.now() - timedelta(days=1))
+        """Delete codes of requests never recorded or closed, expired a day ago or more."""
+        cutoff = self._clock.now() - timedelta(days=1)
+        return await self._store.delete_orphan_codes_expired_before(cutoff)
 
 
 VERIFICATION_CODES = Category(
@@ -181,7 +204,8 @@ VERIFICATION_CODES = Category(
     "the tries made",
     purpose="verify that a request without a session comes from the number's holder (P21)",
     basis=LegalBasis.LEGAL_OBLIGATION,
-    retention="until the code is used or the request ends; at most a day after it expired",
+    retention="until the code is used or the request ends (a day after expiry for a request "
+    "never recorded)",
 )
 
 DECLARED: tuple[Declaration, ...] = (

@@ -17,6 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 _HERE = Path(__file__).parent / "migrations"
 
 
+class MigrationError(ValueError):
+    """A migration cannot run as things are; nothing was changed (the message says why)."""
+
+
 class Schema(enum.Enum):
     MAIN = "main"
     KEYS = "keys"
@@ -54,22 +58,10 @@ async def upgrade(
             if broken:
                 raise RuntimeError(f"the migration broke {len(broken)} foreign key(s)")
 
-    async with engine.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            # A batch migration rebuilds a SQLite table (drop, then rename a copy): with
-            # foreign keys on, dropping `accounts` would cascade to every device and session.
-            # SQLite's own recipe (https://sqlite.org/lang_altertable.html §7): keys off
-            # outside the transaction, then a foreign_key_check before committing.
-            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            await connection.commit()
-        try:
-            async with connection.begin():
-                await connection.run_sync(run)
-        finally:
-            if sqlite:
-                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-                await connection.commit()
+    # One transaction for every revision: on an engine made with `migration=True` (see
+    # storage.engine), a failure leaves the database as it was, SQLite included.
+    async with engine.begin() as connection:
+        await connection.run_sync(run)
 
 
 async def pending(engine: AsyncEngine, schema: Schema) -> list[str]:

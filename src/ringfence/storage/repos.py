@@ -704,20 +704,65 @@ class SqlPrivacyStore(_Store):
 
     # -- verification codes (privacy.verification) ----------------------------------------
 
-    async def put_code(self, code: PendingCode) -> None:
+    async def reserve_send(self, request_id: str, max_sends: int, now: datetime) -> int | None:
+        codes = verification_codes
+        counted = (
+            update(codes)
+            .where(codes.c.request_id == request_id, codes.c.sends < max_sends)
+            .values(sends=codes.c.sends + 1)
+            .returning(codes.c.sends)
+        )
+        for _ in range(2):
+            try:
+                async with self._tx() as tx:
+                    sends = (await tx.execute(counted)).scalar_one_or_none()
+                    if sends is not None:
+                        return int(sends)
+                    exists = select(codes.c.request_id).where(codes.c.request_id == request_id)
+                    if (await tx.execute(exists)).first() is not None:
+                        return None
+                    # The first send: an empty hash matches no code, and it is expired.
+                    await tx.execute(
+                        insert(codes).values(
+                            request_id=request_id,
+                            code_hash="",
+                            expires_at=now,
+                            attempts=0,
+                            sends=1,
+                        )
+                    )
+                    return 1
+            except IntegrityError:
+                continue  # another first send won the insert: count against its row
+        return None
+
+    async def set_code(self, request_id: str, code_hash: str, expires_at: datetime) -> None:
         async with self._tx() as tx:
             await tx.execute(
-                delete(verification_codes).where(verification_codes.c.request_id == code.request_id)
+                update(verification_codes)
+                .where(verification_codes.c.request_id == request_id)
+                .values(code_hash=code_hash, expires_at=expires_at)
             )
-            await tx.execute(
-                insert(verification_codes).values(
-                    request_id=code.request_id,
-                    code_hash=code.code_hash,
-                    expires_at=code.expires_at,
-                    attempts=code.attempts,
-                    sends=code.sends,
-                )
+
+    async def count_try(self, request_id: str, max_attempts: int) -> PendingCode | None:
+        codes = verification_codes
+        # One statement: the row lock (PostgreSQL) or the write lock (SQLite) orders
+        # concurrent tries, and each sees the count the one before it left.
+        statement = (
+            update(codes)
+            .where(codes.c.request_id == request_id, codes.c.attempts < max_attempts)
+            .values(attempts=codes.c.attempts + 1)
+            .returning(
+                codes.c.request_id,
+                codes.c.code_hash,
+                codes.c.expires_at,
+                codes.c.attempts,
+                codes.c.sends,
             )
+        )
+        async with self._tx() as tx:
+            row = (await tx.execute(statement)).first()
+        return None if row is None else PendingCode(*row)
 
     async def get_code(self, request_id: str) -> PendingCode | None:
         query = select(verification_codes).where(verification_codes.c.request_id == request_id)
@@ -732,9 +777,16 @@ class SqlPrivacyStore(_Store):
         statement = delete(verification_codes).where(verification_codes.c.request_id == request_id)
         return await self._delete(statement) > 0
 
-    async def delete_codes_expired_before(self, cutoff: datetime) -> int:
+    async def delete_orphan_codes_expired_before(self, cutoff: datetime) -> int:
+        # A code of an open request keeps the request's counts of tries and sends.
+        open_requests = select(subject_requests.c.id).where(
+            subject_requests.c.state.in_([state.value for state in RequestState if state.open])
+        )
         return await self._delete(
-            delete(verification_codes).where(verification_codes.c.expires_at < cutoff)
+            delete(verification_codes).where(
+                verification_codes.c.expires_at < cutoff,
+                verification_codes.c.request_id.not_in(open_requests),
+            )
         )
 
     # -- policy versions and notices (privacy.policy) --------------------------------------
