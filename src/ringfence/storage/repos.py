@@ -942,9 +942,12 @@ class SqlKeyStore(_Store):
     async def delete_wrapped_key(self, subject: str) -> bool:
         async with self._tx() as tx:
             result = await tx.execute(delete(subject_keys).where(subject_keys.c.subject == subject))
-        if self._engine.dialect.name == "sqlite":
+        destroyed = bool(result.rowcount)
+        # Only when a key went: `destroy` is also called where none may exist (a first ID
+        # document, a failed account creation), and a checkpoint waits for readers.
+        if destroyed and self._engine.dialect.name == "sqlite":
             await self._scrub()
-        return bool(result.rowcount)
+        return destroyed
 
     async def _scrub(self) -> None:
         """Leave no copy of a destroyed key in the files (P19: erasure by key destruction).
