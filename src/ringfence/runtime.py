@@ -49,6 +49,7 @@ from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
 from ringfence.proxy.engine import Identity, Listener, ProxyEngine
 from ringfence.proxy.router import Router, RouterConfig
+from ringfence.registrar.fast import FastRegister
 from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
 from ringfence.sip.digest import DigestAlgorithm
@@ -212,6 +213,7 @@ class SipService:
             nonce_scope=worker,
         )
         self.node: SipNode | None = None
+        self.fast_register: FastRegister
         self._credentials: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
 
@@ -250,11 +252,20 @@ class SipService:
             self._provisioning.is_tenant_domain,
             self.transports.send if self.cluster is None else self._send,
         )
+        config = self.transports.config
+        self.fast_register = FastRegister(
+            self.registrar,
+            self.location,
+            self._provisioning.cached_tenant_domain,
+            lambda key: engine.layer.state(key) is not None,
+            max_header_bytes=config.max_header_bytes,
+            max_headers=config.max_headers,
+        )
+        self.transports.on_datagram = self._on_datagram
         if self.cluster is None:
             self.transports.on_message = self.node.on_message
         else:
             self.transports.on_message = self._on_message
-            self.transports.on_datagram = self._on_datagram
         self.transports.on_flow_closed = self._flow_closed
         self._credentials = asyncio.get_running_loop().create_task(
             self._keep_credentials(), name="sip-credentials"
@@ -292,17 +303,33 @@ class SipService:
     # -- one worker of several (transport.cluster) ------------------------------------------
 
     def _on_datagram(self, data: bytes, source: Address) -> bool:
-        """Hand a datagram whose shard key its bytes tell to its owner, unparsed."""
+        """Take a UDP datagram before it is parsed: True when it needs nothing more.
+
+        With several workers, one whose shard key its bytes tell goes to its owner unparsed.
+        A plain REGISTER is answered on the fast path (`registrar.fast`).
+        """
         cluster = self.cluster
-        assert cluster is not None
-        key = raw_shard_key(data)
-        if key is None:
-            return False  # parsed here, then `_on_message` finds the owner
-        owner = cluster.owner(key)
-        if owner == cluster.index:
+        if cluster is not None:
+            key = raw_shard_key(data)
+            if key is None:
+                return False  # parsed here, then `_on_message` finds the owner
+            owner = cluster.owner(key)
+            if owner != cluster.index:
+                cluster.send(owner, encode_message(source, data))
+                return True
+        if self._answer_fast(data, source):
+            return True
+        if cluster is not None:
             self._checked = data
+        return False
+
+    def _answer_fast(self, data: bytes, source: Address) -> bool:
+        if source.transport != "UDP":
             return False
-        cluster.send(owner, encode_message(source, data))
+        answer = self.fast_register.handle(data, source, asyncio.get_running_loop().time())
+        if answer is None:
+            return False
+        self.transports.send_datagram(answer, source)
         return True
 
     def _on_message(self, message: Message, source: Address) -> None:
@@ -321,6 +348,8 @@ class SipService:
         node = self.node
         if kind is Frame.MESSAGE:
             source, data = decode_message(body)
+            if self._answer_fast(data, source):
+                return
             config = self.transports.config
             try:
                 message = parse_datagram(

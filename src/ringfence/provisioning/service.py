@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import hmac
 import itertools
 import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ringfence.clock import Clock
 from ringfence.crypto import Keyring, SubjectCipher
@@ -41,6 +42,15 @@ SIP_CACHE_MAX_ENTRIES = 200_000
 #: An entry past its TTL is still answered from, up to this age, while it is reloaded in the
 #: background (`refresh_sip_credentials`); an older one is loaded before answering.
 SIP_CACHE_STALE_MAX_S = 300.0
+
+
+class NotLoaded(enum.Enum):
+    """What a memory-only lookup answers when the answer needs the database."""
+
+    NOT_LOADED = "not loaded"
+
+
+NOT_LOADED = NotLoaded.NOT_LOADED
 #: Accounts loaded per database round trip when warming or refreshing the cache (opening
 #: them holds the event loop for about 10 ms).
 SIP_LOAD_BATCH = 200
@@ -659,21 +669,43 @@ class ProvisioningService:
         cache (see `__init__`): fresh entries as they are; entries past SIP_CACHE_TTL_S, up
         to SIP_CACHE_STALE_MAX_S, as they are while `refresh_sip_credentials` reloads them.
         """
+        cached = self.cached_sip_credentials(domain, username)
+        if cached is not NOT_LOADED:
+            return cached
         key = (domain.lower(), username)
         now = self._clock.monotonic()
-        cached = self._sip_cache.get(key)
-        if cached is not None:
-            expires, found = cached
-            if expires > now:
-                return found
-            if now - expires < SIP_CACHE_STALE_MAX_S - SIP_CACHE_TTL_S:
-                self._sip_stale[key] = None
-                return found
         generation = self._sip_generation
         found = await self._load_sip_credentials(*key)
         if generation == self._sip_generation:
             self._cache_sip(key, found, now)
         return found
+
+    def cached_sip_credentials(
+        self, domain: str, username: str
+    ) -> SipCredentials | Literal[NotLoaded.NOT_LOADED] | None:
+        """`sip_credentials` from memory only: NOT_LOADED when it would read the database.
+
+        The registrar's fast path answers from here without awaiting; an entry past its TTL
+        is answered and queued for reloading, as `sip_credentials` does.
+        """
+        key = (domain.lower(), username)
+        cached = self._sip_cache.get(key)
+        if cached is not None:
+            expires, found = cached
+            now = self._clock.monotonic()
+            if expires > now:
+                return found
+            if now - expires < SIP_CACHE_STALE_MAX_S - SIP_CACHE_TTL_S:
+                self._sip_stale[key] = None
+                return found
+        return NOT_LOADED
+
+    def cached_tenant_domain(self, domain: str) -> bool | None:
+        """`is_tenant_domain` from memory only: None when the domain list must be read."""
+        cached = self._domains
+        if cached is None or cached[0] <= self._clock.monotonic():
+            return None
+        return domain.lower() in cached[1]
 
     async def refresh_sip_credentials(self) -> int:
         """Reload, in one batch, cache entries that were answered from after their TTL.

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ringfence.clock import Clock, SystemClock
-from ringfence.provisioning.service import SipCredentials
+from ringfence.provisioning.service import NOT_LOADED, NotLoaded, SipCredentials
 from ringfence.registrar.rules import (
     DEFAULT_POLICY,
     AddressOfRecord,
@@ -48,7 +49,12 @@ from ringfence.sip.message import Request, Response, make_response
 from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
-from ringfence.state.location import Binding, LocationService, LocationServiceError
+from ringfence.state.location import (
+    Binding,
+    LocationService,
+    LocationServiceError,
+    MemoryLocationService,
+)
 from ringfence.state.ratelimit import AuthFailureGuard
 
 __all__ = ["Accounts", "Registrar"]
@@ -56,6 +62,11 @@ __all__ = ["Accounts", "Registrar"]
 logger = logging.getLogger(__name__)
 
 Headers = tuple[tuple[str, str], ...]
+
+#: §10.3 step 5: "If the address-of-record is not valid for the domain in the Request-URI,
+#: the registrar MUST send a 404": another tenant's domain there. A Request-URI that names
+#: this node by address (phones set up with an IP) serves every tenant.
+_OTHER_DOMAIN = "Not Found in the Request-URI's domain"
 
 #: How a refused digest check is answered: (status, reason, stale). A 401 carries fresh
 #: challenges, so a client can retry with a new nonce; stale=true only when the response was
@@ -82,6 +93,12 @@ class Accounts(Protocol):
     async def is_tenant_domain(self, domain: str) -> bool: ...
 
     async def sip_credentials(self, domain: str, username: str) -> SipCredentials | None: ...
+
+    def cached_tenant_domain(self, domain: str) -> bool | None: ...
+
+    def cached_sip_credentials(
+        self, domain: str, username: str
+    ) -> SipCredentials | Literal[NotLoaded.NOT_LOADED] | None: ...
 
 
 class Registrar:
@@ -158,77 +175,141 @@ class Registrar:
         Returns:
             The response, with a To tag; never raises for anything a peer can send.
         """
-        if request.method != "REGISTER":
-            return self._respond(request, 405, "Method Not Allowed", (("Allow", "REGISTER"),))
-        try:
-            aor = address_of_record(request)
-        except RegistrarError as refusal:
-            return self._respond(request, refusal.status, refusal.reason, refusal.headers)
-        guard = self._guard
-        if guard is not None and guard.blocked(source.host, aor.user, now):
-            return self._respond(request, 403, AuthFailureGuard.REASON)
+        aor = self._check(request, source, now)
+        if isinstance(aor, Response):
+            return aor
         account = await self._accounts.sip_credentials(aor.domain, aor.user)
         if account is None:
             if not await self._accounts.is_tenant_domain(aor.domain):
                 # §10.3 step 1 in spirit: we keep no bindings for this domain.
                 return self._respond(request, 403, "Domain not served here")
-            if guard is not None:
-                guard.failed(source.host, None, now)  # user enumeration counts as failure
+            if self._guard is not None:
+                self._guard.failed(source.host, None, now)  # user enumeration counts as failure
             # §10.3 step 5: "If the address-of-record is not valid for the domain ... 404".
             return self._respond(request, 404, "Not Found")
-        if await self._other_domain(request.uri, aor.domain):
-            # §10.3 step 5: "If the address-of-record is not valid for the domain in the
-            # Request-URI, the registrar MUST send a 404": another tenant's domain there.
-            # A Request-URI that names this node by address (phones set up with an IP)
-            # serves every tenant.
-            return self._respond(request, 404, "Not Found in the Request-URI's domain")
-        answer = self._authenticate(request, aor, account, source, now)
-        if answer is not None:
-            status, reason, headers = answer
-            return self._respond(request, status, reason, headers)
-        if not account.active:
-            # §10.3 step 4: authenticated, but not allowed to register.
-            return self._respond(request, 403, "Account suspended")
+        host = _request_host(request.uri)
+        if host is not None and host != aor.domain and await self._accounts.is_tenant_domain(host):
+            return self._respond(request, 404, _OTHER_DOMAIN)
+        refusal = self._authorise(request, aor, account, source, now)
+        if refusal is not None:
+            return refusal
         key = str(aor)
         try:
             existing = await self._location.lookup(key, now)
-            outcome = process_register(
-                request, aor=key, existing=existing, source=source, now=now, policy=self._policy
-            )
-            if outcome.bindings is not None:
-                bindings = list(outcome.bindings)
-                if not account.push:
-                    # P1/P4: with another background mode configured, the RFC 8599 push
-                    # parameters (device tokens) are not kept, even in memory.
-                    bindings = [without_push_parameters(b) for b in bindings]
+            response, bindings = self._update(request, key, account, existing, source, now)
+            if bindings is not None:
                 await self._location.replace(key, bindings, now)
         except LocationServiceError:
             # §10.3 step 7: "If any one of them fails (for example, because the back-end
             # database commit failed), the request MUST fail with a 500 (Server Error)".
             logger.warning("location service failed; REGISTER answered 500")
             return self._respond(request, 500, "Server Internal Error")
+        return response
+
+    def handle_now(
+        self, request: Request, source: Address, now: float, location: MemoryLocationService
+    ) -> Response | None:
+        """`handle` without awaiting, for the UDP fast path (`registrar.fast`).
+
+        The same steps and answers, with the accounts and domains read from memory and
+        `location` (the one this registrar writes to) written directly. None when an answer
+        would need the database (an account or the domain list not loaded, an unknown user):
+        nothing has changed then, and `handle` takes the request.
+        """
+        aor = self._check(request, source, now)
+        if isinstance(aor, Response):
+            return aor
+        account = self._accounts.cached_sip_credentials(aor.domain, aor.user)
+        if account is None or account is NOT_LOADED:
+            return None
+        host = _request_host(request.uri)
+        if host is not None and host != aor.domain:
+            other = self._accounts.cached_tenant_domain(host)
+            if other is None:
+                return None
+            if other:
+                return self._respond(request, 404, _OTHER_DOMAIN)
+        refusal = self._authorise(request, aor, account, source, now)
+        if refusal is not None:
+            return refusal
+        key = str(aor)
+        response, bindings = self._update(
+            request, key, account, location.lookup_now(key, now), source, now
+        )
+        if bindings is not None:
+            location.replace_now(key, bindings, now)
+        return response
+
+    def _check(self, request: Request, source: Address, now: float) -> Response | AddressOfRecord:
+        """The method, the AOR (step 5's syntax) and the failure limits: a refusal or the AOR."""
+        if request.method != "REGISTER":
+            return self._respond(request, 405, "Method Not Allowed", (("Allow", "REGISTER"),))
+        try:
+            aor = address_of_record(request)
+        except RegistrarError as refusal:
+            return self._respond(request, refusal.status, refusal.reason, refusal.headers)
+        if self._guard is not None and self._guard.blocked(source.host, aor.user, now):
+            return self._respond(request, 403, AuthFailureGuard.REASON)
+        return aor
+
+    def _authorise(
+        self,
+        request: Request,
+        aor: AddressOfRecord,
+        account: SipCredentials,
+        source: Address,
+        now: float,
+    ) -> Response | None:
+        """Steps 3-4: None when `account` may change the AOR's bindings, else the refusal."""
+        answer = self.authenticate(
+            request.headers.get_all("Authorization"),
+            request.method,
+            request.uri,
+            aor.user,
+            account,
+            source,
+            now,
+        )
+        if answer is not None:
+            status, reason, headers = answer
+            return self._respond(request, status, reason, headers)
+        if not account.active:
+            # §10.3 step 4: authenticated, but not allowed to register.
+            return self._respond(request, 403, "Account suspended")
+        return None
+
+    def _update(
+        self,
+        request: Request,
+        key: str,
+        account: SipCredentials,
+        existing: list[Binding],
+        source: Address,
+        now: float,
+    ) -> tuple[Response, list[Binding] | None]:
+        """Steps 6-8 over the AOR's bindings: the response, and the bindings to store."""
+        outcome = process_register(
+            request, aor=key, existing=existing, source=source, now=now, policy=self._policy
+        )
+        bindings: list[Binding] | None = None
+        if outcome.bindings is not None:
+            bindings = list(outcome.bindings)
+            if not account.push:
+                # P1/P4: with another background mode configured, the RFC 8599 push
+                # parameters (device tokens) are not kept, even in memory.
+                bindings = [without_push_parameters(b) for b in bindings]
         headers = outcome.headers
         if outcome.status == 200:
             # §10.3 step 8: a Date lets a phone without a clock of its own set one.
-            headers = (*headers, ("Date", self._date()))
-        return self._respond(request, outcome.status, outcome.reason, headers)
+            headers = (*headers, ("Date", self.date()))
+        return self._respond(request, outcome.status, outcome.reason, headers), bindings
 
-    def _date(self) -> str:
+    def date(self) -> str:
         """The wall clock as an rfc1123-date (RFC 3261 §20.17), formatted once a second."""
         now = self._clock.now().replace(microsecond=0)
         if self._date_cache is None or self._date_cache[0] != now:
             self._date_cache = (now, format_datetime(now, usegmt=True))
         return self._date_cache[1]
-
-    async def _other_domain(self, request_uri: str, aor_domain: str) -> bool:
-        try:
-            uri = parse_uri(request_uri)
-        except URIError:
-            return False  # the transport driver refused such a Request-URI already
-        if not isinstance(uri, SipURI):
-            return False
-        host = uri.host.lower()
-        return host != aor_domain and await self._accounts.is_tenant_domain(host)
 
     async def bindings(self, aor: str, now: float) -> list[Binding]:
         """The live bindings of a canonical AOR, for the proxy (RFC 3261 §16.5 targets).
@@ -256,42 +337,56 @@ class Registrar:
             logger.debug("flow closed; %d binding(s) removed", removed)
         return removed
 
-    def _authenticate(
+    def authenticate(
         self,
-        request: Request,
-        aor: AddressOfRecord,
+        authorization: Sequence[str],
+        method: str,
+        request_uri: str,
+        user: str,
         account: SipCredentials,
         source: Address,
         now: float,
     ) -> tuple[int, str, Headers] | None:
-        """None when the request is authenticated as `account`, else the answer to give."""
+        """Steps 3-4 for a REGISTER of `user`: None when authenticated, else the answer.
+
+        Args:
+            authorization: The request's Authorization values.
+            method: The request method (REGISTER).
+            request_uri: The Request-URI, as sent.
+            user: The AOR's user (the To user).
+            account: Its credentials.
+            source: Where the request came from (the failure limits count per address).
+            now: The current time, on the clock nonces are dated with.
+
+        Returns:
+            None, or the status, reason phrase and header fields to answer with (a 401 with
+            fresh challenges, a 400 or a 403).
+        """
         # RFC 8760 §3 / provisioning: the realm is the tenant's SIP domain, HA1 is over it.
         realm = account.tenant.sip_domain
         try:
-            credentials = self._realms.credentials_for(
-                request.headers.get_all("Authorization"), realm
-            )
+            credentials = self._realms.credentials_for(authorization, realm)
         except DigestError:
             return 400, "Malformed Authorization", ()
         if credentials is None:
             return 401, "Unauthorized", self._challenges(realm, now, stale=False)
-        if credentials.username != aor.user:
+        if credentials.username != user:
             # §10.3 step 4: only the AOR's own user may change its bindings.
             return 403, "Credentials do not match the To user", ()
-        if not _same_uri(credentials.uri, request.uri):
+        if not _same_uri(credentials.uri, request_uri):
             # RFC 7616 §3.4.6 says SHOULD refuse with 400 when the digest-uri is not the
             # Request-URI. Deployed clients disagree (SIPp puts the server's address there),
             # and Kamailio does not check either. The response still covers the uri it names,
             # and nonce-counts stop any replay, so we accept it and only note it.
             logger.debug("REGISTER digest uri differs from the Request-URI")
-        result = self._realms.server(realm).verify(credentials, request.method, account.ha1, now)
+        result = self._realms.server(realm).verify(credentials, method, account.ha1, now)
         if result.ok:
             if self._guard is not None:
-                self._guard.succeeded(source.host, aor.user)
+                self._guard.succeeded(source.host, user)
             return None
         logger.debug("REGISTER digest check failed: %s", result.status.value)
         if result.status is VerifyStatus.WRONG_RESPONSE and self._guard is not None:
-            self._guard.failed(source.host, aor.user, now)
+            self._guard.failed(source.host, user, now)
         status, reason, stale = _REFUSALS[result.status]
         if status == 401:
             return status, reason, self._challenges(realm, now, stale=stale)
@@ -316,6 +411,15 @@ def without_push_parameters(binding: Binding) -> Binding:
         (name, value) for name, value in binding.params if not name.lower().startswith("pn-")
     )
     return dataclasses.replace(binding, params=kept)
+
+
+def _request_host(request_uri: str) -> str | None:
+    """The Request-URI's host, lowercased; None when it is not a SIP URI."""
+    try:
+        uri = parse_uri(request_uri)
+    except URIError:
+        return None  # the transport driver refused such a Request-URI already
+    return uri.host.lower() if isinstance(uri, SipURI) else None
 
 
 def _same_uri(digest_uri: str, request_uri: str) -> bool:

@@ -168,9 +168,17 @@ class MemoryLocationService:
         self._count = 0
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
-        return [binding for binding in self._by_aor.get(aor, ()) if binding.expires_at > now]
+        return self.lookup_now(aor, now)
 
     async def replace(self, aor: str, bindings: list[Binding], now: float) -> None:
+        self.replace_now(aor, bindings, now)
+
+    def lookup_now(self, aor: str, now: float) -> list[Binding]:
+        """`lookup` without awaiting: this service is memory (the registrar's fast path)."""
+        return [binding for binding in self._by_aor.get(aor, ()) if binding.expires_at > now]
+
+    def replace_now(self, aor: str, bindings: list[Binding], now: float) -> None:
+        """`replace` without awaiting."""
         for binding in bindings:
             if binding.aor != aor:
                 raise ValueError("every binding must belong to the AOR being replaced")
@@ -310,8 +318,8 @@ class ReplicaLocationService(MemoryLocationService):
         self._closed: set[str] = set()
         self._closed_order: deque[str] = deque()
 
-    async def replace(self, aor: str, bindings: list[Binding], now: float) -> None:
-        await super().replace(aor, bindings, now)
+    def replace_now(self, aor: str, bindings: list[Binding], now: float) -> None:
+        super().replace_now(aor, bindings, now)
         self._publish(aor, self._by_aor.get(aor, ()))
 
     def apply(self, aor: str, bindings: Iterable[Binding], now: float) -> None:

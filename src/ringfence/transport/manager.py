@@ -286,6 +286,10 @@ class TransportManager:
         flow = self._hub.flows.get(flow_id) if self._hub is not None else None
         return flow is not None and flow.send(data)
 
+    def send_datagram(self, data: bytes, address: Address) -> bool:
+        """Send serialized bytes over UDP to `address`; False if UDP is not running."""
+        return self._udp is not None and self._udp.send(data, address.host, address.port)
+
     def send(self, address: Address, message: Message) -> bool:
         """Serialize `message` and send it to `address`.
 
