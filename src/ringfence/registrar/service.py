@@ -219,8 +219,8 @@ class Registrar:
         aor = self._check(request, source, now)
         if isinstance(aor, Response):
             return aor
-        account = self._accounts.cached_sip_credentials(aor.domain, aor.user)
-        if account is None or account is NOT_LOADED:
+        account = self.cached_account(aor.domain, aor.user)
+        if account is None:
             return None
         host = _request_host(request.uri)
         if host is not None and host != aor.domain:
@@ -240,6 +240,15 @@ class Registrar:
             location.replace_now(key, bindings, now)
         return response
 
+    def blocked(self, host: str, user: str, now: float) -> bool:
+        """Whether the failure limits refuse `user`'s REGISTERs from `host` now."""
+        return self._guard is not None and self._guard.blocked(host, user, now)
+
+    def cached_account(self, domain: str, user: str) -> SipCredentials | None:
+        """The account's credentials if they are in memory; None if unknown or not loaded."""
+        account = self._accounts.cached_sip_credentials(domain, user)
+        return None if account is NOT_LOADED else account
+
     def _check(self, request: Request, source: Address, now: float) -> Response | AddressOfRecord:
         """The method, the AOR (step 5's syntax) and the failure limits: a refusal or the AOR."""
         if request.method != "REGISTER":
@@ -248,7 +257,7 @@ class Registrar:
             aor = address_of_record(request)
         except RegistrarError as refusal:
             return self._respond(request, refusal.status, refusal.reason, refusal.headers)
-        if self._guard is not None and self._guard.blocked(source.host, aor.user, now):
+        if self.blocked(source.host, aor.user, now):
             return self._respond(request, 403, AuthFailureGuard.REASON)
         return aor
 

@@ -77,7 +77,9 @@ def parse_via(value: str) -> Via:
     if match is None:
         raise FieldError(f"malformed Via {value[:60]!r}")
     name, version, transport, sent_by, rest = match.groups()
-    host, port = split_hostport(re.sub(r"\s+", "", sent_by))
+    if not sent_by.isprintable() or " " in sent_by:  # LWS around the colon: rare
+        sent_by = re.sub(r"\s+", "", sent_by)
+    host, port = split_hostport(sent_by)
     try:
         params = parse_generic_params(rest)
     except URIError as exc:

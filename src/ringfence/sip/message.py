@@ -120,13 +120,18 @@ def canonical_name(name: str) -> str:
 
 
 def _lookup_key(name: str) -> str:
-    return _names(name)[1]
+    return _KEYS.get(name) or _names(name)[1]
 
 
 #: Header names as written -> (canonical name, lookup key). Every message names the same few
 #: dozen headers; a peer inventing names stops adding entries at the bound.
 _NAMES: dict[str, tuple[str, str]] = {}
 _NAMES_MAX = 4096
+
+
+#: Header names as written -> lookup key, the hot half of `_NAMES` (`Headers.get` and the
+#: like run a dozen times per message).
+_KEYS: dict[str, str] = {}
 
 
 def _names(name: str) -> tuple[str, str]:
@@ -136,6 +141,7 @@ def _names(name: str) -> tuple[str, str]:
         found = (canonical, canonical.lower())
         if len(_NAMES) < _NAMES_MAX:
             _NAMES[name] = found
+            _KEYS[name] = found[1]
     return found
 
 
@@ -254,23 +260,23 @@ class Headers:
         return f"Headers({list(self._items)!r})"
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _lookup_key(name) in self._first
+        return isinstance(name, str) and (_KEYS.get(name) or _lookup_key(name)) in self._first
 
     def get_all(self, name: str) -> list[str]:
         """The value of every header line named `name`, in order."""
-        return list(self._all(_lookup_key(name)))
+        return list(self._all(_KEYS.get(name) or _lookup_key(name)))
 
     def repeated(self, name: str) -> bool:
         """Whether more than one header line is named `name`."""
-        return self._more is not None and _lookup_key(name) in self._more
+        return self._more is not None and (_KEYS.get(name) or _lookup_key(name)) in self._more
 
     def get(self, name: str) -> str | None:
         """The value of the first header line named `name`, or None."""
-        return self._first.get(_lookup_key(name))
+        return self._first.get(_KEYS.get(name) or _lookup_key(name))
 
     def values(self, name: str) -> list[str]:
         """Every value of a list header, over all its lines, split at top-level commas."""
-        key = _lookup_key(name)
+        key = _KEYS.get(name) or _lookup_key(name)
         if self._lists is None:
             self._lists = {}
         split = self._lists.get(key)

@@ -67,6 +67,7 @@ def is_ip_address(host: str) -> bool:
 
 
 @memoized(4096)
+@memoized(4096)
 def is_valid_host(host: str) -> bool:
     """Whether `host` is a hostname, IPv4address or IPv6reference (RFC 3261 §25.1, RFC 5118)."""
     if host.startswith("["):
