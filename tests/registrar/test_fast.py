@@ -35,6 +35,7 @@ from ringfence.sip.transaction import Address, server_key
 from ringfence.state.location import Binding, MemoryLocationService
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.transport.driver import SUPPORTED, SipNode
+from tests.support.clock import FakeClock
 
 DOMAIN = "sip.acme.example"
 OTHER = "other.example"
@@ -98,6 +99,9 @@ class Node:
             b"n" * 32,
             digest_algorithms=(DigestAlgorithm.SHA256, DigestAlgorithm.MD5),
             guard=self.guard,
+            # One wall clock for both nodes: the Date of a 200 (§10.3 step 8) must not
+            # differ because the two answers straddle a second.
+            clock=FakeClock(),
         )
         self.engine = ProxyEngine(Identity((NODE,)), b"f" * 32)
         self.node = SipNode(
