@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ringfence import logs
+from ringfence.clock import SystemClock
 from ringfence.config import ConfigError, Settings, load_settings
 from ringfence.crypto import CryptoError
 from ringfence.privacy.inventory import render as render_inventory
@@ -26,6 +27,7 @@ from ringfence.provisioning.errors import ProvisioningError
 from ringfence.provisioning.models import Account, AccountChange, AccountStatus
 from ringfence.provisioning.service import NewAccount
 from ringfence.runtime import DemoCredentials, Runtime, WorkerError, WorkerPlan, data_inventory
+from ringfence.sandbox.server import PushSandbox, SandboxPorts
 from ringfence.transport.loop import install_uvloop
 
 app = typer.Typer(
@@ -43,6 +45,8 @@ app.add_typer(account_app, name="account")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(token_app, name="token")
 app.add_typer(privacy_app, name="privacy")
+dev_app = typer.Typer(no_args_is_help=True, help="Tools for integrators and development.")
+app.add_typer(dev_app, name="dev")
 
 T = TypeVar("T")
 
@@ -205,6 +209,40 @@ def sip_worker(
 
     install_uvloop()
     asyncio.run(main())
+
+
+@dev_app.command("push-sandbox")
+def dev_push_sandbox(
+    directory: Annotated[
+        Path, typer.Option(help="Where the stand-ins' key, service account and certificate go.")
+    ] = Path("var/push-sandbox"),
+    apns_port: Annotated[int, typer.Option(help="APNs production (0: any free port).")] = 8443,
+    apns_sandbox_port: Annotated[int, typer.Option(help="APNs development environment.")] = 8444,
+    fcm_port: Annotated[int, typer.Option(help="Google's token endpoint and FCM.")] = 8445,
+) -> None:
+    """Run local stand-ins for APNs and FCM, and print the settings that send to them.
+
+    The stand-ins follow Apple's and Google's published contracts (HTTP/2 over TLS, JWT
+    checks, payload limits, error replies); pushes they accept are listed as JSON at
+    `<url>/sandbox/pushes`.
+    """
+
+    async def main() -> None:
+        ports = SandboxPorts(apns=apns_port, apns_sandbox=apns_sandbox_port, fcm=fcm_port)
+        async with PushSandbox(directory, SystemClock(), ports=ports) as box:
+            _echo(f"APNs (production)  {box.apns_url}/3/device/<token>")
+            _echo(f"APNs (sandbox)     {box.apns_sandbox_url}/3/device/<token>")
+            _echo(f"FCM                {box.fcm_url}/v1/projects/{box.project_id}/messages:send")
+            _echo("pushes received:   GET <url>/sandbox/pushes\n\nAdd to ringfence.toml:\n")
+            _echo(box.toml())
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise _fail(f"cannot start the push sandbox: {exc}") from exc
 
 
 @app.command()

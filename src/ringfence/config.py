@@ -24,6 +24,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -181,6 +182,62 @@ class SMSSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+_BUNDLE_ID = r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+
+
+class ApnsAppSettings(_Section):
+    """One iOS app: its bundle id and how ringfence authenticates to APNs for it.
+
+    Token authentication (a `.p8` key with its key id and team id) is what Apple recommends;
+    a TLS client certificate (PEM, with its key) is the older way. Exactly one is given.
+    """
+
+    bundle_id: str = Field(pattern=_BUNDLE_ID)
+    team_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
+    key_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{10}$")
+    key_file: Path | None = None
+    cert_file: Path | None = None
+    #: The certificate's private key, when it is not in `cert_file`.
+    cert_key_file: Path | None = None
+    production_url: HttpUrl = HttpUrl("https://api.push.apple.com")
+    sandbox_url: HttpUrl = HttpUrl("https://api.sandbox.push.apple.com")
+    #: Extra trust anchors (PEM), for a local stand-in's certificate.
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> ApnsAppSettings:
+        token = (self.key_file, self.key_id, self.team_id)
+        if self.cert_file is None and None in token:
+            raise ValueError("give key_file, key_id and team_id (token auth) or cert_file")
+        if self.cert_file is not None and self.key_file is not None:
+            raise ValueError("give key_file (token auth) or cert_file, not both")
+        return self
+
+
+class FcmAppSettings(_Section):
+    """One Firebase project: the service account that may send to its apps."""
+
+    service_account_file: Path
+    url: HttpUrl = HttpUrl("https://fcm.googleapis.com")
+    #: Replaces the service account's `token_uri` (a local stand-in's token endpoint).
+    token_url: HttpUrl | None = None
+    ca_file: Path | None = None
+
+
+class PushSettings(_Section):
+    """Push providers (RFC 8599 `pn-provider` apns, fcm, webhook) and their limits."""
+
+    apns: tuple[ApnsAppSettings, ...] = ()
+    fcm: tuple[FcmAppSettings, ...] = ()
+    #: Webhook (UnifiedPush) endpoints are device-supplied URLs: only https to public
+    #: addresses, unless this allows http and private addresses (a lab, the tests).
+    webhook_allow_private: bool = False
+    #: One request to a provider, connection included.
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Requests in flight per provider; more wait their turn.
+    max_in_flight: int = Field(default=100, ge=1, le=10_000)
+
+
 class PrivacySettings(_Section):
     #: Days between publishing a policy version and its taking effect, at least (P18).
     min_notice_days: int = Field(default=30, ge=1, le=365)
@@ -223,6 +280,7 @@ class Settings(BaseSettings):
     sip: SIPSettings = SIPSettings()
     smtp: SMTPSettings = SMTPSettings()
     sms: SMSSettings = SMSSettings()
+    push: PushSettings = PushSettings()
     privacy: PrivacySettings = PrivacySettings()
     logging: LoggingSettings = LoggingSettings()
 
