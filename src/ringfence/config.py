@@ -236,6 +236,8 @@ class PushSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0, le=120)
     #: Requests in flight per provider; more wait their turn.
     max_in_flight: int = Field(default=100, ge=1, le=10_000)
+    #: How long a call waits, ringing, for a device woken by push (then 480).
+    call_wait_s: float = Field(default=30.0, ge=1, le=180)
 
 
 class PrivacySettings(_Section):

@@ -26,6 +26,10 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+#: Libraries whose INFO and DEBUG lines quote URLs, headers or tokens.
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "h2")
+
+
 def setup(level: str, *, json_lines: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
@@ -35,3 +39,7 @@ def setup(level: str, *, json_lines: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # HTTP clients log each request's URL: an APNs URL ends in the device token, a webhook
+    # URL is the device's endpoint. Neither may reach a log (STYLE: no secrets in logs).
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -48,7 +48,10 @@ from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
 from ringfence.proxy.engine import Identity, Listener, ProxyEngine
+from ringfence.proxy.parking import Parking, sleepers_of
 from ringfence.proxy.router import Router, RouterConfig
+from ringfence.push.dispatcher import make_dispatcher
+from ringfence.push.waker import PushWaker
 from ringfence.registrar.fast import FastRegister
 from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
@@ -197,6 +200,12 @@ class SipService:
             sip.auth_failures_per_ip, sip.auth_failures_per_user, sip.auth_failure_window_s
         )
         self.digest_algorithms = tuple(DigestAlgorithm(name) for name in sip.digest_algorithms)
+        # RFC 8599: pushes wake sleeping devices; their requests wait `call_wait_s`.
+        self._push = settings.push
+        dispatcher = make_dispatcher(settings.push, clock)
+        self.waker = PushWaker(
+            dispatcher, clock, ring_window_s=settings.push.call_wait_s, prune=self._prune
+        )
         self.registrar = Registrar(
             provisioning,
             self.location,
@@ -211,6 +220,7 @@ class SipService:
             guard=self.auth_guard,
             clock=clock,
             nonce_scope=worker,
+            push_services=dispatcher.services,
         )
         self.node: SipNode | None = None
         self.fast_register: FastRegister
@@ -251,7 +261,18 @@ class SipService:
             self.registrar.handle,
             self._provisioning.is_tenant_domain,
             self.transports.send if self.cluster is None else self._send,
+            waker=self.waker,
+            parking=Parking(self._push.call_wait_s),
         )
+        node = self.node
+        loop = asyncio.get_running_loop()
+
+        def bindings_changed(aor: str, bindings: tuple[Binding, ...]) -> None:
+            # After the registrar's change is complete, never inside it.
+            if node.parked_for(aor):
+                loop.call_soon(node.bindings_changed, aor, bindings)
+
+        self.location.on_change = bindings_changed
         config = self.transports.config
         self.fast_register = FastRegister(
             self.registrar,
@@ -288,6 +309,15 @@ class SipService:
             except Exception:
                 logger.exception("refreshing SIP credentials failed; retrying")
             await asyncio.sleep(CREDENTIALS_REFRESH_S)
+
+    async def _prune(self, aor: str, device: str) -> None:
+        """A push service called a device's token dead: forget its push binding."""
+        now = asyncio.get_running_loop().time()
+        bindings = await self.location.lookup(aor, now)
+        kept = [b for b in bindings if all(s.device != device for s in sleepers_of([b]))]
+        if len(kept) != len(bindings):
+            await self.location.replace(aor, kept, now)
+            logger.info("a push binding was removed: its token is dead")
 
     def _flow_closed(self, flow_id: str) -> None:
         # RFC 5626 §5.3: a binding on a flow that closed can no longer be reached.
@@ -432,6 +462,7 @@ class SipService:
                 await self._credentials
         if self.node is not None:
             await self.node.aclose()
+        await self.waker.aclose()
         await self.transports.aclose()
         if self.cluster is not None:
             await self.cluster.aclose()

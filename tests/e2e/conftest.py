@@ -25,6 +25,8 @@ PASSWORDS = {
     "carol": "carol-secret-333",
     "dave": "dave-secret-4444",
     "erin": "erin-secret-55555",
+    "frank": "frank-secret-666666",
+    "grace": "grace-secret-7777777",
 }
 
 

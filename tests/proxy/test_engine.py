@@ -380,3 +380,46 @@ def test_no_failover_once_the_next_hop_has_answered_or_without_alternates() -> N
     out = sent(engine)
     assert requests_to(out, "INVITE") == {}
     assert [m.status for a, m in out if isinstance(m, Response) and a == CALLER] == [180, 500]
+
+
+# -- requests held for devices woken by push (RFC 8599) ------------------------------------
+
+
+def test_a_held_request_waits_then_480_when_released_with_no_branch() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    sent(engine)
+    engine.forward(incoming.key, incoming.request, [], now=0.0, hold=True)
+    engine.reply(incoming.key, 180, "Ringing", now=0.0)
+    assert responses(sent(engine)) == [180]  # no 480 while devices may still wake
+    engine.release(incoming.key, now=30.0)
+    assert responses(sent(engine)) == [480]
+    assert engine.settled() == [(incoming.key, 480)]
+
+
+def test_a_woken_device_is_a_branch_added_later_and_its_answer_settles_the_request() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    sent(engine)
+    engine.forward(incoming.key, incoming.request, [TARGETS[0]], now=0.0, hold=True)
+    first = requests_to(sent(engine), "INVITE")[BOB_1]
+    engine.receive(make_response(first, 486, to_tag="b1"), BOB_1, 0.1)
+    assert 486 not in responses(sent(engine))  # held: the woken device may still take it
+    engine.forward(incoming.key, incoming.request, [TARGETS[1]], now=1.0)
+    second = requests_to(sent(engine), "INVITE")[BOB_2]
+    assert second.headers.values("Via")[0] != first.headers.values("Via")[0]  # own branch
+    engine.release(incoming.key, now=1.0)
+    engine.receive(make_response(second, 200, to_tag="b2"), BOB_2, 1.5)
+    assert 200 in responses(sent(engine))
+    assert engine.settled() == [(incoming.key, 200)]
+
+
+def test_a_held_request_cancelled_is_answered_487_and_settled() -> None:
+    engine = ProxyEngine(US, KEY)
+    incoming = start(engine, invite())
+    engine.forward(incoming.key, incoming.request, [], now=0.0, hold=True)
+    sent(engine)
+    engine.receive(invite("CANCEL"), CALLER, 0.1)
+    assert sorted(responses(sent(engine))) == [200, 487]
+    assert engine.settled() == [(incoming.key, 487)]
+    assert engine.is_answered(incoming.key)

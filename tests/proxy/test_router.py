@@ -28,6 +28,10 @@ class FakeBinding:
     contact: str
     source: Address
     path: tuple[str, ...] = ()
+    instance: str | None = None
+    call_id: str = "reg-1"
+    cseq: int = 1
+    expires_at: float = float("inf")
 
 
 class FakeLocations:

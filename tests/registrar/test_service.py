@@ -382,29 +382,108 @@ def test_the_nonce_secret_must_be_long_enough(runtime: Runtime) -> None:
 
 
 PUSH_CONTACT = (
-    "<sip:alice@203.0.113.5;transport=tcp>;pn-provider=apns;pn-prid=token-0fd2;"
-    "pn-param=TEAM.com.example.voip"
+    "<sip:alice@203.0.113.5;transport=tcp;pn-provider=apns;pn-prid=0fd2aa;"
+    "pn-param=TEAM123456.com.example.voip>"
 )
 
 
-async def test_push_parameters_are_kept_when_push_is_on(registrar: Registrar) -> None:
-    await register_ok(registrar, PUSH_CONTACT)
-    [binding] = await registrar.bindings(AOR, NOW)
-    assert ("pn-prid", "token-0fd2") in binding.params
+@pytest.fixture
+def push_registrar(runtime: Runtime, demo: Demo, location: MemoryLocationService) -> Registrar:
+    return Registrar(
+        runtime.provisioning,
+        location,
+        SECRET,
+        clock=runtime.clock,
+        push_services=frozenset({"apns", "webhook"}),
+    )
+
+
+async def test_push_parameters_are_kept_and_the_binding_outlives_its_registration(
+    push_registrar: Registrar,
+) -> None:
+    response = await register_ok(push_registrar, PUSH_CONTACT, expires="600")
+    # RFC 8599: +sip.pns tells the UA that it will be woken by APNs pushes.
+    assert response.headers.get("Feature-Caps") == '*;+sip.pns="apns"'
+    [binding] = await push_registrar.bindings(AOR, NOW)
+    assert "pn-prid=0fd2aa" in binding.contact
+    # The registration ends after 600 s; the sleeping device is kept for the push
+    # instance max age (3 days by default), then forgotten (P3).
+    assert binding.registered(NOW + 599)
+    assert not binding.registered(NOW + 600)
+    assert len(await push_registrar.bindings(AOR, NOW + 600)) == 1
+    assert len(await push_registrar.bindings(AOR, NOW + 3 * 86_400 - 1)) == 1
+    assert await push_registrar.bindings(AOR, NOW + 3 * 86_400) == []
+
+
+@pytest.mark.promise("P3")
+async def test_a_push_binding_is_forgotten_at_the_configured_max_age(
+    runtime: Runtime, push_registrar: Registrar
+) -> None:
+    await runtime.provisioning.update_account(
+        "acme", "alice", AccountChange(overrides={"push": {"instance_max_age_days": 5}})
+    )
+    await register_ok(push_registrar, PUSH_CONTACT, expires="600")
+    assert len(await push_registrar.bindings(AOR, NOW + 5 * 86_400 - 1)) == 1
+    assert await push_registrar.bindings(AOR, NOW + 5 * 86_400) == []
+
+
+async def test_a_sleeping_binding_is_refreshed_not_duplicated_and_not_listed(
+    push_registrar: Registrar,
+) -> None:
+    await register_ok(push_registrar, PUSH_CONTACT, expires="600")
+    # Later another device registers: the sleeping one stays, but is not listed as current.
+    response = await register_ok(push_registrar, PHONE, now=NOW + 700, call_id="other")
+    assert contacts(response) == [f"{PHONE};expires=3600"]
+    assert len(await push_registrar.bindings(AOR, NOW + 700)) == 2
+    # The woken app registers again (same Contact): one binding for it, registered again.
+    await register_ok(push_registrar, PUSH_CONTACT, now=NOW + 800, cseq=5, expires="600")
+    bindings = await push_registrar.bindings(AOR, NOW + 800)
+    assert len(bindings) == 2
+    assert all(b.registered(NOW + 800) for b in bindings)
+
+
+async def test_an_unsupported_push_service_is_refused_with_555(push_registrar: Registrar) -> None:
+    contact = "<sip:alice@203.0.113.5;pn-provider=acme-push;pn-prid=abc;pn-param=x>"
+    first = await push_registrar.handle(register(contact), UDP, NOW)
+    response = await push_registrar.handle(authorized(register(contact, cseq=2), first), UDP, NOW)
+    assert (response.status, response.reason) == (555, "Push Notification Service Not Supported")
+    assert response.headers.get("Feature-Caps") == '*;+sip.pns="apns,webhook"'
+    assert await push_registrar.bindings(AOR, NOW) == []
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        "<sip:alice@203.0.113.5;pn-provider=apns;pn-param=TEAM123456.com.example.voip>",
+        "<sip:alice@203.0.113.5;pn-provider=apns;pn-prid=abc;pn-param=nodots>",
+    ],
+)
+async def test_incomplete_push_parameters_are_a_400(
+    push_registrar: Registrar, contact: str
+) -> None:
+    first = await push_registrar.handle(register(contact), UDP, NOW)
+    response = await push_registrar.handle(authorized(register(contact, cseq=2), first), UDP, NOW)
+    assert response.status == 400
+    assert response.reason.startswith("Bad push parameters")
+    assert await push_registrar.bindings(AOR, NOW) == []
 
 
 @pytest.mark.promise("P4")
 @pytest.mark.promise("P1")
 async def test_push_parameters_are_dropped_in_another_background_mode(
-    runtime: Runtime, registrar: Registrar
+    runtime: Runtime, push_registrar: Registrar
 ) -> None:
     await runtime.provisioning.update_account(
         "acme", "alice", AccountChange(overrides={"push": {"mode": "keepalive"}})
     )
-    await register_ok(registrar, PUSH_CONTACT)
-    [binding] = await registrar.bindings(AOR, NOW)
+    response = await register_ok(push_registrar, PUSH_CONTACT + ";pn-silent=1", expires="600")
+    assert response.headers.get("Feature-Caps") is None  # the UA learns it will not be pushed
+    [binding] = await push_registrar.bindings(AOR, NOW)
+    assert "pn-" not in binding.contact
+    assert "0fd2aa" not in repr(binding)
     assert [name for name, _ in binding.params if name.startswith("pn-")] == []
-    assert "token-0fd2" not in repr(binding.params)
+    assert binding.keep_until is None
+    assert await push_registrar.bindings(AOR, NOW + 600) == []  # no sleeping device kept
 
 
 # -- password guessing ---------------------------------------------------------------------

@@ -120,6 +120,8 @@ class SipCredentials:
     ha1: dict[DigestAlgorithm, str] = field(repr=False)
     #: The account wakes by push (P4: otherwise nothing may go to the push server).
     push: bool = False
+    #: How long a sleeping device's push binding is kept after its last REGISTER (P3).
+    push_max_age_s: int = 3 * 86_400
 
 
 def account_subject(account_id: str) -> str:
@@ -803,17 +805,19 @@ class ProvisioningService:
     def _sip_credentials_of(
         tenant: Tenant, stored: StoredAccount, cipher: SubjectCipher
     ) -> SipCredentials:
+        # Most accounts override nothing: the tenant's defaults answer without validating.
+        config = (
+            effective_config(tenant.defaults, stored.overrides)
+            if stored.overrides
+            else tenant.defaults
+        )
         return SipCredentials(
             account_id=stored.id,
             tenant=tenant,
             username=cipher.open_text(CTX_USERNAME, stored.username_sealed),
             active=stored.status is AccountStatus.ACTIVE,
-            # Most accounts override nothing: the tenant's defaults answer without validating.
-            push=(
-                effective_config(tenant.defaults, stored.overrides)
-                if stored.overrides
-                else tenant.defaults
-            ).is_enabled(Feature.PUSH),
+            push=config.is_enabled(Feature.PUSH),
+            push_max_age_s=config.push.instance_max_age_days * 86_400,
             ha1={
                 DigestAlgorithm.MD5: cipher.open_text(CTX_HA1_MD5, stored.ha1_md5_sealed),
                 DigestAlgorithm.SHA256: cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed),

@@ -142,6 +142,11 @@ class _Context:
     branches: list[_Branch] = field(default_factory=list)
     final_sent: bool = False
     cancelled: bool = False
+    #: Devices are being woken for it (RFC 8599): more branches may come, so failed
+    #: branches do not end it yet (`ProxyEngine.release`).
+    held: bool = False
+    #: It was held once: its final response is reported by `ProxyEngine.settled`.
+    parked: bool = False
 
 
 def loop_hash(request: Request) -> str:
@@ -255,6 +260,8 @@ class ProxyEngine:
         self._branch_of: dict[str, tuple[_Context, _Branch]] = {}
         self._pending: list[Incoming] = []
         self._outbox: list[tuple[Address, Message]] = []
+        # Held contexts that got their final response: (server key, status).
+        self._settled: list[tuple[str, int]] = []
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -310,6 +317,30 @@ class ProxyEngine:
         out, self._pending = self._pending, []
         return out
 
+    def settled(self) -> list[tuple[str, int]]:
+        """Held requests (`forward(hold=True)`) answered since the last call, with the status."""
+        out, self._settled = self._settled, []
+        return out
+
+    def is_answered(self, key: str) -> bool:
+        """Whether the request of `key` has had its final response (or is gone)."""
+        context = self._contexts.get(key)
+        return context is None or context.final_sent
+
+    def release(self, key: str, *, now: float) -> None:
+        """Stop holding `key`: answer it if every branch has ended (480 when it has none)."""
+        context = self._contexts.get(key)
+        if context is None or not context.held:
+            return
+        context.held = False
+        if context.final_sent:
+            return
+        if not context.branches:
+            self.reply(key, 480, now=now)
+        elif all(branch.final is not None for branch in context.branches):
+            self._send_best(context, now)
+        self._pump(now)
+
     # -- decisions --------------------------------------------------------------------------
 
     def reply(
@@ -334,9 +365,14 @@ class ProxyEngine:
             return  # the transaction ended meanwhile (e.g. CANCEL answered it)
         context = self._contexts.get(key)
         if context is not None and response.status >= 200:
-            context.final_sent = True
+            self._final_sent(context, response.status)
         self.layer.send_response(key, response, now)
         self._pump(now)
+
+    def _final_sent(self, context: _Context, status: int) -> None:
+        if not context.final_sent and context.parked:
+            self._settled.append((context.server_key, status))
+        context.final_sent = True
 
     def forward(
         self,
@@ -346,8 +382,14 @@ class ProxyEngine:
         *,
         now: float,
         record_route: bool = True,
+        hold: bool = False,
     ) -> None:
-        """Fork `request` (already stripped of our Route) to `targets` in parallel."""
+        """Fork `request` (already stripped of our Route) to `targets` in parallel.
+
+        With `hold`, more targets may follow (devices woken by push): the request is not
+        answered when `targets` is empty or every branch fails, until `release`. Called again
+        for the same request, it adds branches.
+        """
         context = self._contexts.get(key)
         source = context.source if context else None
         if context is None:
@@ -356,11 +398,16 @@ class ProxyEngine:
                 return
             context = _Context(key, original, Address("UDP", "0.0.0.0", 0))  # noqa: S104
             self._contexts[key] = context
+        if context.final_sent:
+            return
+        if hold:
+            context.held = context.parked = True
         if context.cancelled:
             self.reply(key, 487, now=now)
             return
         if not targets:
-            self.reply(key, 480, now=now)
+            if not context.held:
+                self.reply(key, 480, now=now)
             return
         max_forwards = request.headers.get("Max-Forwards")
         if max_forwards is not None and parse_max_forwards(max_forwards) == 0:
@@ -368,7 +415,8 @@ class ProxyEngine:
             return
         base = loop_hash(request)
         record_route = record_route and source is not None
-        for index, target in enumerate(targets):
+        first = len(context.branches)  # branches added later get ids of their own
+        for index, target in enumerate(targets, start=first):
             self._send_branch(context, request, target, f"{base}.{index}", record_route, now)
         self._pump(now)
 
@@ -576,8 +624,9 @@ class ProxyEngine:
             return
         self.reply(key, 200, now=now)
         context.cancelled = True
+        context.held = False  # no device woken from now on gets it
         if not context.branches:
-            # Still waiting for the router: the INVITE is answered now.
+            # Still waiting for the router, or for woken devices: answered now.
             self.reply(context.server_key, 487, now=now)
             return
         for branch in context.branches:
@@ -629,7 +678,7 @@ class ProxyEngine:
         self._set_timer_c(branch, None)
         if 200 <= response.status < 300:
             # Every 2xx goes upstream, even after another: each creates its own dialog.
-            context.final_sent = True
+            self._final_sent(context, response.status)
             self.layer.send_response(context.server_key, upstream, now)
             if context.request.method == "INVITE":
                 for other in context.branches:
@@ -638,11 +687,14 @@ class ProxyEngine:
         if response.status >= 600 and context.request.method == "INVITE":
             for other in context.branches:
                 self._cancel_branch(other, now)
-        if context.final_sent or any(b.final is None for b in context.branches):
+        if context.final_sent or context.held or any(b.final is None for b in context.branches):
             return
+        self._send_best(context, now)
+
+    def _send_best(self, context: _Context, now: float) -> None:
         finals = [b.final for b in context.branches if b.final is not None]
         best = _best(finals)
-        context.final_sent = True
+        self._final_sent(context, best.status)
         self.layer.send_response(
             context.server_key, replace(best, headers=pop_top_via(best.headers), raw=None), now
         )

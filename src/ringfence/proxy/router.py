@@ -21,17 +21,23 @@ from typing import Protocol
 
 from ringfence.provisioning.service import SipCredentials
 from ringfence.proxy.engine import Incoming, Target, uri_destination
+from ringfence.proxy.parking import Registration, Sleeper, sleepers_of
 from ringfence.sip.digest import (
     DigestAlgorithm,
     DigestError,
     DigestRealms,
     VerifyStatus,
 )
+from ringfence.sip.pn import PushParameterError, push_parameters
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, is_ip_address, parse_name_addr, parse_uri
 from ringfence.state.ratelimit import AuthFailureGuard
 
 logger = logging.getLogger(__name__)
+
+#: Requests that wake a sleeping device (RFC 8599). A MESSAGE is not among them: it is
+#: refused 480 for a device that only sleeps, and the sender's client keeps it.
+WAKING_METHODS = frozenset({"INVITE"})
 
 #: Methods that start something on a user's behalf: the caller must authenticate.
 AUTHENTICATED_METHODS = frozenset(
@@ -55,16 +61,29 @@ class Forward:
     #: (enough for an offline guess at the password; RFC 3261 §22.3 makes these
     #: credentials hop-by-hop).
     consumed_realm: str | None = None
+    #: Devices to wake by push for this request (RFC 8599); it waits for them as well.
+    wake: WakeUp | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WakeUp:
+    """The sleeping devices of a callee: push each, park the request, fork when back."""
+
+    aor: str
+    sleepers: tuple[Sleeper, ...]
 
 
 Decision = Reply | Forward
 
 
-class Contact(Protocol):
+class Contact(Registration, Protocol):
     """What the router needs of a registration (a `state.location.Binding`)."""
 
     @property
     def contact(self) -> str: ...
+
+    @property
+    def expires_at(self) -> float: ...
 
     @property
     def source(self) -> Address: ...
@@ -94,6 +113,15 @@ class RouterConfig:
     digest_algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
     #: This worker process's number: the scope of the nonces it issues (`sip.digest`).
     nonce_scope: int = 0
+
+
+def _is_push(contact: str) -> bool:
+    if "pn-provider" not in contact.lower():
+        return False
+    try:
+        return push_parameters(contact) is not None
+    except PushParameterError:
+        return False
 
 
 def _always_open(_flow: str) -> bool:
@@ -159,7 +187,7 @@ class Router:
                     return refusal
                 consumed = caller.host.lower()
         if isinstance(target, SipURI) and await self._accounts.is_tenant_domain(target.host):
-            decision = await self._to_user(target, now)
+            decision = await self._to_user(target, request.method, now)
             if isinstance(decision, Forward):
                 return replace(decision, consumed_realm=consumed)
             return decision
@@ -172,7 +200,7 @@ class Router:
             return Reply(403, "No route to destinations outside this service")
         return Reply(404, "Domain not served here")
 
-    async def _to_user(self, target: SipURI, now: float) -> Decision:
+    async def _to_user(self, target: SipURI, method: str, now: float) -> Decision:
         user = target.user_unescaped
         if not user:
             return Reply(404, "Not Found")
@@ -180,11 +208,27 @@ class Router:
             return Reply(404, "Not Found")
         aor = f"sip:{user}@{target.host.lower()}"
         bindings = await self._locations.lookup(aor, now)
-        if not bindings:
+        wake: WakeUp | None = None
+        if method in WAKING_METHODS:
+            # RFC 8599: a device that registered with push parameters may sleep; a request
+            # for it is announced by a push, and waits for the device's REGISTER.
+            sleeping = [b for b in bindings if _is_push(b.contact)]
+            sleepers = sleepers_of(sleeping)
+            if sleepers:
+                wake = WakeUp(aor, tuple(sleepers))
+                bindings = [b for b in bindings if b not in sleeping]
+        # A sleeping push binding is kept past its registration: only registered ones count.
+        direct = [b for b in bindings if b.expires_at > now]
+        if not direct and wake is None:
             return Reply(480, "Temporarily Unavailable")
         # §16.5/§16.6: each contact is a branch; it is reached over the flow it registered
         # from (RFC 5626; RFC 3581 for NATed UDP), with its Path as Route (RFC 3327).
-        return Forward(tuple(Target(b.contact, self._next_hop(b), b.path) for b in bindings))
+        targets = tuple(self.target_of(b) for b in direct)
+        return Forward(targets, wake=wake)
+
+    def target_of(self, binding: Contact) -> Target:
+        """The branch to a registration."""
+        return Target(binding.contact, self._next_hop(binding), binding.path)
 
     def _next_hop(self, binding: Contact) -> Address:
         """The registration's flow while it is open, else a new connection to its Contact.

@@ -12,6 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from ringfence.clock import Clock
+from ringfence.config import PushSettings
+from ringfence.push.apns import ApnsProvider
+from ringfence.push.fcm import FcmProvider
 from ringfence.push.provider import (
     Misconfigured,
     Notification,
@@ -21,6 +24,7 @@ from ringfence.push.provider import (
     RetryAfter,
     TokenDead,
 )
+from ringfence.push.webhook import WebhookProvider
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,11 @@ class PushDispatcher:
         self._on_token_dead = on_token_dead
         self._sleep = sleep
         self._slots = {provider.name: asyncio.Semaphore(max_in_flight) for provider in providers}
+
+    @property
+    def services(self) -> frozenset[str]:
+        """The RFC 8599 services that can be pushed to (`apns`, `fcm`, `webhook`)."""
+        return frozenset(provider.name.value for provider in self._providers)
 
     def provider_for(self, target: PushTarget) -> PushProvider | None:
         return next((p for p in self._providers if p.serves(target)), None)
@@ -92,3 +101,26 @@ class PushDispatcher:
     async def aclose(self) -> None:
         for provider in self._providers:
             await provider.aclose()
+
+
+def make_dispatcher(
+    settings: PushSettings, clock: Clock, *, on_token_dead: TokenDeadHook | None = None
+) -> PushDispatcher:
+    """The dispatcher with a provider for every configured service (webhook always).
+
+    Raises:
+        PushConfigError: a key, certificate or service account cannot be used.
+    """
+    providers: list[PushProvider] = []
+    if settings.apns:
+        providers.append(ApnsProvider(settings.apns, clock, timeout_s=settings.timeout_s))
+    if settings.fcm:
+        providers.append(FcmProvider(settings.fcm, clock, timeout_s=settings.timeout_s))
+    providers.append(
+        WebhookProvider(
+            clock, timeout_s=settings.timeout_s, allow_private=settings.webhook_allow_private
+        )
+    )
+    return PushDispatcher(
+        providers, clock, max_in_flight=settings.max_in_flight, on_token_dead=on_token_dead
+    )

@@ -283,7 +283,9 @@ def _process(
         # with a 420 'Bad Extension' response indicating the Path extension."
         raise RegistrarError(420, "Bad Extension", (("Unsupported", "path"),))
 
-    live = [binding for binding in existing if binding.expires_at > now]
+    # A push binding whose registration expired is kept (its device sleeps, RFC 8599): a
+    # refresh replaces it like any binding, but only registered ones are listed (step 8).
+    live = [binding for binding in existing if binding.until > now]
     header_expires = _header_expires(headers.get("Expires"))
     values = headers.values("Contact")
     if not values:
@@ -421,7 +423,9 @@ def _ok(
     # §10.3 step 8: "The response MUST contain Contact header field values enumerating all
     # current bindings. Each Contact value MUST feature an 'expires' parameter". The Date
     # it SHOULD carry needs the wall clock; the transport adds it if wanted.
-    out: list[tuple[str, str]] = [("Contact", contact_value(b, now)) for b in bindings]
+    out: list[tuple[str, str]] = [
+        ("Contact", contact_value(b, now)) for b in bindings if b.expires_at > now
+    ]
     if path:
         # RFC 3327 §5.3: "The registrar copies the Path header field values into a Path
         # header field in the successful (200 class) REGISTER response."

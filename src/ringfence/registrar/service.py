@@ -46,9 +46,15 @@ from ringfence.sip.digest import (
     VerifyStatus,
 )
 from ringfence.sip.message import Request, Response, make_response
+from ringfence.sip.pn import (
+    PushParameterError,
+    has_push_parameters,
+    push_parameters,
+    without_push_parameters as uri_without_push_parameters,
+)
 from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
-from ringfence.sip.uri import SipURI, URIError, parse_uri
+from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
 from ringfence.state.location import (
     Binding,
     LocationService,
@@ -124,6 +130,7 @@ class Registrar:
         guard: AuthFailureGuard | None = None,
         clock: Clock | None = None,
         nonce_scope: int = 0,
+        push_services: frozenset[str] = frozenset(),
     ) -> None:
         """Create the registrar.
 
@@ -137,6 +144,8 @@ class Registrar:
             guard: Failure limits per source address; None: no limits.
             clock: The wall clock, for the Date of a 200 (RFC 3261 §10.3 step 8).
             nonce_scope: This worker process's number (`sip.digest.DigestServer` scope).
+            push_services: The RFC 8599 push services that can wake devices here (`apns`,
+                `fcm`, `webhook`); a REGISTER asking for another is answered 555.
 
         Raises:
             ValueError: The secret is shorter than 16 bytes or the lifetime is not positive.
@@ -151,6 +160,7 @@ class Registrar:
         self._date_cache: tuple[datetime, str] | None = None
         self._location = location
         self._policy = policy
+        self._push_services = push_services
         # One digest server per realm (tenant SIP domain): each keeps its nonce-count table.
         self._realms = DigestRealms(
             nonce_secret,
@@ -297,6 +307,11 @@ class Registrar:
         now: float,
     ) -> tuple[Response, list[Binding] | None]:
         """Steps 6-8 over the AOR's bindings: the response, and the bindings to store."""
+        services: set[str] = set()
+        if account.push:
+            refusal = self._check_push(request, services)
+            if refusal is not None:
+                return refusal, None
         outcome = process_register(
             request, aor=key, existing=existing, source=source, now=now, policy=self._policy
         )
@@ -307,11 +322,56 @@ class Registrar:
                 # P1/P4: with another background mode configured, the RFC 8599 push
                 # parameters (device tokens) are not kept, even in memory.
                 bindings = [without_push_parameters(b) for b in bindings]
+            elif services:
+                # RFC 8599: the device may now sleep; its binding is kept, to wake it by
+                # push, until the account's push instance max age (P3).
+                old = {id(binding) for binding in existing}
+                keep_until = now + account.push_max_age_s
+                bindings = [
+                    dataclasses.replace(b, keep_until=keep_until)
+                    if id(b) not in old and is_push_contact(b.contact)
+                    else b
+                    for b in bindings
+                ]
         headers = outcome.headers
         if outcome.status == 200:
             # §10.3 step 8: a Date lets a phone without a clock of its own set one.
             headers = (*headers, ("Date", self.date()))
+            if services:
+                # RFC 8599 (proxy behaviour for REGISTER): +sip.pns tells the UA that
+                # requests for it will be announced by pushes of this service; without it
+                # the UA must stay awake.
+                pns = ",".join(sorted(services))
+                headers = (*headers, ("Feature-Caps", f'*;+sip.pns="{pns}"'))
         return self._respond(request, outcome.status, outcome.reason, headers), bindings
+
+    def _check_push(self, request: Request, services: set[str]) -> Response | None:
+        """RFC 8599: refuse push parameters we cannot honour; note the services used."""
+        for value in request.headers.values("Contact"):
+            if "pn-provider" not in value.lower():
+                continue  # the common case, decided without parsing
+            try:
+                uri = parse_name_addr(value).uri
+            except URIError:
+                continue  # process_register answers 400 for it
+            if not isinstance(uri, SipURI):
+                continue
+            try:
+                found = push_parameters(uri)
+            except PushParameterError as exc:
+                return self._respond(request, 400, f"Bad push parameters: {exc}")
+            if found is None:
+                continue
+            if found.service not in self._push_services:
+                # RFC 8599: 555 Push Notification Service Not Supported, naming the
+                # services we do support.
+                supported = ",".join(sorted(self._push_services))
+                headers: Headers = (("Feature-Caps", f'*;+sip.pns="{supported}"'),)
+                return self._respond(
+                    request, 555, "Push Notification Service Not Supported", headers
+                )
+            services.add(found.provider)
+        return None
 
     def date(self) -> str:
         """The wall clock as an rfc1123-date (RFC 3261 §20.17), formatted once a second."""
@@ -415,11 +475,30 @@ class Registrar:
 
 
 def without_push_parameters(binding: Binding) -> Binding:
-    """The binding without RFC 8599 `pn-*` Contact parameters."""
+    """The binding without RFC 8599 `pn-*` parameters, in its Contact URI or beside it."""
     kept = tuple(
         (name, value) for name, value in binding.params if not name.lower().startswith("pn-")
     )
-    return dataclasses.replace(binding, params=kept)
+    contact = binding.contact
+    if "pn-" in contact.lower():
+        try:
+            uri = parse_uri(contact)
+        except URIError:
+            uri = None
+        if isinstance(uri, SipURI):
+            contact = str(uri_without_push_parameters(uri))
+    return dataclasses.replace(binding, params=kept, contact=contact, keep_until=None)
+
+
+def is_push_contact(contact: str) -> bool:
+    """Whether a binding's Contact URI carries RFC 8599 push parameters."""
+    if "pn-provider" not in contact.lower():
+        return False
+    try:
+        uri = parse_uri(contact)
+    except URIError:
+        return False
+    return isinstance(uri, SipURI) and has_push_parameters(uri)
 
 
 def _request_host(request_uri: str) -> str | None:

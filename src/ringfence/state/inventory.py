@@ -10,7 +10,9 @@ REGISTRATIONS = Category(
     "user agent, the push parameters it registered with",
     purpose="deliver the user's calls and messages to their devices",
     basis=LegalBasis.CONTRACT,
-    retention="until the registration expires (at most sip.max_expires_s), never stored",
+    retention="until the registration expires (at most sip.max_expires_s); a device that "
+    "registered with push parameters (RFC 8599) is kept asleep, to be woken by push, until the "
+    "account's push instance max age (3 to 6 days, P3); never stored",
 )
 ABUSE_LIMITS = Category(
     name="abuse limits",

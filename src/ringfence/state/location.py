@@ -16,7 +16,8 @@ keeps:
 1. Keys are canonical AOR strings (`sip:user@domain`, domain lowercased), as the registrar
    builds them; an implementation compares them as opaque text.
 2. Time is an argument. `expires_at` and every `now` are seconds on one clock, the caller's;
-   a binding is live while `now < expires_at`.
+   a binding is live while `now < binding.until` (its `expires_at`, or the later
+   `keep_until` of a push binding whose device sleeps).
 3. `lookup(aor, now)` returns the live bindings of `aor`, in the order `replace` stored them,
    as a new list the caller may change. Expired bindings are never returned, purged or not.
 4. `replace(aor, bindings, now)` makes `bindings` the complete set of `aor`, atomically: a
@@ -90,6 +91,10 @@ class Binding:
         params: Every Contact header parameter as given, in order (`expires`, `q`,
             `+sip.instance`, `reg-id`, RFC 8599's `pn-provider`, `pn-prid`, `pn-param`, ...).
         user_agent: The User-Agent header of that REGISTER, if any.
+        keep_until: For a binding with RFC 8599 push parameters, when it is forgotten:
+            after its registration expires the device sleeps, and a request for it wakes it
+            by push, until the account's push instance max age has passed (P3). None for
+            every other binding.
     """
 
     aor: str = field(repr=False)
@@ -104,6 +109,17 @@ class Binding:
     source: Address = field(repr=False)
     params: tuple[tuple[str, str | None], ...] = field(default=(), repr=False)
     user_agent: str | None = field(default=None, repr=False)
+    keep_until: float | None = None
+
+    @property
+    def until(self) -> float:
+        """When the binding is forgotten: its expiry, or later for a push binding."""
+        keep = self.keep_until
+        return self.expires_at if keep is None or keep < self.expires_at else keep
+
+    def registered(self, now: float) -> bool:
+        """Whether the registration itself is current (not only a sleeping push binding)."""
+        return self.expires_at > now
 
     @property
     def flow(self) -> str | None:
@@ -166,6 +182,9 @@ class MemoryLocationService:
         # recognised on pop and skipped.
         self._expiries: list[tuple[float, str]] = []
         self._count = 0
+        #: Called with (aor, new bindings) after every change of an AOR's set: the proxy
+        #: forwards a request parked for a sleeping device when it registers (RFC 8599).
+        self.on_change: Callable[[str, tuple[Binding, ...]], None] | None = None
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
         return self.lookup_now(aor, now)
@@ -175,14 +194,14 @@ class MemoryLocationService:
 
     def lookup_now(self, aor: str, now: float) -> list[Binding]:
         """`lookup` without awaiting: this service is memory (the registrar's fast path)."""
-        return [binding for binding in self._by_aor.get(aor, ()) if binding.expires_at > now]
+        return [binding for binding in self._by_aor.get(aor, ()) if binding.until > now]
 
     def replace_now(self, aor: str, bindings: list[Binding], now: float) -> None:
         """`replace` without awaiting."""
         for binding in bindings:
             if binding.aor != aor:
                 raise ValueError("every binding must belong to the AOR being replaced")
-        self._set(aor, (binding for binding in bindings if binding.expires_at > now))
+        self._set(aor, (binding for binding in bindings if binding.until > now))
 
     async def remove_flow(self, flow_id: str) -> int:
         removed = 0
@@ -202,7 +221,7 @@ class MemoryLocationService:
         while self._expiries and self._expiries[0][0] <= now:
             _, aor = heapq.heappop(self._expiries)
             current = self._by_aor.get(aor, ())
-            live = tuple(binding for binding in current if binding.expires_at > now)
+            live = tuple(binding for binding in current if binding.until > now)
             if len(live) != len(current):
                 purged += len(current) - len(live)
                 self._set(aor, live)
@@ -223,9 +242,11 @@ class MemoryLocationService:
         self._count += len(new) - len(old)
         if new:
             self._by_aor[aor] = new
-            heapq.heappush(self._expiries, (min(b.expires_at for b in new), aor))
+            heapq.heappush(self._expiries, (min(b.until for b in new), aor))
         else:
             self._by_aor.pop(aor, None)
+        if self.on_change is not None:
+            self.on_change(aor, new)
 
 
 def _binding_fields(binding: Binding) -> list[Any]:
@@ -242,6 +263,7 @@ def _binding_fields(binding: Binding) -> list[Any]:
         [source.transport, source.host, source.port, source.flow],
         [list(param) for param in binding.params],
         binding.user_agent,
+        binding.keep_until,
     ]
 
 
@@ -277,6 +299,7 @@ def decode_bindings(data: bytes) -> tuple[str, tuple[Binding, ...]]:
                 source=Address(transport, host, port, flow),
                 params=tuple((name, value) for name, value in params),
                 user_agent=user_agent,
+                keep_until=None if keep_until is None else float(keep_until),
             )
             for (
                 contact,
@@ -290,6 +313,7 @@ def decode_bindings(data: bytes) -> tuple[str, tuple[Binding, ...]]:
                 (transport, host, port, flow),
                 params,
                 user_agent,
+                keep_until,
             ) in rows
         )
     except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
@@ -330,7 +354,7 @@ class ReplicaLocationService(MemoryLocationService):
                 binding
                 for binding in bindings
                 if binding.aor == aor
-                and binding.expires_at > now
+                and binding.until > now
                 and not (flow_bound(binding) and binding.flow in self._closed)
             ),
         )

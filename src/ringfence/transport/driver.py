@@ -14,12 +14,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ringfence.proxy.engine import Incoming, ProxyEngine
+from ringfence.proxy.parking import EndReason, Parking, Waker
 from ringfence.proxy.router import Forward, Router
 from ringfence.sip.digest import without_credentials_for
 from ringfence.sip.message import Message, Request, make_response
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
 from ringfence.sip.validation import check_request, check_response
+from ringfence.state.location import Binding
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +37,15 @@ class SipNode:
         register: Callable[[Request, Address, float], Awaitable[Message]],
         is_local_domain: Callable[[str], Awaitable[bool]],
         send: Callable[[Address, Message], bool],
+        *,
+        waker: Waker | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self._engine = engine
         self._router = router
+        # RFC 8599: requests for sleeping devices wait here while a push wakes them.
+        self._waker = waker
+        self._parking = parking if parking is not None else Parking()
         self._register = register
         self._is_local_domain = is_local_domain
         self._send = send
@@ -80,7 +88,61 @@ class SipNode:
     def _process(self) -> None:
         for incoming in self._engine.pending():
             self._spawn(self._decide(incoming))
+        for key, status in self._engine.settled():
+            self._settled(key, status)
         self._flush()
+
+    # -- requests parked for sleeping devices (RFC 8599) ------------------------------------
+
+    def _park(self, incoming: Incoming, request: Request, decision: Forward, now: float) -> None:
+        """Wake the sleeping devices of a request the engine holds for them."""
+        wake = decision.wake
+        assert wake is not None
+        assert self._waker is not None
+        if self._engine.is_answered(incoming.key):
+            return  # cancelled meanwhile
+        parked = self._parking.park(incoming.key, request, wake.aor, list(wake.sleepers), now)
+        if not decision.targets:
+            # The caller hears ringing while the devices wake (Acrobits' SIPIS does so too).
+            self._engine.reply(incoming.key, 180, "Ringing", now=now)
+        for sleeper in parked.sleepers:
+            self._waker.ring(parked, sleeper)
+
+    def parked_for(self, aor: str) -> bool:
+        """Whether a request waits for a device of `aor` (cheap: asked on every change)."""
+        return self._parking.has(aor)
+
+    def bindings_changed(self, aor: str, bindings: tuple[Binding, ...]) -> None:
+        """A REGISTER changed `aor`'s bindings: forward what waits for a woken device."""
+        now = self._now()
+        for parked, ready in self._parking.registered(aor, bindings, now):
+            targets = [self._router.target_of(binding) for binding in ready]
+            more = bool(parked.waiting())
+            self._engine.forward(parked.key, parked.request, targets, now=now, hold=more)
+            if not more:
+                self._engine.release(parked.key, now=now)
+                self._parking.remove(parked.key)
+        self._process()
+
+    def _settled(self, key: str, status: int) -> None:
+        parked = self._parking.remove(key)
+        if parked is None or self._waker is None:
+            return
+        # Devices woken for nothing must stop ringing: an alert, never a second VoIP push.
+        if status == 487:
+            reason = EndReason.CANCELLED
+        elif 200 <= status < 300:
+            reason = EndReason.ANSWERED_ELSEWHERE
+        else:
+            reason = EndReason.FAILED
+        if parked.waiting():
+            self._waker.ended(parked, parked.waiting(), reason)
+
+    def _parking_expired(self, now: float) -> None:
+        for parked in self._parking.expired(now):
+            if parked.waiting() and self._waker is not None:
+                self._waker.ended(parked, parked.waiting(), EndReason.NO_ANSWER)
+            self._engine.release(parked.key, now=now)
 
     def _spawn(self, job: Awaitable[None]) -> None:
         async def run() -> None:
@@ -103,13 +165,18 @@ class SipNode:
         if isinstance(decision, Forward):
             if decision.consumed_realm is not None:
                 request = _consume_credentials(request, decision.consumed_realm)
+            # Without a push service the sleeping devices cannot be reached: not held.
+            hold = decision.wake is not None and self._waker is not None
             self._engine.forward(
                 incoming.key,
                 request,
                 list(decision.targets),
                 now=now,
                 record_route=decision.record_route,
+                hold=hold,
             )
+            if hold:
+                self._park(incoming, request, decision, now)
         else:
             self._engine.reply(
                 incoming.key, decision.status, decision.reason, decision.headers, now=now
@@ -143,6 +210,9 @@ class SipNode:
 
     def _arm(self) -> None:
         deadline = self._engine.next_deadline()
+        parked = self._parking.next_deadline()
+        if parked is not None and (deadline is None or parked < deadline):
+            deadline = parked
         if deadline is None or deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -153,7 +223,9 @@ class SipNode:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self._engine.handle_timer(self._now())
+        now = self._now()
+        self._engine.handle_timer(now)
+        self._parking_expired(now)
         self._process()
 
     async def aclose(self) -> None:

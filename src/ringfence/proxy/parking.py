@@ -1,0 +1,226 @@
+"""Requests parked for sleeping devices (RFC 8599): push, wait for the REGISTER, forward.
+
+An INVITE for a user some of whose bindings carry push parameters is parked for those
+devices: each gets one push, and the request waits until the device refreshes its binding
+(matched by `+sip.instance`, else by its push token), then goes to the new binding as one
+more branch. Whatever did not come back by the deadline is given up; the INVITE is then
+answered by its other branches, or 480 when there were none.
+
+Pure bookkeeping: the transport driver feeds it time and binding changes, the engine forks,
+and a `Waker` sends the pushes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ringfence.sip.message import Request
+from ringfence.sip.pn import PushParameterError, PushParameters, push_parameters
+from ringfence.sip.randomness import random_hex
+from ringfence.state.location import Binding
+
+#: How long an INVITE waits for a woken device (RFC 8599 leaves it to the proxy; OpenSIPS
+#: waits 6 s, Acrobits up to 2 minutes). The caller hears ringing meanwhile.
+DEFAULT_WAIT_S = 30.0
+
+
+class EndReason:
+    """Why a device that was woken for a call is told the call is over."""
+
+    CANCELLED = "cancelled"
+    ANSWERED_ELSEWHERE = "answered_elsewhere"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Sleeper:
+    """One device woken for one parked request.
+
+    Attributes:
+        instance: Its `+sip.instance`, the best match for its next REGISTER.
+        push: Its push parameters (provider, app, tokens).
+        registration: (Call-ID, CSeq) of the REGISTER behind the binding at park time: a
+            binding with another is a refresh, the device is awake.
+        awake: The device has registered again and been given the request.
+    """
+
+    instance: str | None
+    push: PushParameters
+    registration: tuple[str, int]
+    awake: bool = False
+
+    @property
+    def device(self) -> str:
+        """What identifies the device: its instance, else its call token."""
+        return self.instance or self.push.device_key
+
+    def matches(self, binding: Binding) -> bool:
+        if (binding.call_id, binding.cseq) == self.registration:
+            return False  # the same registration: not a refresh
+        if self.instance is not None and binding.instance is not None:
+            return binding.instance == self.instance
+        try:
+            params = push_parameters(binding.contact)
+        except PushParameterError:
+            return False
+        return params is not None and params.device_key == self.push.device_key
+
+
+@dataclass(slots=True)
+class ParkedRequest:
+    """A request waiting for woken devices.
+
+    Attributes:
+        key: The server transaction's key in the proxy engine.
+        request: The request as it will be forwarded (our Route and consumed credentials
+            removed).
+        aor: The callee's address-of-record.
+        push_id: The opaque id the pushes carry (Acrobits' `X-Push-ID`).
+        deadline: When waiting stops.
+        sleepers: The devices pushed.
+    """
+
+    key: str
+    request: Request
+    aor: str
+    push_id: str
+    deadline: float
+    sleepers: list[Sleeper] = field(default_factory=list)
+
+    @property
+    def call_id(self) -> str:
+        return self.request.headers.get("Call-ID") or ""
+
+    def waiting(self) -> list[Sleeper]:
+        return [sleeper for sleeper in self.sleepers if not sleeper.awake]
+
+
+class Registration(Protocol):
+    """What parking needs of a binding (a `state.location.Binding`)."""
+
+    @property
+    def contact(self) -> str: ...
+
+    @property
+    def instance(self) -> str | None: ...
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def cseq(self) -> int: ...
+
+
+class Waker(Protocol):
+    """Sends the pushes of parked requests (`ringfence.push` implements it)."""
+
+    def ring(self, parked: ParkedRequest, sleeper: Sleeper) -> None:
+        """Wake `sleeper` for `parked` (a call: a VoIP push), at most once per call."""
+        ...
+
+    def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: str) -> None:
+        """Tell devices woken for `parked` that it is over (an alert, never a VoIP push)."""
+        ...
+
+
+def sleepers_of(bindings: Sequence[Registration]) -> list[Sleeper]:
+    """The devices among `bindings` that are woken by push (one per device)."""
+    found: dict[str, Sleeper] = {}
+    for binding in bindings:
+        try:
+            params = push_parameters(binding.contact)
+        except PushParameterError:
+            continue  # the registrar refused such parameters; an old binding at worst
+        if params is None or params.token_for_call() is None:
+            continue
+        sleeper = Sleeper(binding.instance, params, (binding.call_id, binding.cseq))
+        found.setdefault(sleeper.device, sleeper)
+    return list(found.values())
+
+
+class Parking:
+    """Every parked request of one proxy engine."""
+
+    def __init__(self, wait_s: float = DEFAULT_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._parked: dict[str, ParkedRequest] = {}
+        self._by_aor: dict[str, set[str]] = {}
+        self._deadlines: list[tuple[float, str]] = []
+
+    def park(
+        self, key: str, request: Request, aor: str, sleepers: list[Sleeper], now: float
+    ) -> ParkedRequest:
+        # Opaque: the push crosses Apple's or Google's servers, the Call-ID may name a host.
+        push_id = random_hex(16)
+        parked = ParkedRequest(key, request, aor, push_id, now + self.wait_s, sleepers)
+        self._parked[key] = parked
+        self._by_aor.setdefault(aor, set()).add(key)
+        heapq.heappush(self._deadlines, (parked.deadline, key))
+        return parked
+
+    def has(self, aor: str) -> bool:
+        return aor in self._by_aor
+
+    def get(self, key: str) -> ParkedRequest | None:
+        return self._parked.get(key)
+
+    def registered(
+        self, aor: str, bindings: Sequence[Binding], now: float
+    ) -> list[tuple[ParkedRequest, list[Binding]]]:
+        """The parked requests that woken devices of `aor` can now take, with their bindings.
+
+        Args:
+            aor: The AOR whose binding set changed.
+            bindings: Its complete new set.
+            now: The current time on the bindings' clock.
+        """
+        out: list[tuple[ParkedRequest, list[Binding]]] = []
+        for key in list(self._by_aor.get(aor, ())):
+            parked = self._parked[key]
+            ready: list[Binding] = []
+            for sleeper in parked.waiting():
+                for binding in bindings:
+                    if binding.registered(now) and sleeper.matches(binding):
+                        sleeper.awake = True
+                        ready.append(binding)
+                        break
+            if ready:
+                out.append((parked, ready))
+        return out
+
+    def remove(self, key: str) -> ParkedRequest | None:
+        """Stop waiting for `key` (answered, cancelled, or timed out)."""
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            keys = self._by_aor.get(parked.aor)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_aor[parked.aor]
+        return parked
+
+    def expired(self, now: float) -> list[ParkedRequest]:
+        """The parked requests whose wait is over; they are removed."""
+        out = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, key = heapq.heappop(self._deadlines)
+            parked = self._parked.get(key)
+            if parked is not None and parked.deadline <= now:
+                self.remove(key)
+                out.append(parked)
+        return out
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines:
+            deadline, key = self._deadlines[0]
+            if key in self._parked:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    def __len__(self) -> int:
+        return len(self._parked)

@@ -1,0 +1,132 @@
+"""Pushes for parked SIP requests: the `proxy.parking.Waker` that uses the dispatcher.
+
+One VoIP push per device per call, whatever the forks and retransmissions (iOS punishes
+VoIP pushes that show no call); a call that ends before the device took it gives an alert
+on the device's other token, never a second VoIP push. A dead token prunes the binding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from ringfence.clock import Clock
+from ringfence.proxy.parking import ParkedRequest, Sleeper
+from ringfence.push.dispatcher import PushDispatcher
+from ringfence.push.provider import (
+    Delivered,
+    Notification,
+    ProviderName,
+    PushKind,
+    PushResult,
+    PushTarget,
+    TokenDead,
+)
+from ringfence.sip.pn import PushParameters
+
+logger = logging.getLogger(__name__)
+
+#: (Call-ID, device) pairs remembered, to push each device once per call.
+RUNG_KEPT = 65_536
+#: How long a "call ended" alert may wait for an offline phone (then it is pointless).
+ENDED_TTL_S = 600
+
+_SERVICES = {
+    "apns": ProviderName.APNS,
+    "fcm": ProviderName.FCM,
+    "webhook": ProviderName.WEBHOOK,
+}
+
+Prune = Callable[[str, str], Awaitable[None]]
+
+
+def push_target(params: PushParameters, token: str | None) -> PushTarget | None:
+    """The push target of one of a binding's tokens; None for a service we do not serve."""
+    provider = _SERVICES.get(params.service)
+    if provider is None or not token:
+        return None
+    return PushTarget(provider, params.app, token, sandbox=params.sandbox)
+
+
+class PushWaker:
+    """Wakes devices for parked requests through a `PushDispatcher`."""
+
+    def __init__(
+        self,
+        dispatcher: PushDispatcher,
+        clock: Clock,
+        *,
+        ring_window_s: float,
+        prune: Prune | None = None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._ring_window_s = ring_window_s
+        self._prune = prune
+        self._rung: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: What the latest pushes came to: (push id, kind, result).
+        self.results: deque[tuple[str, PushKind, PushResult]] = deque(maxlen=1024)
+
+    def ring(self, parked: ParkedRequest, sleeper: Sleeper) -> None:
+        key = (parked.call_id, sleeper.device)
+        if key in self._rung:
+            return  # another fork or transaction of the same call: pushed already
+        self._rung[key] = None
+        while len(self._rung) > RUNG_KEPT:
+            self._rung.popitem(last=False)
+        target = push_target(sleeper.push, sleeper.push.token_for_call())
+        if target is None:
+            return
+        notification = Notification(PushKind.CALL, parked.push_id, ttl_s=0)
+        self._spawn(parked.aor, sleeper, target, notification)
+
+    def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: str) -> None:
+        for sleeper in sleepers:
+            if (parked.call_id, sleeper.device) not in self._rung:
+                continue  # never woken for this call
+            # The other token (iOS: the "remote" one): a VoIP push would have to show a call.
+            target = push_target(sleeper.push, sleeper.push.token_for_alert())
+            if target is None:
+                logger.info("no alert token to tell a device a call ended (%s)", reason)
+                continue
+            notification = Notification(
+                PushKind.CALL_ENDED,
+                parked.push_id,
+                ttl_s=ENDED_TTL_S,
+                collapse_id=parked.push_id,
+                data={"reason": reason},
+            )
+            self._spawn(parked.aor, sleeper, target, notification)
+
+    def _spawn(
+        self, aor: str, sleeper: Sleeper, target: PushTarget, notification: Notification
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._send(aor, sleeper, target, notification)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(
+        self, aor: str, sleeper: Sleeper, target: PushTarget, notification: Notification
+    ) -> None:
+        deadline = self._clock.monotonic() + self._ring_window_s
+        try:
+            result = await self._dispatcher.send(target, notification, deadline=deadline)
+        except Exception:
+            logger.exception("a %s push failed", notification.kind.value)
+            return
+        self.results.append((notification.push_id, notification.kind, result))
+        if not isinstance(result, Delivered):
+            logger.info("%s push to %s: %s", notification.kind.value, target.fingerprint, result)
+        if isinstance(result, TokenDead) and self._prune is not None:
+            await self._prune(aor, sleeper.device)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._dispatcher.aclose()

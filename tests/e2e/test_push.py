@@ -1,0 +1,348 @@
+"""Calls to sleeping phones (RFC 8599) through `ringfence serve`, SIPp as the phones.
+
+The push stand-ins (APNs and FCM over HTTP/2 and TLS) run in a thread of this process, so
+the test sees every push they accept; `ringfence serve` is configured to send to them.
+A SIPp "device" registers with push parameters and exits (the app is suspended); a caller
+INVITEs it; the test waits for the VoIP push, then plays the woken app: it registers again
+from a new port (same +sip.instance) and answers there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from ringfence.clock import SystemClock
+from ringfence.sandbox.record import ReceivedPush
+from ringfence.sandbox.server import PushSandbox
+from tests.e2e.conftest import DOMAIN, PASSWORDS, Server, serving
+from tests.peers.sipp import SippResult, free_udp_port, run_scenario, uas, write_injection
+from tests.support.tools import missing_tool
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "peers" / "scenarios"
+TEAM = "SANDBOXTM1"
+WAIT_S = 8
+CLOCK = SystemClock()
+
+
+class SandboxThread:
+    """A `PushSandbox` served by an event loop of its own, in a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.box = PushSandbox(directory, SystemClock(), accept_unknown_tokens=False)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> PushSandbox:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.box.__aenter__(), self.loop).result(30)
+        return self.box
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.box.__aexit__(None, None, None), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def pushes(self) -> list[ReceivedPush]:
+        return list(self.box.apns.inbox.pushes)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxThread]:
+    thread = SandboxThread(tmp_path_factory.mktemp("push-sandbox"))
+    with thread:
+        yield thread
+
+
+@pytest.fixture(scope="module")
+def server(sandbox: SandboxThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("push-e2e")
+    config = workdir / "ringfence.toml"
+    config.write_text(f"[push]\ncall_wait_s = {WAIT_S}\n\n" + sandbox.box.toml())
+    with serving(workdir, config=str(config), logging__level="INFO") as running:
+        yield running
+
+
+def device_injection(server: Server, user: str, token: str, instance: str) -> Path:
+    """A register_push.xml injection file: the account, then its push parameters."""
+    path = server.workdir / f"device-{user}-{instance}.csv"
+    password = PASSWORDS[user]
+    auth = f"[authentication username={user} password={password}]"
+    param = f"{TEAM}.org.ringfence.sandbox.voip"
+    path.write_text(f"SEQUENTIAL\n{user};{auth};{DOMAIN};{user};apns;{token};{param};{instance}\n")
+    return path
+
+
+def caller_injection(server: Server, user: str, callee: str) -> Path:
+    path = server.workdir / f"caller-{user}-{callee}.csv"
+    write_injection(path, [(user, PASSWORDS[user])], DOMAIN, callee=callee)
+    return path
+
+
+def register_device(server: Server, user: str, token: str, instance: str, port: int) -> SippResult:
+    return run_scenario(
+        SCENARIOS / "register_push.xml",
+        server.port,
+        inf=device_injection(server, user, token, instance),
+        local_port=port,
+    )
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = CLOCK.monotonic() + timeout_s
+    while not check():
+        assert CLOCK.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def voip_pushes(sandbox: SandboxThread, token: str) -> list[ReceivedPush]:
+    return [
+        p for p in sandbox.pushes() if p.token == token and p.headers["apns-push-type"] == "voip"
+    ]
+
+
+def alerts(sandbox: SandboxThread, token: str) -> list[ReceivedPush]:
+    return [
+        p for p in sandbox.pushes() if p.token == token and p.headers["apns-push-type"] == "alert"
+    ]
+
+
+def in_background(job: Callable[[], SippResult]) -> Future[SippResult]:
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(job)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
+    server: Server, sandbox: SandboxThread
+) -> None:
+    token = "b0b0" * 16
+    sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
+    assert register_device(server, "bob", token, "00000000b0b0", free_udp_port()) == (1, 0)
+    # The app is suspended now: nothing listens at the port it registered from.
+    call = in_background(
+        lambda: run_scenario(
+            "uac_call.xml",
+            server.port,
+            inf=caller_injection(server, "alice", "bob"),
+            recv_timeout_ms=WAIT_S * 1000 + 5000,
+            timeout_s=40,
+        )
+    )
+    wait_for(lambda: len(voip_pushes(sandbox, token)) == 1)
+    push = voip_pushes(sandbox, token)[0]
+    assert push.headers["apns-topic"] == "org.ringfence.sandbox.voip"
+    assert push.headers["apns-expiration"] == "0"
+    assert push.payload["rf"]["type"] == "call"
+    # The push woke the app: it registers again from a new socket, and answers there.
+    woken = free_udp_port()
+    assert register_device(server, "bob", token, "00000000b0b0", woken) == (1, 0)
+    with uas(server.port, woken):
+        assert call.result(timeout=60) == (1, 0)
+    assert len(voip_pushes(sandbox, token)) == 1  # one VoIP push for the call, no more
+    assert alerts(sandbox, token) == []
+    # The server logs at INFO here, HTTP clients included: no device token in any line.
+    log = (server.workdir / "serve.log").read_text()
+    assert "Uvicorn running" in log  # the log is the server's, at INFO
+    assert token not in log
+
+
+def test_a_call_cancelled_while_parked_gives_an_alert_and_never_a_second_voip_push(
+    server: Server, sandbox: SandboxThread
+) -> None:
+    voip, remote = "ca01" * 16, "ca02" * 16
+    sandbox.box.apns.add_device(voip, sandbox.box.bundle_id)
+    sandbox.box.apns.add_device(remote, sandbox.box.bundle_id)
+    # Linphone's form: one token per APNs service.
+    token = f"{remote}:remote&{voip}:voip"
+    path = device_injection(server, "carol", token, "00000000ca01")
+    path.write_text(path.read_text().replace(".voip;", ".remote&voip;"))
+    result = run_scenario(
+        SCENARIOS / "register_push.xml", server.port, inf=path, local_port=free_udp_port()
+    )
+    assert result == (1, 0)
+    cancelled = run_scenario(
+        "uac_cancel.xml", server.port, inf=caller_injection(server, "alice", "carol")
+    )
+    assert cancelled == (1, 0)
+    wait_for(lambda: len(alerts(sandbox, remote)) == 1)
+    alert = alerts(sandbox, remote)[0]
+    assert alert.payload["rf"]["type"] == "call_ended"
+    assert alert.payload["rf"]["reason"] == "cancelled"
+    assert alert.payload["aps"]["alert"] == {"loc-key": "RF_CALL_ENDED"}
+    time.sleep(0.5)
+    assert len(voip_pushes(sandbox, voip)) == 1
+    assert alerts(sandbox, voip) == []  # the VoIP token only ever gets the call
+
+
+def test_no_device_within_the_wait_gives_480(server: Server, sandbox: SandboxThread) -> None:
+    token = "da7e" * 16
+    sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
+    assert register_device(server, "dave", token, "00000000da7e", free_udp_port()) == (1, 0)
+    started = CLOCK.monotonic()
+    result = run_scenario(
+        SCENARIOS / "uac_unavailable.xml",
+        server.port,
+        inf=caller_injection(server, "alice", "dave"),
+        recv_timeout_ms=WAIT_S * 1000 + 5000,
+        timeout_s=40,
+    )
+    assert result == (1, 0)
+    assert CLOCK.monotonic() - started >= WAIT_S - 1
+    assert len(voip_pushes(sandbox, token)) == 1
+
+
+def test_a_dead_token_prunes_the_binding(server: Server, sandbox: SandboxThread) -> None:
+    token = "e1e1" * 16
+    sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
+    assert register_device(server, "erin", token, "00000000e1e1", free_udp_port()) == (1, 0)
+    sandbox.box.apns.unregister(token, at_ms=int((CLOCK.now().timestamp() + 1) * 1000))
+    first = in_background(
+        lambda: run_scenario(
+            SCENARIOS / "uac_unavailable.xml",
+            server.port,
+            inf=caller_injection(server, "alice", "erin"),
+            recv_timeout_ms=WAIT_S * 1000 + 5000,
+            timeout_s=40,
+        )
+    )
+    assert first.result(timeout=60) == (1, 0)
+    # Apple said the token is gone: the binding went with it, so the next call is 480 at once.
+    pushed = len(voip_pushes(sandbox, token))
+    started = CLOCK.monotonic()
+    again = run_scenario("uac_call.xml", server.port, inf=caller_injection(server, "alice", "erin"))
+    assert again == (0, 1)
+    assert CLOCK.monotonic() - started < WAIT_S
+    assert len(voip_pushes(sandbox, token)) == pushed  # no push for a pruned binding
+
+
+class Linphone:
+    """linphonec 5 as an RFC 8599 client (PEERS.md), driven on stdin; auto-answers calls."""
+
+    def __init__(self, server: Server, user: str, push: str, home: Path) -> None:
+        self.home = home
+        (home / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
+        self.rc = home / "linphonerc"
+        sip_port = free_udp_port()
+        self.rc.write_text(
+            "\n".join(
+                [
+                    "[sip]",
+                    f"sip_port={sip_port}",
+                    "sip_tcp_port=-1",
+                    "sip_tls_port=-1",
+                    "default_proxy=0",
+                    "[rtp]",
+                    f"audio_rtp_port={free_udp_port()}",
+                    "[sound]",
+                    "echocancellation=0",
+                    "[misc]",
+                    "uuid=5b0a7c1e-3f3d-4b43-9a0c-f00dfeedf00d",
+                    "[auth_info_0]",
+                    f"username={user}",
+                    f"passwd={PASSWORDS[user]}",
+                    f"realm={DOMAIN}",
+                    f"domain={DOMAIN}",
+                    "[proxy_0]",
+                    f"reg_proxy=<sip:127.0.0.1:{server.port};transport=udp>",
+                    f"reg_identity=<sip:{user}@{DOMAIN}>",
+                    "reg_expires=600",
+                    "reg_sendregister=1",
+                    "publish=0",
+                    f"contact_uri_parameters={push}",
+                    "",
+                ]
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def log(self) -> str:
+        path = self.home / "debug.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> None:
+        with (self.home / "linphonec.log").open("ab") as log:
+            self._spawn(log)
+
+    def _spawn(self, log: BinaryIO) -> None:
+        self.process = subprocess.Popen(
+            ["linphonec", "-c", str(self.rc), "-a", "-d", "6", "-l", str(self.home / "debug.log")],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(self.home)},
+        )
+
+    def stop(self) -> None:
+        """Gone at once, as iOS suspends an app: no un-REGISTER."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            self.process = None
+
+
+@pytest.mark.parametrize("service", ["apns", "fcm"])
+def test_linphone_is_woken_by_a_push_and_answers_the_parked_call(
+    server: Server, sandbox: SandboxThread, tmp_path: Path, service: str
+) -> None:
+    if shutil.which("linphonec") is None:
+        missing_tool("linphonec", "linphone-cli")
+    box = sandbox.box
+    if service == "apns":
+        token = "f4a7" * 16
+        box.apns.add_device(token, box.bundle_id)
+        push = f"pn-provider=apns;pn-prid={token};pn-param={TEAM}.{box.bundle_id}.voip"
+        user = "frank"
+    else:
+        token = "fcm-registration-token-of-grace-s-android-phone"
+        box.fcm.add_device(token, box.project_id)
+        push = f"pn-provider=fcm;pn-prid={token};pn-param={box.project_id}"
+        user = "grace"
+
+    def pushed() -> list[ReceivedPush]:
+        inbox = box.apns.inbox if service == "apns" else box.fcm.inbox
+        return [p for p in list(inbox.pushes) if p.token == token]
+
+    phone = Linphone(server, user, push, tmp_path)
+    phone.start()
+    try:
+        # Registered with its push parameters (the registrar's 200 named +sip.pns).
+        wait_for(lambda: f'+sip.pns="{service}"' in phone.log(), 20)
+        phone.stop()  # suspended
+        call = in_background(
+            lambda: run_scenario(
+                "uac_call.xml",
+                server.port,
+                inf=caller_injection(server, "alice", user),
+                recv_timeout_ms=WAIT_S * 1000 + 5000,
+                timeout_s=40,
+                extra=("-d", "1000"),
+            )
+        )
+        wait_for(lambda: len(pushed()) == 1)
+        push_received = pushed()[0]
+        if service == "apns":
+            assert push_received.headers["apns-push-type"] == "voip"
+        else:
+            assert push_received.payload["android"] == {"priority": "high", "ttl": "0s"}
+            assert push_received.payload["data"]["type"] == "call"
+        phone.start()  # what the push does: the app runs again and registers
+        assert call.result(timeout=60) == (1, 0)  # answered by linphonec, ended with BYE
+        assert "Call 1 with sip:alice@" in (tmp_path / "linphonec.log").read_text()
+        assert len(pushed()) == 1
+    finally:
+        phone.stop()
