@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check bench bench-sip fuzz system-deps clean
+.PHONY: run test check bench bench-sip bench-push fuzz system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(VENV)/.test-deps
 ## bench-sip: SIPp against Kamailio and against ringfence, side by side (see benchmarks/sip)
 bench-sip: $(VENV)/.test-deps system-deps
 	$(BIN)/python benchmarks/sip/bench.py
+
+## bench-push: INVITE-in to push-out latency at 200 calls/s (see benchmarks/push)
+bench-push: $(VENV)/.test-deps system-deps
+	$(BIN)/python benchmarks/push/bench.py
 
 ## fuzz: atheris on the SIP parsers for FUZZ_SECONDS (default 600)
 fuzz: $(VENV)/.test-deps

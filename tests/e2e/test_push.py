@@ -9,11 +9,9 @@ from a new port (same +sip.instance) and answers there.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +22,7 @@ import pytest
 
 from ringfence.clock import SystemClock
 from ringfence.sandbox.record import ReceivedPush
-from ringfence.sandbox.server import PushSandbox
+from ringfence.sandbox.server import PushSandbox, SandboxThread
 from tests.e2e.conftest import DOMAIN, PASSWORDS, Server, serving
 from tests.peers.sipp import SippResult, free_udp_port, run_scenario, uas, write_injection
 from tests.support.tools import missing_tool
@@ -35,38 +33,21 @@ WAIT_S = 8
 CLOCK = SystemClock()
 
 
-class SandboxThread:
-    """A `PushSandbox` served by an event loop of its own, in a thread."""
-
-    def __init__(self, directory: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.box = PushSandbox(directory, SystemClock(), accept_unknown_tokens=False)
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> PushSandbox:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.box.__aenter__(), self.loop).result(30)
-        return self.box
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.box.__aexit__(None, None, None), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
+class Sandbox(SandboxThread):
     def pushes(self) -> list[ReceivedPush]:
         return list(self.box.apns.inbox.pushes)
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxThread]:
-    thread = SandboxThread(tmp_path_factory.mktemp("push-sandbox"))
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    directory = tmp_path_factory.mktemp("push-sandbox")
+    thread = Sandbox(PushSandbox(directory, SystemClock(), accept_unknown_tokens=False))
     with thread:
         yield thread
 
 
 @pytest.fixture(scope="module")
-def server(sandbox: SandboxThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("push-e2e")
     config = workdir / "ringfence.toml"
     config.write_text(f"[push]\ncall_wait_s = {WAIT_S}\n\n" + sandbox.box.toml())
@@ -106,13 +87,13 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 15) -> None:
         time.sleep(0.05)
 
 
-def voip_pushes(sandbox: SandboxThread, token: str) -> list[ReceivedPush]:
+def voip_pushes(sandbox: Sandbox, token: str) -> list[ReceivedPush]:
     return [
         p for p in sandbox.pushes() if p.token == token and p.headers["apns-push-type"] == "voip"
     ]
 
 
-def alerts(sandbox: SandboxThread, token: str) -> list[ReceivedPush]:
+def alerts(sandbox: Sandbox, token: str) -> list[ReceivedPush]:
     return [
         p for p in sandbox.pushes() if p.token == token and p.headers["apns-push-type"] == "alert"
     ]
@@ -126,7 +107,7 @@ def in_background(job: Callable[[], SippResult]) -> Future[SippResult]:
 
 
 def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
-    server: Server, sandbox: SandboxThread
+    server: Server, sandbox: Sandbox
 ) -> None:
     token = "b0b0" * 16
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
@@ -160,7 +141,7 @@ def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
 
 
 def test_a_call_cancelled_while_parked_gives_an_alert_and_never_a_second_voip_push(
-    server: Server, sandbox: SandboxThread
+    server: Server, sandbox: Sandbox
 ) -> None:
     voip, remote = "ca01" * 16, "ca02" * 16
     sandbox.box.apns.add_device(voip, sandbox.box.bundle_id)
@@ -187,7 +168,7 @@ def test_a_call_cancelled_while_parked_gives_an_alert_and_never_a_second_voip_pu
     assert alerts(sandbox, voip) == []  # the VoIP token only ever gets the call
 
 
-def test_no_device_within_the_wait_gives_480(server: Server, sandbox: SandboxThread) -> None:
+def test_no_device_within_the_wait_gives_480(server: Server, sandbox: Sandbox) -> None:
     token = "da7e" * 16
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
     assert register_device(server, "dave", token, "00000000da7e", free_udp_port()) == (1, 0)
@@ -204,7 +185,7 @@ def test_no_device_within_the_wait_gives_480(server: Server, sandbox: SandboxThr
     assert len(voip_pushes(sandbox, token)) == 1
 
 
-def test_a_dead_token_prunes_the_binding(server: Server, sandbox: SandboxThread) -> None:
+def test_a_dead_token_prunes_the_binding(server: Server, sandbox: Sandbox) -> None:
     token = "e1e1" * 16
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
     assert register_device(server, "erin", token, "00000000e1e1", free_udp_port()) == (1, 0)
@@ -297,7 +278,7 @@ class Linphone:
 
 @pytest.mark.parametrize("service", ["apns", "fcm"])
 def test_linphone_is_woken_by_a_push_and_answers_the_parked_call(
-    server: Server, sandbox: SandboxThread, tmp_path: Path, service: str
+    server: Server, sandbox: Sandbox, tmp_path: Path, service: str
 ) -> None:
     if shutil.which("linphonec") is None:
         missing_tool("linphonec", "linphone-cli")

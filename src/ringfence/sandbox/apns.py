@@ -201,7 +201,7 @@ def _check(
     if token in cloud.unregistered:
         raise _RefusedError(410, "Unregistered", timestamp=cloud.unregistered[token])
     headers.pop("authorization", None)
-    return ReceivedPush("apns", environment, token, headers, payload, "2")
+    return ReceivedPush("apns", environment, token, headers, payload, "2", cloud.clock.monotonic())
 
 
 def _check_token_auth(cloud: ApnsCloud, authorization: str | None) -> None:

@@ -144,7 +144,10 @@ def fcm_app(cloud: FcmCloud) -> Starlette:
             return _error(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"}
         version = str(request.scope.get("http_version"))
-        await cloud.inbox.add(ReceivedPush("fcm", project, device, headers, message, version))
+        received = ReceivedPush(
+            "fcm", project, device, headers, message, version, cloud.clock.monotonic()
+        )
+        await cloud.inbox.add(received)
         return JSONResponse({"name": f"projects/{project}/messages/{secrets.token_hex(8)}"})
 
     async def pushes(request: Request) -> Response:

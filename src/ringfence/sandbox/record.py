@@ -19,6 +19,7 @@ class ReceivedPush:
         headers: The request headers (lowercased names), authorization removed.
         payload: The decoded JSON body.
         http_version: The HTTP version the client spoke ("2" for both services).
+        received_at: When it arrived, on the stand-in clock's monotonic scale.
     """
 
     service: str
@@ -27,6 +28,7 @@ class ReceivedPush:
     headers: dict[str, str]
     payload: dict[str, Any]
     http_version: str
+    received_at: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {

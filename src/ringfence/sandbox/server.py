@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,3 +215,28 @@ class PushSandbox:
                 "",
             ]
         )
+
+
+class SandboxThread:
+    """A `PushSandbox` served by an event loop of its own in a thread, for callers that block.
+
+    Tests and benchmarks that drive SIP peers with blocking calls use it; they read what
+    the stand-ins received from `box` (lists are appended to by the sandbox's loop).
+    """
+
+    def __init__(self, box: PushSandbox) -> None:
+        self.box = box
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> PushSandbox:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.box.__aenter__(), self.loop).result(30)
+        return self.box
+
+    def __exit__(self, *exc: object) -> None:
+        stopping = self.box.__aexit__(None, None, None)
+        asyncio.run_coroutine_threadsafe(stopping, self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
