@@ -45,7 +45,7 @@ bench-sip: $(VENV)/.test-deps system-deps
 
 ## bench-push: INVITE-in to push-out latency at 200 calls/s (see benchmarks/push)
 bench-push: $(VENV)/.test-deps system-deps
-	$(BIN)/python benchmarks/push/bench.py
+	$(BIN)/python benchmarks/push/latency.py
 
 ## fuzz: atheris on the SIP parsers for FUZZ_SECONDS (default 600)
 fuzz: $(VENV)/.test-deps
