@@ -12,6 +12,7 @@ and a `Waker` sends the pushes.
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,8 @@ from ringfence.state.location import Binding
 DEFAULT_WAIT_S = 30.0
 
 
-class EndReason:
-    """Why a device that was woken for a call is told the call is over."""
+class EndReason(enum.StrEnum):
+    """Why a device that was woken for a call is told the call is over (the push's `reason`)."""
 
     CANCELLED = "cancelled"
     ANSWERED_ELSEWHERE = "answered_elsewhere"
@@ -122,7 +123,7 @@ class Waker(Protocol):
         """Wake `sleeper` for `parked` (a call: a VoIP push), at most once per call."""
         ...
 
-    def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: str) -> None:
+    def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: EndReason) -> None:
         """Tell devices woken for `parked` that it is over (an alert, never a VoIP push)."""
         ...
 

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from ringfence.clock import Clock
-from ringfence.proxy.parking import ParkedRequest, Sleeper
+from ringfence.proxy.parking import EndReason, ParkedRequest, Sleeper
 from ringfence.push.dispatcher import PushDispatcher
 from ringfence.push.provider import (
     Delivered,
@@ -83,7 +83,7 @@ class PushWaker:
         notification = Notification(PushKind.CALL, parked.push_id, ttl_s=0)
         self._spawn(parked.aor, sleeper, target, notification)
 
-    def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: str) -> None:
+    def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: EndReason) -> None:
         for sleeper in sleepers:
             if (parked.call_id, sleeper.device) not in self._rung:
                 continue  # never woken for this call
@@ -97,7 +97,7 @@ class PushWaker:
                 parked.push_id,
                 ttl_s=ENDED_TTL_S,
                 collapse_id=parked.push_id,
-                data={"reason": reason},
+                data={"reason": reason.value},
             )
             self._spawn(parked.aor, sleeper, target, notification)
 
