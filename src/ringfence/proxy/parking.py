@@ -166,9 +166,6 @@ class Parking:
     def has(self, aor: str) -> bool:
         return aor in self._by_aor
 
-    def get(self, key: str) -> ParkedRequest | None:
-        return self._parked.get(key)
-
     def registered(
         self, aor: str, bindings: Sequence[Binding], now: float
     ) -> list[tuple[ParkedRequest, list[Binding]]]:

@@ -28,7 +28,7 @@ from ringfence.sip.digest import (
     DigestRealms,
     VerifyStatus,
 )
-from ringfence.sip.pn import PushParameterError, push_parameters
+from ringfence.sip.pn import is_push_contact
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, is_ip_address, parse_name_addr, parse_uri
 from ringfence.state.ratelimit import AuthFailureGuard
@@ -113,15 +113,6 @@ class RouterConfig:
     digest_algorithms: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
     #: This worker process's number: the scope of the nonces it issues (`sip.digest`).
     nonce_scope: int = 0
-
-
-def _is_push(contact: str) -> bool:
-    if "pn-provider" not in contact.lower():
-        return False
-    try:
-        return push_parameters(contact) is not None
-    except PushParameterError:
-        return False
 
 
 def _always_open(_flow: str) -> bool:
@@ -212,7 +203,7 @@ class Router:
         if method in WAKING_METHODS:
             # RFC 8599: a device that registered with push parameters may sleep; a request
             # for it is announced by a push, and waits for the device's REGISTER.
-            sleeping = [b for b in bindings if _is_push(b.contact)]
+            sleeping = [b for b in bindings if is_push_contact(b.contact)]
             sleepers = sleepers_of(sleeping)
             if sleepers:
                 wake = WakeUp(aor, tuple(sleepers))

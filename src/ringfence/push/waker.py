@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from ringfence.clock import Clock
@@ -20,7 +20,6 @@ from ringfence.push.provider import (
     Notification,
     ProviderName,
     PushKind,
-    PushResult,
     PushTarget,
     TokenDead,
 )
@@ -67,8 +66,6 @@ class PushWaker:
         self._prune = prune
         self._rung: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        #: What the latest pushes came to: (push id, kind, result).
-        self.results: deque[tuple[str, PushKind, PushResult]] = deque(maxlen=1024)
 
     def ring(self, parked: ParkedRequest, sleeper: Sleeper) -> None:
         key = (parked.call_id, sleeper.device)
@@ -119,7 +116,6 @@ class PushWaker:
         except Exception:
             logger.exception("a %s push failed", notification.kind.value)
             return
-        self.results.append((notification.push_id, notification.kind, result))
         if not isinstance(result, Delivered):
             logger.info("%s push to %s: %s", notification.kind.value, target.fingerprint, result)
         if isinstance(result, TokenDead) and self._prune is not None:

@@ -48,7 +48,7 @@ from ringfence.sip.digest import (
 from ringfence.sip.message import Request, Response, make_response
 from ringfence.sip.pn import (
     PushParameterError,
-    has_push_parameters,
+    is_push_contact,
     push_parameters,
     without_push_parameters as uri_without_push_parameters,
 )
@@ -488,17 +488,6 @@ def without_push_parameters(binding: Binding) -> Binding:
         if isinstance(uri, SipURI):
             contact = str(uri_without_push_parameters(uri))
     return dataclasses.replace(binding, params=kept, contact=contact, keep_until=None)
-
-
-def is_push_contact(contact: str) -> bool:
-    """Whether a binding's Contact URI carries RFC 8599 push parameters."""
-    if "pn-provider" not in contact.lower():
-        return False
-    try:
-        uri = parse_uri(contact)
-    except URIError:
-        return False
-    return isinstance(uri, SipURI) and has_push_parameters(uri)
 
 
 def _request_host(request_uri: str) -> str | None:

@@ -126,7 +126,7 @@ def apns_app(cloud: ApnsCloud, *, sandbox: bool) -> Starlette:
                 status_code=refused.status,
                 headers={"apns-id": apns_id, **refused.extra.get("headers", {})},
             )
-        await cloud.inbox.add(received)
+        cloud.inbox.add(received)
         return Response(status_code=200, headers={"apns-id": apns_id})
 
     async def pushes(request: Request) -> Response:

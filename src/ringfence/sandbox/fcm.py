@@ -147,7 +147,7 @@ def fcm_app(cloud: FcmCloud) -> Starlette:
         received = ReceivedPush(
             "fcm", project, device, headers, message, version, cloud.clock.monotonic()
         )
-        await cloud.inbox.add(received)
+        cloud.inbox.add(received)
         return JSONResponse({"name": f"projects/{project}/messages/{secrets.token_hex(8)}"})
 
     async def pushes(request: Request) -> Response:

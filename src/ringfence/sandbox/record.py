@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,37 +51,9 @@ class Fault:
 
 @dataclass
 class Inbox:
-    """The pushes received, in order, with a way to wait for the next one."""
+    """The pushes received, in order."""
 
     pushes: list[ReceivedPush] = field(default_factory=list)
-    _changed: asyncio.Condition | None = None
 
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
-
-    async def add(self, push: ReceivedPush) -> None:
-        condition = self._condition()
-        async with condition:
-            self.pushes.append(push)
-            condition.notify_all()
-
-    async def wait_for(
-        self, predicate: Callable[[ReceivedPush], bool], timeout_s: float = 10.0
-    ) -> ReceivedPush:
-        """The first push, received or still to come, for which `predicate` holds.
-
-        Raises:
-            TimeoutError: none came within `timeout_s`.
-        """
-        condition = self._condition()
-
-        def found() -> ReceivedPush | None:
-            return next((push for push in self.pushes if predicate(push)), None)
-
-        async with asyncio.timeout(timeout_s), condition:
-            await condition.wait_for(lambda: found() is not None)
-        push = found()
-        assert push is not None
-        return push
+    def add(self, push: ReceivedPush) -> None:
+        self.pushes.append(push)

@@ -81,6 +81,21 @@ def has_push_parameters(uri: SipURI) -> bool:
     return uri.has_param("pn-provider")
 
 
+def is_push_contact(contact: str) -> bool:
+    """Whether a binding's Contact URI carries RFC 8599 push parameters.
+
+    Cheap for the common case (no `pn-provider` in the text): it runs for every binding a
+    request is routed to.
+    """
+    if "pn-provider" not in contact.lower():
+        return False
+    try:
+        uri = parse_uri(contact)
+    except URIError:
+        return False
+    return isinstance(uri, SipURI) and has_push_parameters(uri)
+
+
 def push_parameters(contact: str | SipURI) -> PushParameters | None:
     """The push parameters of a Contact URI; None when it has no `pn-provider`.
 
