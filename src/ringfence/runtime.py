@@ -48,10 +48,12 @@ from ringfence.provisioning import inventory as provisioning_inventory
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
 from ringfence.proxy.engine import Identity, Listener, ProxyEngine
-from ringfence.proxy.parking import Parking, sleepers_of
+from ringfence.proxy.parking import Parking, Sleeper, sleepers_of
 from ringfence.proxy.router import Router, RouterConfig
 from ringfence.push.dispatcher import make_dispatcher
 from ringfence.push.waker import PushWaker
+from ringfence.pushgw import inventory as pushgw_inventory
+from ringfence.pushgw.instances import PushInstances
 from ringfence.registrar.fast import FastRegister
 from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
@@ -78,7 +80,7 @@ from ringfence.storage.migrate import (
     pending,
     upgrade,
 )
-from ringfence.storage.repos import SqlKeyStore, SqlPrivacyStore, SqlStore
+from ringfence.storage.repos import SqlInstanceStore, SqlKeyStore, SqlPrivacyStore, SqlStore
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
     Cluster,
@@ -165,8 +167,10 @@ class SipService:
         clock: Clock,
         *,
         worker: int = 0,
+        push_instances: PushInstances | None = None,
     ) -> None:
         sip = settings.sip
+        self._instances = push_instances
         self._settings = sip
         self.worker = worker
         self._provisioning = provisioning
@@ -254,6 +258,7 @@ class SipService:
             flow_open=self.transports.is_open if self.cluster is None else self._is_open,
             guard=self.auth_guard,
             resolve=SipResolver(sip.dns_servers).resolve,
+            devices=self._instances,
         )
         self.node = SipNode(
             engine,
@@ -310,14 +315,25 @@ class SipService:
                 logger.exception("refreshing SIP credentials failed; retrying")
             await asyncio.sleep(CREDENTIALS_REFRESH_S)
 
-    async def _prune(self, aor: str, device: str) -> None:
-        """A push service called a device's token dead: forget its push binding."""
+    async def _prune(self, aor: str, sleeper: Sleeper) -> None:
+        """A push service called a device's token dead: forget its binding and instance."""
         now = asyncio.get_running_loop().time()
         bindings = await self.location.lookup(aor, now)
+        device = sleeper.device
         kept = [b for b in bindings if all(s.device != device for s in sleepers_of([b]))]
         if len(kept) != len(bindings):
             await self.location.replace(aor, kept, now)
             logger.info("a push binding was removed: its token is dead")
+        user, _, domain = aor.removeprefix("sip:").partition("@")
+        credentials = await self._provisioning.sip_credentials(domain, user)
+        token = sleeper.push.token_for_call()
+        if (
+            self._instances is not None
+            and credentials is not None
+            and token
+            and await self._instances.forget_token(credentials.account_id, token)
+        ):
+            logger.info("a push instance was erased: its token is dead")
 
     def _flow_closed(self, flow_id: str) -> None:
         # RFC 5626 §5.3: a binding on a flow that closed can no longer be reached.
@@ -503,6 +519,9 @@ class Runtime:
         kek = load_kek(settings)
         self.keyring = Keyring(kek, self.key_store)
         self.provisioning = ProvisioningService(self.store, self.keyring, self.clock)
+        self.push_instances = PushInstances(SqlInstanceStore(self.engine), self.keyring, self.clock)
+        # Erasing an account or switching its push off erases its instances (P3).
+        self.provisioning.listeners.append(self.push_instances)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
         privacy_store = SqlPrivacyStore(self.engine)
         self.disclosures = DisclosureRegister(privacy_store, self.provisioning, self.clock)
@@ -558,9 +577,17 @@ class Runtime:
             subject_rights=self.subject_rights,
             postmortem=self.postmortem,
             policies=self.policies,
+            push_instances=self.push_instances,
         )
         self.sip: SipService | None = (
-            SipService(settings, self.provisioning, kek, self.clock, worker=worker)
+            SipService(
+                settings,
+                self.provisioning,
+                kek,
+                self.clock,
+                worker=worker,
+                push_instances=self.push_instances,
+            )
             if settings.sip.enabled
             else None
         )
@@ -640,6 +667,9 @@ class Runtime:
         for category, count in deleted.items():
             if count:
                 logger.info("retention: deleted %d record(s) of %s", count, category)
+        instances = await self.push_instances.sweep()
+        if instances:
+            logger.info("erased %d expired push instance(s)", instances)
         codes = await self.codes.sweep()
         if codes:
             logger.info("deleted %d expired verification code(s)", codes)
@@ -826,6 +856,7 @@ class Runtime:
 #: What the stored data of an account is, by the inventory (erased with it, confirmed to it).
 ACCOUNT_CATEGORIES = (
     *provisioning_inventory.ERASED_WITH_ACCOUNT,
+    pushgw_inventory.PUSH_INSTANCES,
     auth_inventory.SESSIONS,
     crypto_inventory.SUBJECT_KEYS,
 )
@@ -835,6 +866,7 @@ def data_inventory() -> Inventory:
     """What every component of ringfence keeps of personal data (`ringfence.inventory`)."""
     return Inventory.of(
         provisioning_inventory.DECLARED,
+        pushgw_inventory.DECLARED,
         auth_inventory.DECLARED,
         crypto_inventory.DECLARED,
         state_inventory.DECLARED,

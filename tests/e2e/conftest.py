@@ -27,6 +27,7 @@ PASSWORDS = {
     "erin": "erin-secret-55555",
     "frank": "frank-secret-666666",
     "grace": "grace-secret-7777777",
+    "heidi": "heidi-secret-88888888",
 }
 
 
@@ -36,6 +37,11 @@ class Server:
     tls_port: int
     workdir: Path
     pid: int
+    http_port: int = 0
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
 
 def _free_udp_and_tcp_port() -> int:
@@ -92,7 +98,7 @@ def serving(workdir: Path, **settings: str) -> Iterator[Server]:
             wait_for_port(tls_port)
             # HTTP opens last: once SIP serves, every worker included.
             wait_for_port(http_port)
-            yield Server(port, tls_port, workdir, process.pid)
+            yield Server(port, tls_port, workdir, process.pid, http_port)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+import httpx
 import pytest
 
 from ringfence.clock import SystemClock
@@ -106,6 +107,25 @@ def in_background(job: Callable[[], SippResult]) -> Future[SippResult]:
     return future
 
 
+def call_in_background(
+    server: Server,
+    callee: str,
+    scenario: str | Path = "uac_call.xml",
+    extra: tuple[str, ...] = (),
+) -> Future[SippResult]:
+    """Alice calls `callee`, waiting long enough for a parked call to end either way."""
+    return in_background(
+        lambda: run_scenario(
+            scenario,
+            server.port,
+            inf=caller_injection(server, "alice", callee),
+            recv_timeout_ms=WAIT_S * 1000 + 5000,
+            timeout_s=40,
+            extra=extra,
+        )
+    )
+
+
 def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
     server: Server, sandbox: Sandbox
 ) -> None:
@@ -113,15 +133,7 @@ def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
     assert register_device(server, "bob", token, "00000000b0b0", free_udp_port()) == (1, 0)
     # The app is suspended now: nothing listens at the port it registered from.
-    call = in_background(
-        lambda: run_scenario(
-            "uac_call.xml",
-            server.port,
-            inf=caller_injection(server, "alice", "bob"),
-            recv_timeout_ms=WAIT_S * 1000 + 5000,
-            timeout_s=40,
-        )
-    )
+    call = call_in_background(server, "bob")
     wait_for(lambda: len(voip_pushes(sandbox, token)) == 1)
     push = voip_pushes(sandbox, token)[0]
     assert push.headers["apns-topic"] == "org.ringfence.sandbox.voip"
@@ -138,6 +150,52 @@ def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
     log = (server.workdir / "serve.log").read_text()
     assert "Uvicorn running" in log  # the log is the server's, at INFO
     assert token not in log
+
+
+def test_a_device_known_by_its_https_push_instance_is_woken_and_reached(
+    server: Server, sandbox: Sandbox
+) -> None:
+    """No RFC 8599 in SIP: the app reported its tokens over HTTPS, then slept unregistered."""
+    token = "4e1d" * 16
+    sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
+    instance = "urn:uuid:00000000-0000-4000-8000-000000004e1d"
+    reported = httpx.put(
+        f"{server.http_url}/v1/push/instances/heidi-phone",
+        json={
+            "service": "apns",
+            "app_id": sandbox.box.bundle_id,
+            "call_token": token,
+            "other_token": "4e1e" * 16,
+            "sip_instance": instance,
+        },
+        auth=(f"heidi@{DOMAIN}", PASSWORDS["heidi"]),
+        timeout=10,
+    )
+    assert reported.status_code == 201, reported.text
+    call = call_in_background(server, "heidi")
+    wait_for(lambda: len(voip_pushes(sandbox, token)) == 1)
+    push = voip_pushes(sandbox, token)[0]
+    assert push.headers["apns-topic"] == f"{sandbox.box.bundle_id}.voip"
+    assert push.payload["rf"]["type"] == "call"
+    # The woken app registers, naming the +sip.instance of its push instance, and answers.
+    woken = free_udp_port()
+    path = server.workdir / "heidi.csv"
+    auth = f"[authentication username=heidi password={PASSWORDS['heidi']}]"
+    path.write_text(f"SEQUENTIAL\nheidi;{auth};{DOMAIN};-;000000004e1d\n")
+    registered = run_scenario(
+        SCENARIOS / "register_instance.xml", server.port, inf=path, local_port=woken
+    )
+    assert registered == (1, 0)
+    with uas(server.port, woken):
+        assert call.result(timeout=60) == (1, 0)
+    assert len(voip_pushes(sandbox, token)) == 1
+    # The app signs off: DELETE erases the instance, and the next call finds no device.
+    gone = httpx.delete(
+        f"{server.http_url}/v1/push/instances/heidi-phone",
+        auth=(f"heidi@{DOMAIN}", PASSWORDS["heidi"]),
+        timeout=10,
+    )
+    assert gone.status_code == 204
 
 
 def test_a_call_cancelled_while_parked_gives_an_alert_and_never_a_second_voip_push(
@@ -190,15 +248,7 @@ def test_a_dead_token_prunes_the_binding(server: Server, sandbox: Sandbox) -> No
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
     assert register_device(server, "erin", token, "00000000e1e1", free_udp_port()) == (1, 0)
     sandbox.box.apns.unregister(token, at_ms=int((CLOCK.now().timestamp() + 1) * 1000))
-    first = in_background(
-        lambda: run_scenario(
-            SCENARIOS / "uac_unavailable.xml",
-            server.port,
-            inf=caller_injection(server, "alice", "erin"),
-            recv_timeout_ms=WAIT_S * 1000 + 5000,
-            timeout_s=40,
-        )
-    )
+    first = call_in_background(server, "erin", SCENARIOS / "uac_unavailable.xml")
     assert first.result(timeout=60) == (1, 0)
     # Apple said the token is gone: the binding went with it, so the next call is 480 at once.
     pushed = len(voip_pushes(sandbox, token))
@@ -304,16 +354,7 @@ def test_linphone_is_woken_by_a_push_and_answers_the_parked_call(
         # Registered with its push parameters (the registrar's 200 named +sip.pns).
         wait_for(lambda: f'+sip.pns="{service}"' in phone.log(), 20)
         phone.stop()  # suspended
-        call = in_background(
-            lambda: run_scenario(
-                "uac_call.xml",
-                server.port,
-                inf=caller_injection(server, "alice", user),
-                recv_timeout_ms=WAIT_S * 1000 + 5000,
-                timeout_s=40,
-                extra=("-d", "1000"),
-            )
-        )
+        call = call_in_background(server, user, extra=("-d", "1000"))
         wait_for(lambda: len(pushed()) == 1)
         push_received = pushed()[0]
         if service == "apns":

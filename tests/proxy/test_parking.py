@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ringfence.proxy.parking import Parking, sleepers_of
+from ringfence.proxy.parking import Parking, PushDevice, sleepers_of, sleepers_with
 from ringfence.sip.message import Headers, Request
+from ringfence.sip.pn import PushParameters
 from ringfence.sip.transaction import Address
 from ringfence.state.location import Binding
 
@@ -63,3 +64,32 @@ def test_deadlines_expire_parked_requests() -> None:
     assert not parking.has(AOR)
     assert parking.next_deadline() is None
     assert len(parking) == 0
+
+
+def _binding(call_id: str, cseq: int) -> Binding:
+    return binding(f"sip:bob@192.0.2.{cseq}:5060", instance=None, call_id=call_id, cseq=cseq)
+
+
+def test_a_push_instance_without_sip_instance_takes_any_new_registration() -> None:
+    params = PushParameters("fcm", "fcm", False, "proj", tokens={"remote": "t" * 40})
+    old = _binding("reg-old", 5)
+    direct = _binding("reg-direct", 2)
+    [sleeper] = sleepers_with([], [PushDevice(None, params)], [old, direct], [direct])
+    assert not sleeper.matches(old)  # known at park time
+    assert not sleeper.matches(_binding("reg-direct", 3))  # a refresh of a direct one
+    assert sleeper.matches(_binding("reg-old", 6))  # the sleeping app, back
+    assert sleeper.matches(_binding("reg-new", 1))
+
+
+def test_a_device_with_both_a_push_binding_and_an_instance_is_pushed_once() -> None:
+    token = "d4" * 32
+    contact = (
+        f"sip:bob@192.0.2.8;pn-provider=apns;pn-param=TEAM.org.example.phone.voip;pn-prid={token}"
+    )
+    pushed = binding(contact, instance=None, call_id="r", cseq=1)
+    from_binding = sleepers_of([pushed])
+    same = PushParameters("apns", "apns", False, "org.example.phone", tokens={"voip": token})
+    other = PushParameters("apns", "apns", False, "org.example.phone", tokens={"voip": "e5" * 32})
+    devices = [PushDevice(None, same), PushDevice("urn:uuid:x", other)]
+    merged = sleepers_with(from_binding, devices, [pushed], [])
+    assert [s.push.token_for_call() for s in merged] == [token, "e5" * 32]

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from ringfence.provisioning.models import AccountChange
 from ringfence.proxy.engine import Incoming, Target
 from ringfence.proxy.router import NO_DNS, Decision, Forward, Reply, Router, RouterConfig
+from ringfence.pushgw.instances import InstanceReport, PushService
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import answer, parse_challenge
 from ringfence.sip.message import Headers, Request
@@ -255,3 +257,84 @@ async def test_a_trunk_named_by_host_name_is_found_in_dns(runtime: Runtime) -> N
             consumed_realm="sip.acme.example",
         )
         assert await decide("sip:missing.example") == Reply(503, NO_DNS)
+
+
+VOIP_HEX = "c3" * 32
+
+
+async def _report(runtime: Runtime, username: str, selector: str, **fields: object) -> None:
+    account = next(a for a in await runtime.provisioning.accounts("acme") if a.username == username)
+    report = InstanceReport(
+        selector=selector,
+        service=PushService.APNS,
+        app_id="org.example.phone",
+        call_token=VOIP_HEX,
+        **fields,  # type: ignore[arg-type]
+    )
+    await runtime.push_instances.report(account.id, account.config, report)
+
+
+def router_with_instances(runtime: Runtime, locations: FakeLocations) -> Router:
+    config = RouterConfig(b"s" * 32, trusted_hosts=frozenset({TRUNK_HOST.host}))
+    return Router(runtime.provisioning, locations, config, devices=runtime.push_instances)
+
+
+@pytest.mark.usefixtures("bob")
+async def test_a_device_known_by_its_push_instance_is_woken(runtime: Runtime) -> None:
+    """No binding at all: the INVITE waits for the device that reported its tokens."""
+    await _report(runtime, "bob", "bob-phone")
+    router = router_with_instances(runtime, FakeLocations())
+    req = await authenticated(router, request())
+    decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+    assert isinstance(decision, Forward)
+    assert decision.targets == ()
+    assert decision.wake is not None
+    [sleeper] = decision.wake.sleepers
+    assert sleeper.push.token_for_call() == VOIP_HEX
+    assert sleeper.push.service == "apns"
+    # Without instances the same call is 480 at once.
+    plain = make_router(runtime, FakeLocations())
+    req = await authenticated(plain, request())
+    assert await plain.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Reply(
+        480, "Temporarily Unavailable"
+    )
+
+
+@pytest.mark.usefixtures("bob")
+async def test_an_awake_instance_is_reached_directly_and_not_pushed(runtime: Runtime) -> None:
+    instance = "urn:uuid:00000000-0000-4000-8000-0000000000b0"
+    await _report(runtime, "bob", "bob-phone", sip_instance=instance)
+    locations = FakeLocations()
+    locations.bindings["sip:bob@sip.acme.example"] = [
+        FakeBinding("sip:bob@203.0.113.6;transport=tcp", BOB_PHONE, instance=instance),
+    ]
+    router = router_with_instances(runtime, locations)
+    req = await authenticated(router, request())
+    decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+    assert isinstance(decision, Forward)
+    assert len(decision.targets) == 1
+    assert decision.wake is None
+    # The same device with its registration expired: pushed.
+    locations.bindings["sip:bob@sip.acme.example"] = [
+        FakeBinding("sip:bob@203.0.113.6", BOB_PHONE, instance=instance, expires_at=0.5),
+    ]
+    req = await authenticated(router, request())
+    decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+    assert isinstance(decision, Forward)
+    assert decision.targets == ()
+    assert decision.wake is not None
+    assert [s.instance for s in decision.wake.sleepers] == [instance]
+
+
+@pytest.mark.usefixtures("bob")
+async def test_push_instances_are_not_used_when_push_is_off(runtime: Runtime) -> None:
+    await _report(runtime, "bob", "bob-phone")
+    router = router_with_instances(runtime, FakeLocations())
+    # Switching push off erases the instance (P3) and the router no longer looks (P4).
+    await runtime.provisioning.update_account(
+        "acme", "bob", AccountChange(overrides={"push": {"mode": "keepalive"}})
+    )
+    req = await authenticated(router, request())
+    assert await router.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Reply(
+        480, "Temporarily Unavailable"
+    )

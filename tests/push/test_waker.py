@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ringfence.proxy.parking import EndReason, Parking, sleepers_of
+from ringfence.proxy.parking import EndReason, Parking, Sleeper, sleepers_of
 from ringfence.push.dispatcher import PushDispatcher
 from ringfence.push.provider import (
     Delivered,
@@ -100,8 +100,8 @@ async def test_a_dead_token_is_pruned() -> None:
     clock = FakeClock()
     pruned: list[tuple[str, str]] = []
 
-    async def prune(aor: str, device_key: str) -> None:
-        pruned.append((aor, device_key))
+    async def prune(aor: str, sleeper: Sleeper) -> None:
+        pruned.append((aor, sleeper.device))
 
     provider = Recorder(TokenDead("APNs 410 Unregistered"))
     waker = PushWaker(PushDispatcher([provider], clock), clock, ring_window_s=30, prune=prune)

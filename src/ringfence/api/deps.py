@@ -26,6 +26,7 @@ from ringfence.privacy.requests import SubjectRights
 from ringfence.provisioning.features import Feature
 from ringfence.provisioning.models import Account
 from ringfence.provisioning.service import ProvisioningService
+from ringfence.pushgw.instances import PushInstances
 
 #: The `responses=` argument of a route, documenting its error answers.
 Responses = dict[int | str, dict[str, Any]]
@@ -45,6 +46,7 @@ class Services:
     subject_rights: SubjectRights
     postmortem: PostMortem
     policies: Policies
+    push_instances: PushInstances
 
 
 def services(request: Request) -> Services:

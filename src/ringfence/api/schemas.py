@@ -117,6 +117,47 @@ def provisioning_out(account: Account) -> ProvisioningOut:
     )
 
 
+class PushInstanceIn(_In):
+    """A device's push tokens (P3: kept sealed for the account's max age, then erased)."""
+
+    service: Literal["apns", "fcm", "webhook"] = Field(
+        description="The push service that reaches the app"
+    )
+    app_id: Annotated[str, StringConstraints(max_length=200)] = Field(
+        default="",
+        description="APNs: the bundle id (without .voip); FCM: the Firebase project id",
+        examples=["org.example.phone"],
+    )
+    call_token: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None,
+        description="APNs: the PushKit (VoIP) token in hex, that calls are pushed to",
+    )
+    other_token: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None,
+        description="The token for alerts and messages (FCM: the registration token; "
+        "webhook: the endpoint's https URL)",
+    )
+    sandbox: bool = Field(default=False, description="An APNs development-environment token")
+    sip_instance: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None,
+        description="The +sip.instance of the app's REGISTER (urn:uuid:…): tells the "
+        "server when the device is awake",
+    )
+
+
+class PushInstanceOut(BaseModel):
+    selector: str
+    service: str
+    app_id: str
+    has_call_token: bool
+    has_other_token: bool
+    sandbox: bool
+    sip_instance: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+
 # -- admin API ------------------------------------------------------------------------------
 
 

@@ -98,6 +98,18 @@ class ProvisioningStore(Protocol):
     async def delete_account(self, account_id: str) -> None: ...
 
 
+class AccountListener(Protocol):
+    """A service that keeps data of accounts and must hear when they go or change (P3)."""
+
+    async def account_erased(self, account_id: str) -> None:
+        """The account is being erased: destroy what is kept of it."""
+        ...
+
+    async def accounts_reconfigured(self, configs: Sequence[tuple[str, FeatureConfig]]) -> None:
+        """These accounts have a new effective configuration (a feature may be off now)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class NewAccount:
     """One row of a bulk import (`ProvisioningService.import_accounts`)."""
@@ -181,6 +193,8 @@ class ProvisioningService:
         self._sip_generation = 0
         self._domains: tuple[float, frozenset[str]] | None = None
         self._domains_loading = False
+        #: Told of every erasure and configuration change (the push instances, P3).
+        self.listeners: list[AccountListener] = []
 
     # -- tenants ---------------------------------------------------------------------------
 
@@ -243,13 +257,16 @@ class ProvisioningService:
                 "must be 1 to 128 printable characters",
             )
         new_defaults = defaults or tenant.defaults
+        configs: list[tuple[str, FeatureConfig]] = []
         if defaults is not None:
             # Every account's overrides must still make a valid configuration.
             offset = 0
             while batch := await self._store.list_accounts(tenant.id, offset=offset, limit=500):
                 for stored in batch:
                     try:
-                        effective_config(new_defaults, stored.overrides)
+                        configs.append(
+                            (stored.id, effective_config(new_defaults, stored.overrides))
+                        )
                     except InvalidInputError as exc:
                         username = await self._username_of(stored)
                         raise ConflictError(
@@ -264,6 +281,9 @@ class ProvisioningService:
         await self._store.update_tenant(updated)
         # The defaults decide each account's push mode (SipCredentials.push).
         self._forget_sip(tenant_domain=tenant.sip_domain)
+        if configs:
+            for listener in self.listeners:
+                await listener.accounts_reconfigured(configs)
         return updated
 
     async def delete_tenant(self, code: str) -> list[str]:
@@ -625,7 +645,11 @@ class ProvisioningService:
         revoke = change.password is not None or updated.status is AccountStatus.SUSPENDED
         await self._store.update_account(updated, revoke_sessions=revoke)
         self._forget_sip(domain=tenant.sip_domain, username=username)
-        return self._open(updated, tenant, cipher)
+        account = self._open(updated, tenant, cipher)
+        if change.overrides is not None:
+            for listener in self.listeners:
+                await listener.accounts_reconfigured([(account.id, account.config)])
+        return account
 
     async def delete_account(self, tenant_code: str, username: str) -> None:
         tenant = await self.tenant(tenant_code)
@@ -843,6 +867,8 @@ class ProvisioningService:
         # Key first: should the row deletion fail, what remains can no longer be read (P19).
         self._forget_sip(account_id=stored.id)
         await self._keyring.destroy(account_subject(stored.id))
+        for listener in self.listeners:
+            await listener.account_erased(stored.id)
         await self._store.delete_account(stored.id)
 
     def _open(self, stored: StoredAccount, tenant: Tenant, cipher: SubjectCipher) -> Account:

@@ -37,6 +37,19 @@ class EndReason(enum.StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True, slots=True)
+class PushDevice:
+    """A device known by the push instance it reported over HTTPS (`ringfence.pushgw`).
+
+    Attributes:
+        instance: The `+sip.instance` it registers with, when it said so.
+        push: Its push parameters.
+    """
+
+    instance: str | None
+    push: PushParameters
+
+
 @dataclass(slots=True)
 class Sleeper:
     """One device woken for one parked request.
@@ -46,12 +59,17 @@ class Sleeper:
         push: Its push parameters (provider, app, tokens).
         registration: (Call-ID, CSeq) of the REGISTER behind the binding at park time: a
             binding with another is a refresh, the device is awake.
+        known: For a device known only by its push instance, with no `+sip.instance`: the
+            registrations of the AOR at park time, as (Call-ID, CSeq), and as (Call-ID, -1)
+            those the request went to directly. Any other that comes is the woken app (the
+            best a device that names itself nowhere in SIP allows). None otherwise.
         awake: The device has registered again and been given the request.
     """
 
     instance: str | None
     push: PushParameters
     registration: tuple[str, int]
+    known: frozenset[tuple[str, int]] | None = None
     awake: bool = False
 
     @property
@@ -64,6 +82,12 @@ class Sleeper:
             return False  # the same registration: not a refresh
         if self.instance is not None and binding.instance is not None:
             return binding.instance == self.instance
+        if self.known is not None and self.instance is None:
+            # (Call-ID, -1): a registration the request already went to, refreshed or not.
+            return (binding.call_id, binding.cseq) not in self.known and (
+                binding.call_id,
+                -1,
+            ) not in self.known
         try:
             params = push_parameters(binding.contact)
         except PushParameterError:
@@ -141,6 +165,40 @@ def sleepers_of(bindings: Sequence[Registration]) -> list[Sleeper]:
         sleeper = Sleeper(binding.instance, params, (binding.call_id, binding.cseq))
         found.setdefault(sleeper.device, sleeper)
     return list(found.values())
+
+
+def sleepers_with(
+    sleepers: Sequence[Sleeper],
+    devices: Sequence[PushDevice],
+    bindings: Sequence[Registration],
+    awake: Sequence[Registration],
+) -> list[Sleeper]:
+    """`sleepers` (from RFC 8599 bindings) and the devices of push instances, once each.
+
+    A device whose `+sip.instance` has a live binding in `awake` is reachable without a
+    push; one that is already among `sleepers` (same instance or call token) is pushed once.
+
+    Args:
+        sleepers: The sleepers of the AOR's push bindings.
+        devices: The account's push instances.
+        bindings: Every binding of the AOR (their registrations are `known`).
+        awake: The bindings the request goes to directly.
+    """
+    out = list(sleepers)
+    seen = {s.device for s in sleepers} | {s.push.device_key for s in sleepers}
+    reachable = {b.instance for b in awake if b.instance is not None}
+    known = frozenset([(b.call_id, b.cseq) for b in bindings] + [(b.call_id, -1) for b in awake])
+    for device in devices:
+        key = device.push.device_key
+        if not key or key in seen or (device.instance and device.instance in seen):
+            continue
+        if device.instance is not None and device.instance in reachable:
+            continue
+        sleeper = Sleeper(device.instance, device.push, ("", 0), known)
+        seen.add(sleeper.device)
+        seen.add(key)
+        out.append(sleeper)
+    return out
 
 
 class Parking:

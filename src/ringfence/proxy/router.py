@@ -21,7 +21,13 @@ from typing import Protocol
 
 from ringfence.provisioning.service import SipCredentials
 from ringfence.proxy.engine import Incoming, Target, uri_destination
-from ringfence.proxy.parking import Registration, Sleeper, sleepers_of
+from ringfence.proxy.parking import (
+    PushDevice,
+    Registration,
+    Sleeper,
+    sleepers_of,
+    sleepers_with,
+)
 from ringfence.sip.digest import (
     DigestAlgorithm,
     DigestError,
@@ -96,6 +102,12 @@ class Locations(Protocol):
     async def lookup(self, aor: str, now: float) -> Sequence[Contact]: ...
 
 
+class PushDevices(Protocol):
+    """The push instances an account's devices reported over HTTPS (`ringfence.pushgw`)."""
+
+    async def push_devices(self, account_id: str) -> Sequence[PushDevice]: ...
+
+
 class Accounts(Protocol):
     """What the router needs of provisioning (`ProvisioningService`)."""
 
@@ -133,8 +145,10 @@ class Router:
         flow_open: Callable[[str], bool] = _always_open,
         guard: AuthFailureGuard | None = None,
         resolve: Callable[[SipURI], Awaitable[list[Address]]] | None = None,
+        devices: PushDevices | None = None,
     ) -> None:
         self._accounts = accounts
+        self._devices = devices
         self._resolve = resolve
         self._guard = guard
         self._locations = locations
@@ -195,10 +209,12 @@ class Router:
         user = target.user_unescaped
         if not user:
             return Reply(404, "Not Found")
-        if await self._accounts.sip_credentials(target.host.lower(), user) is None:
+        credentials = await self._accounts.sip_credentials(target.host.lower(), user)
+        if credentials is None:
             return Reply(404, "Not Found")
         aor = f"sip:{user}@{target.host.lower()}"
-        bindings = await self._locations.lookup(aor, now)
+        every = await self._locations.lookup(aor, now)
+        bindings = every
         wake: WakeUp | None = None
         if method in WAKING_METHODS:
             # RFC 8599: a device that registered with push parameters may sleep; a request
@@ -206,8 +222,15 @@ class Router:
             sleeping = [b for b in bindings if is_push_contact(b.contact)]
             sleepers = sleepers_of(sleeping)
             if sleepers:
-                wake = WakeUp(aor, tuple(sleepers))
                 bindings = [b for b in bindings if b not in sleeping]
+            if credentials.push and self._devices is not None:
+                # Devices that reported their tokens over HTTPS instead (P4: only with push
+                # as the account's background mode).
+                devices = await self._devices.push_devices(credentials.account_id)
+                awake = [b for b in bindings if b.expires_at > now]
+                sleepers = sleepers_with(sleepers, devices, every, awake)
+            if sleepers:
+                wake = WakeUp(aor, tuple(sleepers))
         # A sleeping push binding is kept past its registration: only registered ones count.
         direct = [b for b in bindings if b.expires_at > now]
         if not direct and wake is None:

@@ -38,7 +38,8 @@ _SERVICES = {
     "webhook": ProviderName.WEBHOOK,
 }
 
-Prune = Callable[[str, str], Awaitable[None]]
+#: Called with the AOR and the device whose token a push service called dead.
+Prune = Callable[[str, Sleeper], Awaitable[None]]
 
 
 def push_target(params: PushParameters, token: str | None) -> PushTarget | None:
@@ -119,7 +120,7 @@ class PushWaker:
         if not isinstance(result, Delivered):
             logger.info("%s push to %s: %s", notification.kind.value, target.fingerprint, result)
         if isinstance(result, TokenDead) and self._prune is not None:
-            await self._prune(aor, sleeper.device)
+            await self._prune(aor, sleeper)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

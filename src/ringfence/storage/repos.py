@@ -37,6 +37,7 @@ from ringfence.provisioning.models import (
     StoredAccount,
     Tenant,
 )
+from ringfence.pushgw.instances import StoredInstance
 from ringfence.storage.tables import (
     accounts,
     admin_tokens,
@@ -48,6 +49,7 @@ from ringfence.storage.tables import (
     policy_notices,
     policy_versions,
     postmortem_directives,
+    push_instances,
     sessions,
     subject_keys,
     subject_requests,
@@ -342,6 +344,9 @@ class SqlStore(_Store):
             # enforced must not keep sessions or devices of an erased account.
             await tx.execute(delete(sessions).where(sessions.c.account_id == account_id))
             await tx.execute(delete(devices).where(devices.c.account_id == account_id))
+            await tx.execute(
+                delete(push_instances).where(push_instances.c.account_id == account_id)
+            )
             await tx.execute(delete(accounts).where(accounts.c.id == account_id))
 
     # -- sessions and devices --------------------------------------------------------------
@@ -904,6 +909,96 @@ class SqlPrivacyStore(_Store):
             {"created_at": row.created_at, "refresh_expires_at": row.refresh_expires_at}
             for row in rows
         ]
+
+
+def _instance(row: Row[Any]) -> StoredInstance:
+    return StoredInstance(
+        id=row.id,
+        account_id=row.account_id,
+        selector_key=row.selector_key,
+        sealed=bytes(row.sealed),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+    )
+
+
+class SqlInstanceStore(_Store):
+    """Push instances: implements `pushgw.instances.InstanceStore`."""
+
+    async def get_instance(self, account_id: str, selector_key: str) -> StoredInstance | None:
+        query = select(push_instances).where(
+            push_instances.c.account_id == account_id,
+            push_instances.c.selector_key == selector_key,
+        )
+        return await self._first(query, _instance)
+
+    async def add_instance(self, instance: StoredInstance) -> None:
+        try:
+            async with self._tx() as tx:
+                await tx.execute(
+                    insert(push_instances).values(
+                        id=instance.id,
+                        account_id=instance.account_id,
+                        selector_key=instance.selector_key,
+                        sealed=instance.sealed,
+                        created_at=instance.created_at,
+                        updated_at=instance.updated_at,
+                        expires_at=instance.expires_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ConflictError("selector: reported twice at once", field="selector") from exc
+
+    async def update_instance(self, instance: StoredInstance) -> bool:
+        statement = (
+            update(push_instances)
+            .where(push_instances.c.id == instance.id)
+            .values(
+                sealed=instance.sealed,
+                updated_at=instance.updated_at,
+                expires_at=instance.expires_at,
+            )
+        )
+        async with self._tx() as tx:
+            return bool((await tx.execute(statement)).rowcount)
+
+    async def instances_of(self, account_id: str) -> list[StoredInstance]:
+        query = (
+            select(push_instances)
+            .where(push_instances.c.account_id == account_id)
+            .order_by(push_instances.c.created_at, push_instances.c.id)
+        )
+        return await self._all(query, _instance)
+
+    async def count_instances(self, account_id: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(push_instances)
+            .where(push_instances.c.account_id == account_id)
+        )
+        async with self._tx() as tx:
+            return int((await tx.execute(query)).scalar_one())
+
+    async def delete_instances(self, ids: Sequence[str]) -> int:
+        deleted = 0
+        async with self._tx() as tx:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                result = await tx.execute(
+                    delete(push_instances).where(push_instances.c.id.in_(chunk))
+                )
+                deleted += result.rowcount or 0
+        return deleted
+
+    async def expired_instances(self, now: datetime, limit: int) -> list[StoredInstance]:
+        query = (
+            select(push_instances)
+            .where(push_instances.c.expires_at <= now)
+            .order_by(push_instances.c.expires_at)
+            .limit(limit)
+        )
+        return await self._all(query, _instance)
 
 
 class SqlKeyStore(_Store):

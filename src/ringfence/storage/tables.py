@@ -259,6 +259,21 @@ verification_codes = Table(
     Column("sends", Integer, nullable=False),
 )
 
+#: Push instances (pushgw.instances, P3): the report sealed with the instance's own key.
+push_instances = Table(
+    "push_instances",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("selector_key", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account_id", "selector_key"),
+    Index(None, "expires_at"),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

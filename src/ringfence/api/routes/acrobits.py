@@ -9,14 +9,29 @@ whose text the app shows.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from ringfence.api.deps import Responses, ServicesDep, source_address
-from ringfence.auth.errors import AccountSuspendedError, InvalidCredentialsError, RateLimitedError
+from ringfence.auth.errors import (
+    AccountSuspendedError,
+    AuthError,
+    InvalidCredentialsError,
+    RateLimitedError,
+)
 from ringfence.provisioning.acrobits import account_xml, error_xml
-from ringfence.provisioning.errors import InvalidInputError
+from ringfence.provisioning.errors import (
+    ConflictError,
+    FeatureDisabledError,
+    InvalidInputError,
+    NotFoundError,
+    ProvisioningError,
+)
+from ringfence.pushgw.instances import FCM_TOKEN_RE, InstanceReport, PushService
 
 router = APIRouter(prefix="/acrobits", tags=["acrobits"])
 
@@ -64,3 +79,148 @@ async def provisioning_post(
     cloud_password: Annotated[str, Form(min_length=1, max_length=128)],
 ) -> Response:
     return await _provision(svc, request, cloud_username, cloud_password)
+
+
+# -- Push Token Reporter and Account Removal Reporter ----------------------------------------
+#
+# Set in the portal (or in Account XML) the reporter's URL to `POST https://HOST/acrobits/
+# push-token` with post data
+# `cloud_username=%account[cloud_username]%&cloud_password=%account[password]%&selector=
+# %selector%&pushToken=%pushToken%&pushappid=%pushappid%&pushTokenIncomingCall=
+# %pushTokenIncomingCall%&pushappid_incoming_call=%pushappid_incoming_call%&pushTokenOther=
+# %pushTokenOther%&pushappid_other=%pushappid_other%`, and the Account Removal Reporter to
+# `POST https://HOST/acrobits/account-removal` with the login and `selector=%selector%`.
+# Acrobits sends tokens base64-encoded; APNs tokens are kept as hex. Errors are JSON
+# `{"message": ...}`, which the app shows.
+
+JSON_RESPONSES: Responses = {
+    200: {"description": "Kept (or erased)"},
+    403: {"description": "Wrong login or password, suspended, or push is off (P4)"},
+    409: {"description": "The account holds the most instances it may"},
+    422: {"description": "A field is invalid"},
+    429: {"description": "Too many failed attempts; see Retry-After"},
+}
+Token = Annotated[str | None, Form(max_length=8192)]
+
+
+def _message(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"message": text}, status_code=status, headers=headers)
+
+
+async def _account_of(svc: ServicesDep, request: Request, login: str, password: str) -> str:
+    return await svc.auth.check_password(login, password, source_address(request))
+
+
+def _refusal(exc: Exception) -> JSONResponse:
+    if isinstance(exc, RateLimitedError):
+        retry = str(max(1, round(exc.retry_after_s)))
+        return _message(429, str(exc), {"Retry-After": retry})
+    if isinstance(exc, (InvalidCredentialsError, AccountSuspendedError)):
+        return _message(403, str(exc))
+    if isinstance(exc, FeatureDisabledError):
+        return _message(403, exc.message)
+    if isinstance(exc, ConflictError):
+        return _message(409, exc.message)
+    assert isinstance(exc, ProvisioningError)
+    return _message(422, exc.message)
+
+
+def apns_hex(token: str, field: str) -> str:
+    """An APNs token as Acrobits reports it (base64 of its bytes), in hex."""
+    try:
+        return base64.b64decode(token, validate=True).hex()
+    except binascii.Error as exc:
+        raise InvalidInputError(f"{field}: must be base64", field=field) from exc
+
+
+def fcm_token(token: str) -> str:
+    """An FCM token as Acrobits reports it: base64 of the token text, or the text itself."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return token
+    return decoded if FCM_TOKEN_RE.fullmatch(decoded) else token
+
+
+def acrobits_report(
+    selector: str,
+    push_token: str | None,
+    push_app: str | None,
+    call_token: str | None,
+    call_app: str | None,
+    other_token: str | None,
+    other_app: str | None,
+) -> InstanceReport:
+    """The instance an Acrobits app reports: iOS when a PushKit token comes, else Android."""
+    if call_token:
+        # iOS 13+: one token for calls (PushKit), one for the rest.
+        app = (call_app or other_app or push_app or "").removesuffix(".voip")
+        other = other_token or push_token
+        return InstanceReport(
+            selector=selector,
+            service=PushService.APNS,
+            app_id=app,
+            call_token=apns_hex(call_token, "pushTokenIncomingCall"),
+            other_token=apns_hex(other, "pushTokenOther") if other else None,
+        )
+    token = push_token or other_token
+    if not token:
+        raise InvalidInputError("pushToken: a push token is required", field="pushToken")
+    return InstanceReport(
+        selector=selector,
+        service=PushService.FCM,
+        app_id=push_app or other_app or "",
+        other_token=fcm_token(token),
+    )
+
+
+@router.post("/push-token", responses=JSON_RESPONSES, response_class=JSONResponse)
+async def push_token_reporter(
+    request: Request,
+    svc: ServicesDep,
+    cloud_username: Annotated[str, Form(min_length=1, max_length=320)],
+    cloud_password: Annotated[str, Form(min_length=1, max_length=128)],
+    selector: Annotated[str, Form(min_length=1, max_length=128)],
+    pushToken: Token = None,  # noqa: N803 - Acrobits' parameter names
+    pushappid: Token = None,
+    pushTokenIncomingCall: Token = None,  # noqa: N803
+    pushappid_incoming_call: Token = None,
+    pushTokenOther: Token = None,  # noqa: N803
+    pushappid_other: Token = None,
+) -> JSONResponse:
+    """Acrobits' Push Token Reporter: the app reports its tokens on every start."""
+    try:
+        account_id = await _account_of(svc, request, cloud_username, cloud_password)
+        account = await svc.provisioning.account_by_id(account_id)
+        report = acrobits_report(
+            selector,
+            pushToken,
+            pushappid,
+            pushTokenIncomingCall,
+            pushappid_incoming_call,
+            pushTokenOther,
+            pushappid_other,
+        )
+        instance, _ = await svc.push_instances.report(account.id, account.config, report)
+    except (AuthError, ProvisioningError) as exc:
+        return _refusal(exc)
+    return JSONResponse({"expires_at": instance.expires_at.isoformat()})
+
+
+@router.post("/account-removal", responses=JSON_RESPONSES, response_class=JSONResponse)
+async def account_removal_reporter(
+    request: Request,
+    svc: ServicesDep,
+    cloud_username: Annotated[str, Form(min_length=1, max_length=320)],
+    cloud_password: Annotated[str, Form(min_length=1, max_length=128)],
+    selector: Annotated[str, Form(min_length=1, max_length=128)],
+) -> JSONResponse:
+    """Acrobits' Account Removal Reporter: the account left the app; erase its instance."""
+    try:
+        account_id = await _account_of(svc, request, cloud_username, cloud_password)
+        await svc.push_instances.delete(account_id, selector)
+    except NotFoundError:
+        pass  # already gone: the app's wish holds
+    except (AuthError, ProvisioningError) as exc:
+        return _refusal(exc)
+    return JSONResponse({})

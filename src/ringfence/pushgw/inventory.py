@@ -1,0 +1,27 @@
+"""The personal data push instances keep (see `ringfence.inventory`)."""
+
+from __future__ import annotations
+
+from ringfence.inventory import Category, Declaration, LegalBasis, Stored
+
+PUSH_INSTANCES = Category(
+    name="push instances",
+    holds="each device's push tokens, app id, the app's account selector and SIP instance id",
+    purpose="wake the app by push for the user's calls and messages, and for nothing else "
+    "(P3: shared with no one)",
+    basis=LegalBasis.CONTRACT,
+    retention="the account's push instance max age (3 to 6 days) from the app's last report; "
+    "erased at once on DELETE, when push is switched off, and with the account",
+)
+
+DECLARED: tuple[Declaration, ...] = (
+    Stored(PUSH_INSTANCES, "push_instances", ("sealed",), sealed=True),
+    # A keyed hash of the selector (ringfence.crypto.blind) and the instance's times: they
+    # find and expire the row, and say nothing without the KEK.
+    Stored(
+        PUSH_INSTANCES,
+        "push_instances",
+        ("id", "account_id", "selector_key", "created_at", "updated_at", "expires_at"),
+        sealed=False,
+    ),
+)
