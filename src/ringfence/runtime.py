@@ -28,6 +28,8 @@ from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
 from ringfence.mail import SMTPMailer
+from ringfence.messaging import inventory as messaging_inventory
+from ringfence.messaging.held import HeldMessages
 from ringfence.privacy import (
     disclosures,
     erasure,
@@ -49,6 +51,7 @@ from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
 from ringfence.proxy.engine import Identity, Listener, ProxyEngine
 from ringfence.proxy.parking import Parking, Sleeper, sleepers_of
+from ringfence.proxy.refresh import RefreshSchedule
 from ringfence.proxy.router import Router, RouterConfig
 from ringfence.push.dispatcher import make_dispatcher
 from ringfence.push.waker import PushWaker
@@ -80,7 +83,13 @@ from ringfence.storage.migrate import (
     pending,
     upgrade,
 )
-from ringfence.storage.repos import SqlInstanceStore, SqlKeyStore, SqlPrivacyStore, SqlStore
+from ringfence.storage.repos import (
+    SqlHeldStore,
+    SqlInstanceStore,
+    SqlKeyStore,
+    SqlPrivacyStore,
+    SqlStore,
+)
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
     Cluster,
@@ -168,9 +177,11 @@ class SipService:
         *,
         worker: int = 0,
         push_instances: PushInstances | None = None,
+        held_messages: HeldMessages | None = None,
     ) -> None:
         sip = settings.sip
         self._instances = push_instances
+        self._held = held_messages
         self._settings = sip
         self.worker = worker
         self._provisioning = provisioning
@@ -268,13 +279,16 @@ class SipService:
             self.transports.send if self.cluster is None else self._send,
             waker=self.waker,
             parking=Parking(self._push.call_wait_s),
+            messages=self._held,
+            # Every worker sees every binding change: the first alone pushes refreshes.
+            refreshes=RefreshSchedule() if self.worker == 0 else None,
         )
         node = self.node
         loop = asyncio.get_running_loop()
 
         def bindings_changed(aor: str, bindings: tuple[Binding, ...]) -> None:
             # After the registrar's change is complete, never inside it.
-            if node.parked_for(aor):
+            if node.watches(aor, bindings):
                 loop.call_soon(node.bindings_changed, aor, bindings)
 
         self.location.on_change = bindings_changed
@@ -298,7 +312,11 @@ class SipService:
         )
 
     async def _keep_credentials(self) -> None:
-        """Warm the SIP credentials cache, then reload what it answered from stale."""
+        """Warm the SIP credentials cache, then reload what it answered from stale.
+
+        Also learns, at start and then each round, which AORs have messages held (another
+        worker may have held them): their next registration delivers them.
+        """
         try:
             warmed = await self._provisioning.warm_sip_credentials()
             logger.info("SIP credentials of %d accounts loaded", warmed)
@@ -309,6 +327,8 @@ class SipService:
             logger.exception("loading SIP credentials failed; they load on first use")
         while True:
             try:
+                if self._held is not None:
+                    await self._held.refresh()
                 while await self._provisioning.refresh_sip_credentials():
                     pass
             except Exception:
@@ -522,6 +542,7 @@ class Runtime:
         self.push_instances = PushInstances(SqlInstanceStore(self.engine), self.keyring, self.clock)
         # Erasing an account or switching its push off erases its instances (P3).
         self.provisioning.listeners.append(self.push_instances)
+        self.held_messages = HeldMessages(SqlHeldStore(self.engine), self.keyring, self.clock)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
         privacy_store = SqlPrivacyStore(self.engine)
         self.disclosures = DisclosureRegister(privacy_store, self.provisioning, self.clock)
@@ -587,6 +608,7 @@ class Runtime:
                 self.clock,
                 worker=worker,
                 push_instances=self.push_instances,
+                held_messages=self.held_messages,
             )
             if settings.sip.enabled
             else None
@@ -670,6 +692,9 @@ class Runtime:
         instances = await self.push_instances.sweep()
         if instances:
             logger.info("erased %d expired push instance(s)", instances)
+        undelivered = await self.held_messages.sweep()
+        if undelivered:
+            logger.info("deleted %d held message(s) no device came for", undelivered)
         codes = await self.codes.sweep()
         if codes:
             logger.info("deleted %d expired verification code(s)", codes)
@@ -857,6 +882,7 @@ class Runtime:
 ACCOUNT_CATEGORIES = (
     *provisioning_inventory.ERASED_WITH_ACCOUNT,
     pushgw_inventory.PUSH_INSTANCES,
+    messaging_inventory.HELD_MESSAGES,
     auth_inventory.SESSIONS,
     crypto_inventory.SUBJECT_KEYS,
 )
@@ -867,6 +893,7 @@ def data_inventory() -> Inventory:
     return Inventory.of(
         provisioning_inventory.DECLARED,
         pushgw_inventory.DECLARED,
+        messaging_inventory.DECLARED,
         auth_inventory.DECLARED,
         crypto_inventory.DECLARED,
         state_inventory.DECLARED,

@@ -28,6 +28,9 @@ PASSWORDS = {
     "frank": "frank-secret-666666",
     "grace": "grace-secret-7777777",
     "heidi": "heidi-secret-88888888",
+    "ivan": "ivan-secret-999999999",
+    "judy": "judy-secret-1010101010",
+    "ken": "ken-secret-11111111111",
 }
 
 

@@ -52,7 +52,10 @@ def server(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     workdir = tmp_path_factory.mktemp("push-e2e")
     config = workdir / "ringfence.toml"
     config.write_text(f"[push]\ncall_wait_s = {WAIT_S}\n\n" + sandbox.box.toml())
-    with serving(workdir, config=str(config), logging__level="INFO") as running:
+    # Registrations as short as 1 s: the binding-refresh test waits for one to near expiry.
+    with serving(
+        workdir, config=str(config), logging__level="INFO", sip__min_expires_s="1"
+    ) as running:
         yield running
 
 
@@ -62,7 +65,9 @@ def device_injection(server: Server, user: str, token: str, instance: str) -> Pa
     password = PASSWORDS[user]
     auth = f"[authentication username={user} password={password}]"
     param = f"{TEAM}.org.ringfence.sandbox.voip"
-    path.write_text(f"SEQUENTIAL\n{user};{auth};{DOMAIN};{user};apns;{token};{param};{instance}\n")
+    path.write_text(
+        f"SEQUENTIAL\n{user};{auth};{DOMAIN};{user};apns;{token};{param};{instance};60;rf-test\n"
+    )
     return path
 
 
@@ -196,6 +201,61 @@ def test_a_device_known_by_its_https_push_instance_is_woken_and_reached(
         timeout=10,
     )
     assert gone.status_code == 204
+
+
+def fcm_device(
+    server: Server,
+    sandbox: Sandbox,
+    user: str,
+    token: str,
+    port: int,
+    *,
+    expires: int = 60,
+    param: str = "rf-test",
+) -> SippResult:
+    """register_push.xml for an Android app: FCM, the sandbox's project."""
+    sandbox.box.fcm.add_device(token, sandbox.box.project_id)
+    path = server.workdir / f"fcm-{user}.csv"
+    auth = f"[authentication username={user} password={PASSWORDS[user]}]"
+    project = sandbox.box.project_id
+    fields = [user, auth, DOMAIN, user, "fcm", token, project, "0000000fc111", str(expires), param]
+    path.write_text("SEQUENTIAL\n" + ";".join(fields) + "\n")
+    return run_scenario(SCENARIOS / "register_push.xml", server.port, inf=path, local_port=port)
+
+
+def fcm_pushes(sandbox: Sandbox, token: str) -> list[ReceivedPush]:
+    return [p for p in list(sandbox.box.fcm.inbox.pushes) if p.token == token]
+
+
+def test_a_message_for_a_sleeping_phone_is_held_pushed_and_delivered_when_it_registers(
+    server: Server, sandbox: Sandbox
+) -> None:
+    token = "fcm-token-of-ivan-s-phone-0123456789"
+    assert fcm_device(server, sandbox, "ivan", token, free_udp_port()) == (1, 0)
+    # Asleep: the MESSAGE is accepted for later (202), and the phone told by a push.
+    sent = run_scenario(
+        SCENARIOS / "uac_message_held.xml",
+        server.port,
+        inf=caller_injection(server, "alice", "ivan"),
+    )
+    assert sent == (1, 0)
+    wait_for(lambda: len(fcm_pushes(sandbox, token)) == 1)
+    push = fcm_pushes(sandbox, token)[0]
+    assert push.payload["data"]["type"] == "message"
+    assert push.payload["android"]["priority"] == "high"
+    assert "Hello" not in str(push.payload)  # the text never goes through Google
+    # The phone wakes and registers: the held MESSAGE follows, with its Date.
+    woken = free_udp_port()
+    assert fcm_device(server, sandbox, "ivan", token, woken) == (1, 0)
+    took = run_scenario(SCENARIOS / "uas_message.xml", server.port, local_port=woken, timeout_s=20)
+    assert took == (1, 0)
+    # Delivered once: the next registration brings nothing more.
+    again = free_udp_port()
+    assert fcm_device(server, sandbox, "ivan", token, again) == (1, 0)
+    with uas(server.port, again, scenario=SCENARIOS / "uas_message.xml") as idle:
+        time.sleep(3)
+        assert idle.poll() is None  # still waiting: no MESSAGE came
+    assert len(fcm_pushes(sandbox, token)) == 1
 
 
 def test_a_call_cancelled_while_parked_gives_an_alert_and_never_a_second_voip_push(
@@ -366,5 +426,55 @@ def test_linphone_is_woken_by_a_push_and_answers_the_parked_call(
         assert call.result(timeout=60) == (1, 0)  # answered by linphonec, ended with BYE
         assert "Call 1 with sip:alice@" in (tmp_path / "linphonec.log").read_text()
         assert len(pushed()) == 1
+    finally:
+        phone.stop()
+
+
+def test_a_device_that_asks_is_pushed_to_refresh_its_binding_before_it_expires(
+    server: Server, sandbox: Sandbox
+) -> None:
+    token = "fcm-token-of-ken-s-tablet-0123456789"
+    started = CLOCK.monotonic()
+    registered = fcm_device(
+        server, sandbox, "ken", token, free_udp_port(), expires=6, param="+sip.pnsreg"
+    )
+    assert registered == (1, 0)
+    # RFC 8599 §5.3: a background push before the 6 s registration lapses (halfway here).
+    wait_for(lambda: len(fcm_pushes(sandbox, token)) == 1, 10)
+    push = fcm_pushes(sandbox, token)[0]
+    assert push.payload["data"]["type"] == "wake"
+    assert push.payload["android"]["priority"] == "normal"
+    assert push.received_at - started < 6
+    # The app refreshes, as asked: the next push comes before the new expiry, not twice.
+    assert fcm_device(server, sandbox, "ken", token, free_udp_port(), expires=60) == (1, 0)
+    time.sleep(4)
+    assert len(fcm_pushes(sandbox, token)) == 1
+
+
+def test_linphone_asleep_gets_a_held_message_when_a_push_wakes_it(
+    server: Server, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    if shutil.which("linphonec") is None:
+        missing_tool("linphonec", "linphone-cli")
+    box = sandbox.box
+    token = "fcm-registration-token-of-judy-s-android-phone"
+    box.fcm.add_device(token, box.project_id)
+    push = f"pn-provider=fcm;pn-prid={token};pn-param={box.project_id}"
+    phone = Linphone(server, "judy", push, tmp_path)
+    phone.start()
+    try:
+        wait_for(lambda: '+sip.pns="fcm"' in phone.log(), 20)
+        phone.stop()  # suspended
+        sent = run_scenario(
+            SCENARIOS / "uac_message_held.xml",
+            server.port,
+            inf=caller_injection(server, "alice", "judy"),
+        )
+        assert sent == (1, 0)  # 202: held for the phone
+        wait_for(lambda: len(fcm_pushes(sandbox, token)) == 1)
+        assert fcm_pushes(sandbox, token)[0].payload["data"]["type"] == "message"
+        phone.start()  # the push woke the app: it registers, and the message follows
+        output = tmp_path / "linphonec.log"
+        wait_for(lambda: "Hello from alice, message 1." in output.read_text(errors="replace"), 30)
     finally:
         phone.stop()

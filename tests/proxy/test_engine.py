@@ -423,3 +423,49 @@ def test_a_held_request_cancelled_is_answered_487_and_settled() -> None:
     assert sorted(responses(sent(engine))) == [200, 487]
     assert engine.settled() == [(incoming.key, 487)]
     assert engine.is_answered(incoming.key)
+
+
+def _held_message() -> Request:
+    return Request(
+        "MESSAGE",
+        "sip:placeholder",
+        Headers(
+            [
+                ("Max-Forwards", "70"),
+                ("From", "<sip:alice@sip.acme.example>;tag=a1"),
+                ("To", "<sip:bob@sip.acme.example>"),
+                ("Call-ID", "held-1"),
+                ("CSeq", "1 MESSAGE"),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "2"),
+            ]
+        ),
+        b"hi",
+    )
+
+
+def test_an_originated_request_goes_out_with_our_via_and_ends_in_an_outcome() -> None:
+    engine = ProxyEngine(US, KEY)
+    target = Target("sip:bob@203.0.113.6;transport=tcp", BOB_2, ("<sip:edge.example;lr>",))
+    key = engine.originate(_held_message(), target, now=0.0)
+    [(address, message)] = sent(engine)
+    assert address == BOB_2
+    assert isinstance(message, Request)
+    assert message.uri == "sip:bob@203.0.113.6;transport=tcp"
+    assert message.headers.get_all("Via")[0].startswith("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK")
+    assert message.headers.get_all("Route") == ["<sip:edge.example;lr>"]
+    assert message.body == b"hi"
+    assert engine.outcomes() == []
+    engine.receive(make_response(message, 100), BOB_2, 0.1)
+    assert engine.outcomes() == []  # provisional: not the end
+    engine.receive(make_response(message, 200, to_tag="b"), BOB_2, 0.2)
+    assert engine.outcomes() == [(key, 200)]
+    assert responses(sent(engine)) == []  # nothing goes upstream: there is no upstream
+
+
+def test_an_originated_request_that_gets_no_answer_ends_in_408() -> None:
+    engine = ProxyEngine(US, KEY)
+    key = engine.originate(_held_message(), Target("sip:bob@203.0.113.5", BOB_1), now=0.0)
+    while (deadline := engine.next_deadline()) is not None and deadline < 40:
+        engine.handle_timer(deadline)
+    assert engine.outcomes() == [(key, 408)]

@@ -9,7 +9,7 @@ import pytest
 
 from ringfence.provisioning.models import AccountChange
 from ringfence.proxy.engine import Incoming, Target
-from ringfence.proxy.router import NO_DNS, Decision, Forward, Reply, Router, RouterConfig
+from ringfence.proxy.router import NO_DNS, Decision, Forward, Hold, Reply, Router, RouterConfig
 from ringfence.pushgw.instances import InstanceReport, PushService
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import answer, parse_challenge
@@ -335,6 +335,34 @@ async def test_push_instances_are_not_used_when_push_is_off(runtime: Runtime) ->
         "acme", "bob", AccountChange(overrides={"push": {"mode": "keepalive"}})
     )
     req = await authenticated(router, request())
+    assert await router.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Reply(
+        480, "Temporarily Unavailable"
+    )
+
+
+@pytest.mark.usefixtures("bob")
+async def test_a_message_for_sleeping_devices_is_held_unless_messaging_is_off(
+    runtime: Runtime,
+) -> None:
+    await _report(runtime, "bob", "bob-phone", other_token="d6" * 32)
+    router = router_with_instances(runtime, FakeLocations())
+    req = await authenticated(router, request("MESSAGE"))
+    decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
+    assert isinstance(decision, Hold)
+    assert decision.aor == "sip:bob@sip.acme.example"
+    assert [s.push.token_for_alert() for s in decision.sleepers] == ["d6" * 32]
+    # An awake device takes it directly.
+    awake = FakeLocations()
+    awake.bindings["sip:bob@sip.acme.example"] = [FakeBinding("sip:bob@203.0.113.6", BOB_PHONE)]
+    router = router_with_instances(runtime, awake)
+    req = await authenticated(router, request("MESSAGE"))
+    assert isinstance(await router.decide(Incoming("k", req, ALICE_PHONE), 1.0), Forward)
+    # Messaging off (P1): nothing is kept for the account; the sender's client keeps it.
+    await runtime.provisioning.update_account(
+        "acme", "bob", AccountChange(overrides={"messaging": {"enabled": False}})
+    )
+    router = router_with_instances(runtime, FakeLocations())
+    req = await authenticated(router, request("MESSAGE"))
     assert await router.decide(Incoming("k", req, ALICE_PHONE), 1.0) == Reply(
         480, "Temporarily Unavailable"
     )

@@ -110,3 +110,18 @@ async def test_a_dead_token_is_pruned() -> None:
     await drain()
     assert pruned == [(AOR, "urn:uuid:1")]
     await waker.aclose()
+
+
+async def test_a_waiting_message_is_an_alert_on_the_other_token_never_a_voip_push() -> None:
+    clock = FakeClock()
+    provider = Recorder()
+    waker = PushWaker(PushDispatcher([provider], clock), clock, ring_window_s=30)
+    voip_only = device(";pn-provider=apns;pn-prid=cc33;pn-param=T123456789.org.ex.voip")
+    waker.message_waiting(AOR, sleepers_of([device(LINPHONE)]) + sleepers_of([voip_only]))
+    await drain()
+    [(target, notification)] = provider.sent
+    assert target.token == "aa11"  # the remote token; the VoIP-only device is not pushed
+    assert notification.kind is PushKind.MESSAGE
+    assert notification.ttl_s == 7 * 86_400
+    assert notification.collapse_id == "rf-message"
+    await waker.aclose()

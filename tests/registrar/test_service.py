@@ -415,6 +415,16 @@ async def test_push_parameters_are_kept_and_the_binding_outlives_its_registratio
     assert await push_registrar.bindings(AOR, NOW + 3 * 86_400) == []
 
 
+async def test_a_contact_asking_for_refresh_pushes_is_told_when_they_come(
+    push_registrar: Registrar,
+) -> None:
+    # RFC 8599 §5.3: +sip.pnsreg in the Contact asks the proxy to push before expiry.
+    response = await register_ok(push_registrar, PUSH_CONTACT + ";+sip.pnsreg", expires="600")
+    assert response.headers.get("Feature-Caps") == '*;+sip.pns="apns";+sip.pnsreg="120"'
+    [binding] = await push_registrar.bindings(AOR, NOW)
+    assert ("+sip.pnsreg", None) in binding.params
+
+
 @pytest.mark.promise("P3")
 async def test_a_push_binding_is_forgotten_at_the_configured_max_age(
     runtime: Runtime, push_registrar: Registrar

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from ringfence.proxy import flow_token
 from ringfence.sip.fields import MAGIC_COOKIE, parse_cseq, parse_max_forwards, parse_via
 from ringfence.sip.message import Headers, Message, Request, Response, make_response, split_list
+from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import (
     AckReceived,
     Address,
@@ -262,6 +263,10 @@ class ProxyEngine:
         self._outbox: list[tuple[Address, Message]] = []
         # Held contexts that got their final response: (server key, status).
         self._settled: list[tuple[str, int]] = []
+        # Requests of our own (held messages delivered): client key -> None, and the final
+        # status of those that ended since the last `outcomes`.
+        self._originated: dict[str, None] = {}
+        self._outcomes: list[tuple[str, int]] = []
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -321,6 +326,41 @@ class ProxyEngine:
         """Held requests (`forward(hold=True)`) answered since the last call, with the status."""
         out, self._settled = self._settled, []
         return out
+
+    def outcomes(self) -> list[tuple[str, int]]:
+        """Requests of our own (`originate`) that ended since the last call, with the status.
+
+        A timeout is 408, a transport failure 503 (RFC 3261 §8.1.3.1).
+        """
+        out, self._outcomes = self._outcomes, []
+        return out
+
+    def originate(self, request: Request, target: Target, *, now: float) -> str:
+        """Send a request of ours to `target`; returns the key `outcomes` will name.
+
+        For a MESSAGE held while its recipient slept (RFC 3428 §7: a store-and-forward
+        server sends it on as a new request). `request` has no Via: ours is added, with the
+        target's Route set.
+        """
+        destination = target.destination
+        listener = self.identity.listener(destination.transport)
+        branch = f"{MAGIC_COOKIE}{random_hex(16)}"
+        via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
+        front = [("Via", via)] + [("Route", route) for route in target.route]
+        headers = Headers([*front, *request.headers])
+        outgoing = Request(request.method, target.uri, headers, request.body)
+        key = self.layer.send_request(outgoing, destination, now)
+        self._originated[key] = None
+        self._pump(now)
+        return key
+
+    def _originated_ended(self, key: str, status: int) -> bool:
+        if key not in self._originated:
+            return False
+        if status >= 200:
+            del self._originated[key]
+            self._outcomes.append((key, status))
+        return True
 
     def is_answered(self, key: str) -> bool:
         """Whether the request of `key` has had its final response (or is gone)."""
@@ -527,8 +567,12 @@ class ProxyEngine:
             if isinstance(event, RequestReceived):
                 self._on_request(event, now)
             elif isinstance(event, ResponseReceived):
-                self._on_response(event.key, event.response, now)
+                if not self._originated_ended(event.key, event.response.status):
+                    self._on_response(event.key, event.response, now)
             elif isinstance(event, TransactionTimedOut | TransportFailed):
+                status = 408 if isinstance(event, TransactionTimedOut) else 503
+                if self._originated_ended(event.key, status):
+                    continue
                 found = self._branch_of.get(event.key)
                 if found is not None and found[1].final is None:
                     context, branch = found

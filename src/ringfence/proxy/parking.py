@@ -151,6 +151,14 @@ class Waker(Protocol):
         """Tell devices woken for `parked` that it is over (an alert, never a VoIP push)."""
         ...
 
+    def message_waiting(self, aor: str, sleepers: Sequence[Sleeper]) -> None:
+        """Tell sleeping devices that a message waits for them (an alert)."""
+        ...
+
+    def refresh(self, aor: str, sleeper: Sleeper, ttl_s: int) -> None:
+        """Ask a device to REGISTER again before its binding lapses (RFC 8599 +sip.pnsreg)."""
+        ...
+
 
 def sleepers_of(bindings: Sequence[Registration]) -> list[Sleeper]:
     """The devices among `bindings` that are woken by push (one per device)."""

@@ -41,8 +41,8 @@ from ringfence.state.ratelimit import AuthFailureGuard
 
 logger = logging.getLogger(__name__)
 
-#: Requests that wake a sleeping device (RFC 8599). A MESSAGE is not among them: it is
-#: refused 480 for a device that only sleeps, and the sender's client keeps it.
+#: Requests that wake a sleeping device and wait for it (RFC 8599). A MESSAGE is not among
+#: them: one for a user whose devices all sleep is held (`Hold`) and delivered later.
 WAKING_METHODS = frozenset({"INVITE"})
 
 #: Methods that start something on a user's behalf: the caller must authenticate.
@@ -79,7 +79,22 @@ class WakeUp:
     sleepers: tuple[Sleeper, ...]
 
 
-Decision = Reply | Forward
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A MESSAGE for a user whose devices all sleep: keep it, tell them, deliver on REGISTER.
+
+    Attributes:
+        aor: The recipient's address-of-record.
+        account_id: The recipient's account (its key seals the message).
+        sleepers: The devices to tell by an alert push.
+    """
+
+    aor: str
+    account_id: str
+    sleepers: tuple[Sleeper, ...]
+
+
+Decision = Reply | Forward | Hold
 
 
 class Contact(Registration, Protocol):
@@ -215,8 +230,8 @@ class Router:
         aor = f"sip:{user}@{target.host.lower()}"
         every = await self._locations.lookup(aor, now)
         bindings = every
-        wake: WakeUp | None = None
-        if method in WAKING_METHODS:
+        sleepers: list[Sleeper] = []
+        if method in WAKING_METHODS or method == "MESSAGE":
             # RFC 8599: a device that registered with push parameters may sleep; a request
             # for it is announced by a push, and waits for the device's REGISTER.
             sleeping = [b for b in bindings if is_push_contact(b.contact)]
@@ -229,10 +244,13 @@ class Router:
                 devices = await self._devices.push_devices(credentials.account_id)
                 awake = [b for b in bindings if b.expires_at > now]
                 sleepers = sleepers_with(sleepers, devices, every, awake)
-            if sleepers:
-                wake = WakeUp(aor, tuple(sleepers))
         # A sleeping push binding is kept past its registration: only registered ones count.
         direct = [b for b in bindings if b.expires_at > now]
+        if method == "MESSAGE" and not direct and sleepers and credentials.messaging:
+            # Every device sleeps: the message waits for one of them (RFC 3428 §7), which an
+            # alert push tells. Waiting here would outlast the sender's transaction (64*T1).
+            return Hold(aor, credentials.account_id, tuple(sleepers))
+        wake = WakeUp(aor, tuple(sleepers)) if sleepers and method in WAKING_METHODS else None
         if not direct and wake is None:
             return Reply(480, "Temporarily Unavailable")
         # §16.5/§16.6: each contact is a branch; it is reached over the flow it registered

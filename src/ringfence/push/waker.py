@@ -24,6 +24,7 @@ from ringfence.push.provider import (
     TokenDead,
 )
 from ringfence.sip.pn import PushParameters
+from ringfence.sip.randomness import random_hex
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 RUNG_KEPT = 65_536
 #: How long a "call ended" alert may wait for an offline phone (then it is pointless).
 ENDED_TTL_S = 600
+#: How long a "message waiting" alert may wait for an offline phone: as long as the message.
+MESSAGE_TTL_S = 7 * 86_400
 
 _SERVICES = {
     "apns": ProviderName.APNS,
@@ -98,6 +101,29 @@ class PushWaker:
                 data={"reason": reason.value},
             )
             self._spawn(parked.aor, sleeper, target, notification)
+
+    def message_waiting(self, aor: str, sleepers: Sequence[Sleeper]) -> None:
+        for sleeper in sleepers:
+            # One alert per device however many messages wait: the app fetches them all.
+            self._on_other_token(aor, sleeper, PushKind.MESSAGE, MESSAGE_TTL_S, "rf-message")
+
+    def refresh(self, aor: str, sleeper: Sleeper, ttl_s: int) -> None:
+        # A background push (priority 5), asking the app to REGISTER again.
+        self._on_other_token(aor, sleeper, PushKind.WAKE, ttl_s, "rf-refresh")
+
+    def _on_other_token(
+        self, aor: str, sleeper: Sleeper, kind: PushKind, ttl_s: int, collapse_id: str
+    ) -> None:
+        """A push that is not a call: to the alert token, never the VoIP one.
+
+        iOS requires every VoIP push to show a call.
+        """
+        target = push_target(sleeper.push, sleeper.push.token_for_alert())
+        if target is None:
+            logger.info("a device has no token for %s pushes", kind.value)
+            return
+        notification = Notification(kind, random_hex(16), ttl_s=ttl_s, collapse_id=collapse_id)
+        self._spawn(aor, sleeper, target, notification)
 
     def _spawn(
         self, aor: str, sleeper: Sleeper, target: PushTarget, notification: Notification

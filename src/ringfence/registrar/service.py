@@ -47,6 +47,8 @@ from ringfence.sip.digest import (
 )
 from ringfence.sip.message import Request, Response, make_response
 from ringfence.sip.pn import (
+    PNSREG_S,
+    PNSREG_TAG,
     PushParameterError,
     is_push_contact,
     push_parameters,
@@ -308,8 +310,9 @@ class Registrar:
     ) -> tuple[Response, list[Binding] | None]:
         """Steps 6-8 over the AOR's bindings: the response, and the bindings to store."""
         services: set[str] = set()
+        refresh = False
         if account.push:
-            refusal = self._check_push(request, services)
+            refusal, refresh = self._check_push(request, services)
             if refusal is not None:
                 return refusal, None
         outcome = process_register(
@@ -342,11 +345,22 @@ class Registrar:
                 # requests for it will be announced by pushes of this service; without it
                 # the UA must stay awake.
                 pns = ",".join(sorted(services))
-                headers = (*headers, ("Feature-Caps", f'*;+sip.pns="{pns}"'))
+                caps = f'*;+sip.pns="{pns}"'
+                if refresh:
+                    # RFC 8599 §5.3: the UA asked (+sip.pnsreg in its Contact) to be woken
+                    # to refresh its binding; the push comes PNSREG_S before expiry.
+                    caps += f';{PNSREG_TAG}="{PNSREG_S}"'
+                headers = (*headers, ("Feature-Caps", caps))
         return self._respond(request, outcome.status, outcome.reason, headers), bindings
 
-    def _check_push(self, request: Request, services: set[str]) -> Response | None:
-        """RFC 8599: refuse push parameters we cannot honour; note the services used."""
+    def _check_push(self, request: Request, services: set[str]) -> tuple[Response | None, bool]:
+        """RFC 8599: refuse push parameters we cannot honour; note the services used.
+
+        Returns:
+            The refusal, if any, and whether a push Contact asked for binding-refresh
+            pushes (`+sip.pnsreg`).
+        """
+        refresh = False
         for value in request.headers.values("Contact"):
             if "pn-provider" not in value.lower():
                 continue  # the common case, decided without parsing
@@ -359,7 +373,7 @@ class Registrar:
             try:
                 found = push_parameters(uri)
             except PushParameterError as exc:
-                return self._respond(request, 400, f"Bad push parameters: {exc}")
+                return self._respond(request, 400, f"Bad push parameters: {exc}"), False
             if found is None:
                 continue
             if found.service not in self._push_services:
@@ -369,9 +383,10 @@ class Registrar:
                 headers: Headers = (("Feature-Caps", f'*;+sip.pns="{supported}"'),)
                 return self._respond(
                     request, 555, "Push Notification Service Not Supported", headers
-                )
+                ), False
             services.add(found.provider)
-        return None
+            refresh = refresh or PNSREG_TAG in value.lower()
+        return None, refresh
 
     def date(self) -> str:
         """The wall clock as an rfc1123-date (RFC 3261 §20.17), formatted once a second."""

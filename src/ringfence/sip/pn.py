@@ -31,6 +31,12 @@ PROVIDER_ALIASES = {
     "webpush": ("webhook", False),
     "webhook": ("webhook", False),
 }
+#: RFC 8599 §14.3: the media feature tag by which a UA asks to be woken by push to refresh
+#: its binding, and the proxy's feature-capability indicator that it will (the value: how
+#: many seconds before expiry the push comes at the latest).
+PNSREG_TAG = "+sip.pnsreg"
+#: Two minutes: time for the push to cross APNs or FCM and for the app to REGISTER.
+PNSREG_S = 120
 #: Longest token accepted (APNs tokens are 64 hex today, FCM's ~160, webhook URLs 2 KiB).
 MAX_PRID_LENGTH = 4096
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ringfence.auth.service import AdminToken, Session
+from ringfence.messaging.held import StoredHeld
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
 from ringfence.privacy.erasure import Destruction, LegalHold
 from ringfence.privacy.policy import Channel, Notice, PolicyVersion
@@ -44,6 +45,7 @@ from ringfence.storage.tables import (
     destructions,
     devices,
     disclosures,
+    held_messages,
     identity_documents,
     legal_holds,
     policy_notices,
@@ -347,6 +349,7 @@ class SqlStore(_Store):
             await tx.execute(
                 delete(push_instances).where(push_instances.c.account_id == account_id)
             )
+            await tx.execute(delete(held_messages).where(held_messages.c.account_id == account_id))
             await tx.execute(delete(accounts).where(accounts.c.id == account_id))
 
     # -- sessions and devices --------------------------------------------------------------
@@ -999,6 +1002,96 @@ class SqlInstanceStore(_Store):
             .limit(limit)
         )
         return await self._all(query, _instance)
+
+
+def _held(row: Row[Any]) -> StoredHeld:
+    return StoredHeld(
+        id=row.id,
+        account_id=row.account_id,
+        aor_key=row.aor_key,
+        sealed=bytes(row.sealed),
+        received_at=row.received_at,
+        expires_at=row.expires_at,
+    )
+
+
+class SqlHeldStore(_Store):
+    """Held messages: implements `messaging.held.HeldStore`."""
+
+    async def add_held(self, held: StoredHeld, max_per_account: int) -> bool:
+        count = (
+            select(func.count())
+            .select_from(held_messages)
+            .where(held_messages.c.account_id == held.account_id)
+        )
+        async with self._tx() as tx:
+            # Counted in the inserting transaction; two concurrent holds may pass the limit
+            # by one, which bounds nothing that matters.
+            if int((await tx.execute(count)).scalar_one()) >= max_per_account:
+                return False
+            await tx.execute(
+                insert(held_messages).values(
+                    id=held.id,
+                    account_id=held.account_id,
+                    aor_key=held.aor_key,
+                    sealed=held.sealed,
+                    received_at=held.received_at,
+                    expires_at=held.expires_at,
+                    claimed_until=None,
+                )
+            )
+        return True
+
+    async def claim_held(self, aor_key: str, now: datetime, until: datetime) -> list[StoredHeld]:
+        free = or_(held_messages.c.claimed_until.is_(None), held_messages.c.claimed_until <= now)
+        where = (held_messages.c.aor_key == aor_key, held_messages.c.expires_at > now, free)
+        async with self._tx() as tx:
+            ids = [
+                row.id
+                for row in await tx.execute(
+                    select(held_messages.c.id)
+                    .where(*where)
+                    .order_by(held_messages.c.received_at)
+                    .limit(100)
+                )
+            ]
+            if not ids:
+                return []
+            # The claim is the UPDATE's: a row another claimer took meanwhile no longer
+            # matches `free` and is not ours.
+            await tx.execute(
+                update(held_messages)
+                .where(held_messages.c.id.in_(ids), free)
+                .values(claimed_until=until)
+            )
+            rows = await tx.execute(
+                select(held_messages)
+                .where(held_messages.c.id.in_(ids), held_messages.c.claimed_until == until)
+                .order_by(held_messages.c.received_at)
+            )
+            return [_held(row) for row in rows]
+
+    async def delete_held(self, ids: Sequence[str]) -> int:
+        async with self._tx() as tx:
+            result = await tx.execute(delete(held_messages).where(held_messages.c.id.in_(ids)))
+        return result.rowcount or 0
+
+    async def release_held(self, ids: Sequence[str]) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                update(held_messages).where(held_messages.c.id.in_(ids)).values(claimed_until=None)
+            )
+
+    async def held_aor_keys(self, now: datetime) -> set[str]:
+        query = select(held_messages.c.aor_key).where(held_messages.c.expires_at > now).distinct()
+        async with self._tx() as tx:
+            return {row.aor_key for row in await tx.execute(query)}
+
+    async def delete_held_expired(self, now: datetime, limit: int) -> int:
+        ids = select(held_messages.c.id).where(held_messages.c.expires_at <= now).limit(limit)
+        async with self._tx() as tx:
+            result = await tx.execute(delete(held_messages).where(held_messages.c.id.in_(ids)))
+        return result.rowcount or 0
 
 
 class SqlKeyStore(_Store):

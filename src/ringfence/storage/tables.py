@@ -274,6 +274,22 @@ push_instances = Table(
     Index(None, "expires_at"),
 )
 
+#: Messages held for sleeping devices (messaging.held): sealed with the account's key.
+held_messages = Table(
+    "held_messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("aor_key", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Index(None, "aor_key"),
+    Index(None, "account_id"),
+    Index(None, "expires_at"),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

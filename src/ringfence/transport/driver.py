@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from email.utils import format_datetime
 
-from ringfence.proxy.engine import Incoming, ProxyEngine
+from ringfence.messaging.held import HeldMessage, HeldMessages, HoldRefusedError
+from ringfence.proxy.engine import Incoming, ProxyEngine, Target
 from ringfence.proxy.parking import EndReason, Parking, Waker
-from ringfence.proxy.router import Forward, Router
+from ringfence.proxy.refresh import RefreshSchedule, wants_refresh
+from ringfence.proxy.router import Forward, Hold, Router
 from ringfence.sip.digest import without_credentials_for
-from ringfence.sip.message import Message, Request, make_response
+from ringfence.sip.message import Headers, Message, Request, make_response
+from ringfence.sip.pn import PNSREG_S
+from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, parse_uri
 from ringfence.sip.validation import check_request, check_response
@@ -40,8 +45,16 @@ class SipNode:
         *,
         waker: Waker | None = None,
         parking: Parking | None = None,
+        messages: HeldMessages | None = None,
+        refreshes: RefreshSchedule | None = None,
     ) -> None:
         self._engine = engine
+        # RFC 3428 §7: MESSAGEs for users whose devices all sleep wait here, in the database.
+        self._messages = messages
+        self._outcomes: dict[str, asyncio.Future[int]] = {}
+        # RFC 8599 +sip.pnsreg: pushes that ask devices to refresh their binding in time (one
+        # process of a node schedules them: None in the others).
+        self._refreshes = refreshes
         self._router = router
         # RFC 8599: requests for sleeping devices wait here while a push wakes them.
         self._waker = waker
@@ -90,6 +103,10 @@ class SipNode:
             self._spawn(self._decide(incoming))
         for key, status in self._engine.settled():
             self._settled(key, status)
+        for key, status in self._engine.outcomes():
+            future = self._outcomes.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result(status)
         self._flush()
 
     # -- requests parked for sleeping devices (RFC 8599) ------------------------------------
@@ -108,9 +125,19 @@ class SipNode:
         for sleeper in parked.sleepers:
             self._waker.ring(parked, sleeper)
 
-    def parked_for(self, aor: str) -> bool:
-        """Whether a request waits for a device of `aor` (cheap: asked on every change)."""
-        return self._parking.has(aor)
+    def watches(self, aor: str, bindings: Sequence[Binding] = ()) -> bool:
+        """Whether a change of `aor`'s bindings concerns this node (asked on every change).
+
+        It does when a request waits for a device, a message is held, or a refresh is due.
+        """
+        return (
+            self._parking.has(aor)
+            or (self._messages is not None and self._messages.may_have(aor))
+            or (
+                self._refreshes is not None
+                and (self._refreshes.tracks(aor) or any(wants_refresh(b) for b in bindings))
+            )
+        )
 
     def bindings_changed(self, aor: str, bindings: tuple[Binding, ...]) -> None:
         """A REGISTER changed `aor`'s bindings: forward what waits for a woken device."""
@@ -122,7 +149,76 @@ class SipNode:
             if not more:
                 self._engine.release(parked.key, now=now)
                 self._parking.remove(parked.key)
+        if self._messages is not None and self._messages.may_have(aor):
+            awake = [self._router.target_of(b) for b in bindings if b.expires_at > now]
+            if awake:
+                self._spawn(self._deliver(aor, awake))
+        if self._refreshes is not None:
+            self._refreshes.changed(aor, bindings, now)
         self._process()
+
+    # -- messages held for sleeping devices (RFC 3428 §7) -----------------------------------
+
+    async def _hold(self, incoming: Incoming, request: Request, decision: Hold) -> None:
+        now = self._now()
+        if self._messages is None:
+            self._engine.reply(incoming.key, 480, "Temporarily Unavailable", now=now)
+            return
+        headers = request.headers
+        try:
+            await self._messages.hold(
+                decision.account_id,
+                decision.aor,
+                headers.get("From") or "",
+                headers.get("To") or "",
+                headers.get("Content-Type") or "text/plain",
+                request.body,
+            )
+        except HoldRefusedError as exc:
+            self._engine.reply(incoming.key, exc.status, exc.reason, now=self._now())
+            return
+        # RFC 3428 §7: 202, the message was accepted for delivery later.
+        self._engine.reply(incoming.key, 202, "Accepted", now=self._now())
+        if self._waker is not None:
+            self._waker.message_waiting(decision.aor, decision.sleepers)
+
+    async def _deliver(self, aor: str, targets: list[Target]) -> None:
+        """Send `aor`'s held messages, in order, to its registered devices."""
+        assert self._messages is not None
+        for held in await self._messages.claim(aor):
+            statuses = await asyncio.gather(*(self._send_held(held, target) for target in targets))
+            if any(200 <= status < 300 for status in statuses):
+                await self._messages.delivered(held.id)
+            else:
+                logger.info("a held message was not taken (%s); kept", sorted(set(statuses)))
+                await self._messages.failed(held.id)
+                return  # the rest stays in order behind it
+
+    async def _send_held(self, held: HeldMessage, target: Target) -> int:
+        message = held.message
+        request = Request(
+            "MESSAGE",
+            target.uri,
+            Headers(
+                [
+                    ("Max-Forwards", "70"),
+                    ("From", message.sender),
+                    ("To", message.recipient),
+                    ("Call-ID", random_hex(16)),
+                    ("CSeq", "1 MESSAGE"),
+                    # RFC 3261 §20.17: when it was sent, which the app shows.
+                    ("Date", format_datetime(message.received_at, usegmt=True)),
+                    ("Content-Type", message.content_type),
+                    ("Content-Length", str(len(message.body))),
+                ]
+            ),
+            message.body,
+        )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        key = self._engine.originate(request, target, now=self._now())
+        self._outcomes[key] = future
+        self._process()
+        return await future
 
     def _settled(self, key: str, status: int) -> None:
         parked = self._parking.remove(key)
@@ -177,6 +273,8 @@ class SipNode:
             )
             if hold:
                 self._park(incoming, request, decision, now)
+        elif isinstance(decision, Hold):
+            await self._hold(incoming, request, decision)
         else:
             self._engine.reply(
                 incoming.key, decision.status, decision.reason, decision.headers, now=now
@@ -210,9 +308,12 @@ class SipNode:
 
     def _arm(self) -> None:
         deadline = self._engine.next_deadline()
-        parked = self._parking.next_deadline()
-        if parked is not None and (deadline is None or parked < deadline):
-            deadline = parked
+        for other in (
+            self._parking.next_deadline(),
+            self._refreshes.next_deadline() if self._refreshes is not None else None,
+        ):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         if deadline is None or deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -226,6 +327,9 @@ class SipNode:
         now = self._now()
         self._engine.handle_timer(now)
         self._parking_expired(now)
+        if self._refreshes is not None and self._waker is not None:
+            for aor, sleeper in self._refreshes.due(now):
+                self._waker.refresh(aor, sleeper, PNSREG_S)
         self._process()
 
     async def aclose(self) -> None:
