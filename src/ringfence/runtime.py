@@ -57,6 +57,7 @@ from ringfence.push.dispatcher import make_dispatcher
 from ringfence.push.waker import PushWaker
 from ringfence.pushgw import inventory as pushgw_inventory
 from ringfence.pushgw.instances import PushInstances
+from ringfence.pushgw.traces import PushTraces
 from ringfence.registrar.fast import FastRegister
 from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
@@ -89,6 +90,7 @@ from ringfence.storage.repos import (
     SqlKeyStore,
     SqlPrivacyStore,
     SqlStore,
+    SqlTraceStore,
 )
 from ringfence.transport import flow, inventory as transport_inventory
 from ringfence.transport.cluster import (
@@ -178,8 +180,10 @@ class SipService:
         worker: int = 0,
         push_instances: PushInstances | None = None,
         held_messages: HeldMessages | None = None,
+        traces: PushTraces | None = None,
     ) -> None:
         sip = settings.sip
+        self._traces = traces
         self._instances = push_instances
         self._held = held_messages
         self._settings = sip
@@ -282,6 +286,7 @@ class SipService:
             messages=self._held,
             # Every worker sees every binding change: the first alone pushes refreshes.
             refreshes=RefreshSchedule() if self.worker == 0 else None,
+            traces=self._traces,
         )
         node = self.node
         loop = asyncio.get_running_loop()
@@ -543,6 +548,7 @@ class Runtime:
         # Erasing an account or switching its push off erases its instances (P3).
         self.provisioning.listeners.append(self.push_instances)
         self.held_messages = HeldMessages(SqlHeldStore(self.engine), self.keyring, self.clock)
+        self.push_traces = PushTraces(SqlTraceStore(self.engine), self.keyring, self.clock)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
         privacy_store = SqlPrivacyStore(self.engine)
         self.disclosures = DisclosureRegister(privacy_store, self.provisioning, self.clock)
@@ -599,6 +605,7 @@ class Runtime:
             postmortem=self.postmortem,
             policies=self.policies,
             push_instances=self.push_instances,
+            push_traces=self.push_traces,
         )
         self.sip: SipService | None = (
             SipService(
@@ -609,6 +616,7 @@ class Runtime:
                 worker=worker,
                 push_instances=self.push_instances,
                 held_messages=self.held_messages,
+                traces=self.push_traces,
             )
             if settings.sip.enabled
             else None
@@ -692,6 +700,9 @@ class Runtime:
         instances = await self.push_instances.sweep()
         if instances:
             logger.info("erased %d expired push instance(s)", instances)
+        traces = await self.push_traces.sweep()
+        if traces:
+            logger.info("deleted %d push trace(s) older than 7 days", traces)
         undelivered = await self.held_messages.sweep()
         if undelivered:
             logger.info("deleted %d held message(s) no device came for", undelivered)
@@ -882,6 +893,7 @@ class Runtime:
 ACCOUNT_CATEGORIES = (
     *provisioning_inventory.ERASED_WITH_ACCOUNT,
     pushgw_inventory.PUSH_INSTANCES,
+    pushgw_inventory.PUSH_TRACES,
     messaging_inventory.HELD_MESSAGES,
     auth_inventory.SESSIONS,
     crypto_inventory.SUBJECT_KEYS,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 import pytest
@@ -112,6 +112,16 @@ def in_background(job: Callable[[], SippResult]) -> Future[SippResult]:
     return future
 
 
+def traces_of(server: Server, user: str) -> list[dict[str, Any]]:
+    """The account's push traces, as its app reads them."""
+    response = httpx.get(
+        f"{server.http_url}/v1/push/traces", auth=(f"{user}@{DOMAIN}", PASSWORDS[user]), timeout=10
+    )
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
 def call_in_background(
     server: Server,
     callee: str,
@@ -151,6 +161,14 @@ def test_a_call_wakes_a_sleeping_phone_by_push_and_reaches_it_once_it_registers(
         assert call.result(timeout=60) == (1, 0)
     assert len(voip_pushes(sandbox, token)) == 1  # one VoIP push for the call, no more
     assert alerts(sandbox, token) == []
+    # "Why did I (not) miss this call": the account reads the call's push trace.
+    [trace] = traces_of(server, "bob")
+    assert trace["outcome"] == "answered"
+    steps = [step["step"] for step in trace["steps"]]
+    for expected in ("parked", "call push sent", "call push apns", "device back", "forwarded"):
+        assert expected in steps
+    assert steps[-1] == "ended"
+    assert token not in str(trace)  # a fingerprint, not the token
     # The server logs at INFO here, HTTP clients included: no device token in any line.
     log = (server.workdir / "serve.log").read_text()
     assert "Uvicorn running" in log  # the log is the server's, at INFO
@@ -301,6 +319,10 @@ def test_no_device_within_the_wait_gives_480(server: Server, sandbox: Sandbox) -
     assert result == (1, 0)
     assert CLOCK.monotonic() - started >= WAIT_S - 1
     assert len(voip_pushes(sandbox, token)) == 1
+    wait_for(lambda: len(traces_of(server, "dave")) == 1)
+    [trace] = traces_of(server, "dave")
+    assert trace["outcome"] == "no device came back in time"
+    assert "wait over" in [step["step"] for step in trace["steps"]]
 
 
 def test_a_dead_token_prunes_the_binding(server: Server, sandbox: Sandbox) -> None:

@@ -292,6 +292,8 @@ async def test_a_device_known_by_its_push_instance_is_woken(runtime: Runtime) ->
     [sleeper] = decision.wake.sleepers
     assert sleeper.push.token_for_call() == VOIP_HEX
     assert sleeper.push.service == "apns"
+    # When the tokens were reported: an APNs 410 from before then does not prune them.
+    assert sleeper.registered_at == runtime.clock.now().timestamp()
     # Without instances the same call is 480 at once.
     plain = make_router(runtime, FakeLocations())
     req = await authenticated(plain, request())

@@ -121,6 +121,7 @@ async def test_a_waiting_message_is_an_alert_on_the_other_token_never_a_voip_pus
     await drain()
     [(target, notification)] = provider.sent
     assert target.token == "aa11"  # the remote token; the VoIP-only device is not pushed
+    assert target.registered_at == 0.0  # an RFC 8599 binding: its time is not known here
     assert notification.kind is PushKind.MESSAGE
     assert notification.ttl_s == 7 * 86_400
     assert notification.collapse_id == "rf-message"

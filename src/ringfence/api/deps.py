@@ -27,6 +27,7 @@ from ringfence.provisioning.features import Feature
 from ringfence.provisioning.models import Account
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.pushgw.instances import PushInstances
+from ringfence.pushgw.traces import PushTraces
 
 #: The `responses=` argument of a route, documenting its error answers.
 Responses = dict[int | str, dict[str, Any]]
@@ -47,6 +48,7 @@ class Services:
     postmortem: PostMortem
     policies: Policies
     push_instances: PushInstances
+    push_traces: PushTraces
 
 
 def services(request: Request) -> Services:

@@ -28,6 +28,10 @@ from ringfence.state.location import Binding
 DEFAULT_WAIT_S = 30.0
 
 
+#: Steps one call's push trace keeps (a few per device woken).
+MAX_TRACE_STEPS = 64
+
+
 class EndReason(enum.StrEnum):
     """Why a device that was woken for a call is told the call is over (the push's `reason`)."""
 
@@ -44,10 +48,12 @@ class PushDevice:
     Attributes:
         instance: The `+sip.instance` it registers with, when it said so.
         push: Its push parameters.
+        registered_at: When it last reported them (UNIX seconds; APNs's 410 rule).
     """
 
     instance: str | None
     push: PushParameters
+    registered_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -64,6 +70,8 @@ class Sleeper:
             those the request went to directly. Any other that comes is the woken app (the
             best a device that names itself nowhere in SIP allows). None otherwise.
         awake: The device has registered again and been given the request.
+        registered_at: When its tokens were last received (UNIX seconds), when known: an
+            APNs 410 older than that does not prune them.
     """
 
     instance: str | None
@@ -71,6 +79,7 @@ class Sleeper:
     registration: tuple[str, int]
     known: frozenset[tuple[str, int]] | None = None
     awake: bool = False
+    registered_at: float = 0.0
 
     @property
     def device(self) -> str:
@@ -107,6 +116,9 @@ class ParkedRequest:
         push_id: The opaque id the pushes carry (Acrobits' `X-Push-ID`).
         deadline: When waiting stops.
         sleepers: The devices pushed.
+        started: When it was parked, on the same clock as `deadline`.
+        account_id: The callee's account, whose push trace this call is (None: untraced).
+        trace: The steps so far: (time, step, detail), for `ringfence.pushgw.traces`.
     """
 
     key: str
@@ -115,6 +127,14 @@ class ParkedRequest:
     push_id: str
     deadline: float
     sleepers: list[Sleeper] = field(default_factory=list)
+    started: float = 0.0
+    account_id: str | None = None
+    trace: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def note(self, now: float, step: str, detail: str = "") -> None:
+        """Add a step to the call's push trace (bounded: a trace is a summary)."""
+        if len(self.trace) < MAX_TRACE_STEPS:
+            self.trace.append((now, step, detail))
 
     @property
     def call_id(self) -> str:
@@ -202,7 +222,9 @@ def sleepers_with(
             continue
         if device.instance is not None and device.instance in reachable:
             continue
-        sleeper = Sleeper(device.instance, device.push, ("", 0), known)
+        sleeper = Sleeper(
+            device.instance, device.push, ("", 0), known, registered_at=device.registered_at
+        )
         seen.add(sleeper.device)
         seen.add(key)
         out.append(sleeper)
@@ -219,11 +241,19 @@ class Parking:
         self._deadlines: list[tuple[float, str]] = []
 
     def park(
-        self, key: str, request: Request, aor: str, sleepers: list[Sleeper], now: float
+        self,
+        key: str,
+        request: Request,
+        aor: str,
+        sleepers: list[Sleeper],
+        now: float,
+        account_id: str | None = None,
     ) -> ParkedRequest:
         # Opaque: the push crosses Apple's or Google's servers, the Call-ID may name a host.
         push_id = random_hex(16)
-        parked = ParkedRequest(key, request, aor, push_id, now + self.wait_s, sleepers)
+        parked = ParkedRequest(
+            key, request, aor, push_id, now + self.wait_s, sleepers, now, account_id
+        )
         self._parked[key] = parked
         self._by_aor.setdefault(aor, set()).add(key)
         heapq.heappush(self._deadlines, (parked.deadline, key))

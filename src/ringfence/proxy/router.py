@@ -77,6 +77,8 @@ class WakeUp:
 
     aor: str
     sleepers: tuple[Sleeper, ...]
+    #: The callee's account (its push trace).
+    account_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +252,11 @@ class Router:
             # Every device sleeps: the message waits for one of them (RFC 3428 §7), which an
             # alert push tells. Waiting here would outlast the sender's transaction (64*T1).
             return Hold(aor, credentials.account_id, tuple(sleepers))
-        wake = WakeUp(aor, tuple(sleepers)) if sleepers and method in WAKING_METHODS else None
+        wake = (
+            WakeUp(aor, tuple(sleepers), credentials.account_id)
+            if sleepers and method in WAKING_METHODS
+            else None
+        )
         if not direct and wake is None:
             return Reply(480, "Temporarily Unavailable")
         # §16.5/§16.6: each contact is a branch; it is reached over the flow it registered

@@ -45,12 +45,14 @@ _SERVICES = {
 Prune = Callable[[str, Sleeper], Awaitable[None]]
 
 
-def push_target(params: PushParameters, token: str | None) -> PushTarget | None:
+def push_target(
+    params: PushParameters, token: str | None, registered_at: float = 0.0
+) -> PushTarget | None:
     """The push target of one of a binding's tokens; None for a service we do not serve."""
     provider = _SERVICES.get(params.service)
     if provider is None or not token:
         return None
-    return PushTarget(provider, params.app, token, sandbox=params.sandbox)
+    return PushTarget(provider, params.app, token, registered_at, sandbox=params.sandbox)
 
 
 class PushWaker:
@@ -78,18 +80,20 @@ class PushWaker:
         self._rung[key] = None
         while len(self._rung) > RUNG_KEPT:
             self._rung.popitem(last=False)
-        target = push_target(sleeper.push, sleeper.push.token_for_call())
+        target = push_target(sleeper.push, sleeper.push.token_for_call(), sleeper.registered_at)
         if target is None:
             return
         notification = Notification(PushKind.CALL, parked.push_id, ttl_s=0)
-        self._spawn(parked.aor, sleeper, target, notification)
+        self._spawn(parked.aor, sleeper, target, notification, parked)
 
     def ended(self, parked: ParkedRequest, sleepers: Sequence[Sleeper], reason: EndReason) -> None:
         for sleeper in sleepers:
             if (parked.call_id, sleeper.device) not in self._rung:
                 continue  # never woken for this call
             # The other token (iOS: the "remote" one): a VoIP push would have to show a call.
-            target = push_target(sleeper.push, sleeper.push.token_for_alert())
+            target = push_target(
+                sleeper.push, sleeper.push.token_for_alert(), sleeper.registered_at
+            )
             if target is None:
                 logger.info("no alert token to tell a device a call ended (%s)", reason)
                 continue
@@ -100,7 +104,7 @@ class PushWaker:
                 collapse_id=parked.push_id,
                 data={"reason": reason.value},
             )
-            self._spawn(parked.aor, sleeper, target, notification)
+            self._spawn(parked.aor, sleeper, target, notification, parked)
 
     def message_waiting(self, aor: str, sleepers: Sequence[Sleeper]) -> None:
         for sleeper in sleepers:
@@ -118,7 +122,7 @@ class PushWaker:
 
         iOS requires every VoIP push to show a call.
         """
-        target = push_target(sleeper.push, sleeper.push.token_for_alert())
+        target = push_target(sleeper.push, sleeper.push.token_for_alert(), sleeper.registered_at)
         if target is None:
             logger.info("a device has no token for %s pushes", kind.value)
             return
@@ -126,23 +130,41 @@ class PushWaker:
         self._spawn(aor, sleeper, target, notification)
 
     def _spawn(
-        self, aor: str, sleeper: Sleeper, target: PushTarget, notification: Notification
+        self,
+        aor: str,
+        sleeper: Sleeper,
+        target: PushTarget,
+        notification: Notification,
+        parked: ParkedRequest | None = None,
     ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._send(aor, sleeper, target, notification)
+            self._send(aor, sleeper, target, notification, parked)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _send(
-        self, aor: str, sleeper: Sleeper, target: PushTarget, notification: Notification
+        self,
+        aor: str,
+        sleeper: Sleeper,
+        target: PushTarget,
+        notification: Notification,
+        parked: ParkedRequest | None = None,
     ) -> None:
         deadline = self._clock.monotonic() + self._ring_window_s
+        kind = notification.kind.value
+        if parked is not None:
+            parked.note(self._clock.monotonic(), f"{kind} push sent", target.fingerprint)
         try:
             result = await self._dispatcher.send(target, notification, deadline=deadline)
         except Exception:
-            logger.exception("a %s push failed", notification.kind.value)
+            logger.exception("a %s push failed", kind)
+            if parked is not None:
+                parked.note(self._clock.monotonic(), f"{kind} push failed", target.fingerprint)
             return
+        if parked is not None:
+            answer = "accepted" if isinstance(result, Delivered) else repr(result)
+            parked.note(self._clock.monotonic(), f"{kind} push {target.provider.value}", answer)
         if not isinstance(result, Delivered):
             logger.info("%s push to %s: %s", notification.kind.value, target.fingerprint, result)
         if isinstance(result, TokenDead) and self._prune is not None:

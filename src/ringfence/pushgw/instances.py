@@ -332,7 +332,11 @@ class PushInstances:
     async def push_devices(self, account_id: str) -> list[PushDevice]:
         """`proxy.router.PushDevices`: the account's instances, as the proxy wakes them."""
         return [
-            PushDevice(instance.report.sip_instance, instance.report.parameters())
+            PushDevice(
+                instance.report.sip_instance,
+                instance.report.parameters(),
+                instance.updated_at.timestamp(),
+            )
             for instance in await self.of(account_id)
         ]
 

@@ -14,7 +14,21 @@ PUSH_INSTANCES = Category(
     "erased at once on DELETE, when push is switched off, and with the account",
 )
 
+PUSH_TRACES = Category(
+    name="push traces",
+    holds="for each call that waited for a sleeping device: when it came, the devices pushed "
+    "(token fingerprints), what the push services answered, when each device came back, and "
+    "how the call ended; never the caller",
+    purpose="answer the user's or the provider's question why a call was missed",
+    basis=LegalBasis.LEGITIMATE_INTEREST,
+    retention="7 days from the call; deleted with the account",
+)
+
 DECLARED: tuple[Declaration, ...] = (
+    Stored(PUSH_TRACES, "push_traces", ("sealed",), sealed=True),
+    Stored(
+        PUSH_TRACES, "push_traces", ("id", "account_id", "started_at", "expires_at"), sealed=False
+    ),
     Stored(PUSH_INSTANCES, "push_instances", ("sealed",), sealed=True),
     # A keyed hash of the selector (ringfence.crypto.blind) and the instance's times: they
     # find and expire the row, and say nothing without the KEK.

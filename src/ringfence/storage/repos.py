@@ -39,6 +39,7 @@ from ringfence.provisioning.models import (
     Tenant,
 )
 from ringfence.pushgw.instances import StoredInstance
+from ringfence.pushgw.traces import StoredTrace
 from ringfence.storage.tables import (
     accounts,
     admin_tokens,
@@ -52,6 +53,7 @@ from ringfence.storage.tables import (
     policy_versions,
     postmortem_directives,
     push_instances,
+    push_traces,
     sessions,
     subject_keys,
     subject_requests,
@@ -350,6 +352,7 @@ class SqlStore(_Store):
                 delete(push_instances).where(push_instances.c.account_id == account_id)
             )
             await tx.execute(delete(held_messages).where(held_messages.c.account_id == account_id))
+            await tx.execute(delete(push_traces).where(push_traces.c.account_id == account_id))
             await tx.execute(delete(accounts).where(accounts.c.id == account_id))
 
     # -- sessions and devices --------------------------------------------------------------
@@ -1091,6 +1094,42 @@ class SqlHeldStore(_Store):
         ids = select(held_messages.c.id).where(held_messages.c.expires_at <= now).limit(limit)
         async with self._tx() as tx:
             result = await tx.execute(delete(held_messages).where(held_messages.c.id.in_(ids)))
+        return result.rowcount or 0
+
+
+class SqlTraceStore(_Store):
+    """Push traces: implements `pushgw.traces.TraceStore`."""
+
+    async def add_trace(self, trace: StoredTrace) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(push_traces).values(
+                    id=trace.id,
+                    account_id=trace.account_id,
+                    started_at=trace.started_at,
+                    expires_at=trace.expires_at,
+                    sealed=trace.sealed,
+                )
+            )
+
+    async def traces_of(self, account_id: str, now: datetime, limit: int) -> list[StoredTrace]:
+        query = (
+            select(push_traces)
+            .where(push_traces.c.account_id == account_id, push_traces.c.expires_at > now)
+            .order_by(push_traces.c.started_at.desc())
+            .limit(limit)
+        )
+        return await self._all(
+            query,
+            lambda row: StoredTrace(
+                row.id, row.account_id, row.started_at, row.expires_at, bytes(row.sealed)
+            ),
+        )
+
+    async def delete_traces_expired(self, now: datetime, limit: int) -> int:
+        ids = select(push_traces.c.id).where(push_traces.c.expires_at <= now).limit(limit)
+        async with self._tx() as tx:
+            result = await tx.execute(delete(push_traces).where(push_traces.c.id.in_(ids)))
         return result.rowcount or 0
 
 

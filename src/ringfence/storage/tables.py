@@ -290,6 +290,19 @@ held_messages = Table(
     Index(None, "expires_at"),
 )
 
+#: Per-call push traces (pushgw.traces): sealed with the account's key, kept 7 days.
+push_traces = Table(
+    "push_traces",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Index(None, "account_id", "started_at"),
+    Index(None, "expires_at"),
+)
+
 #: The key store: a database of its own (see the package docstring).
 keys_metadata = MetaData(naming_convention=NAMING)
 

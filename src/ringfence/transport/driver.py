@@ -16,9 +16,10 @@ from email.utils import format_datetime
 
 from ringfence.messaging.held import HeldMessage, HeldMessages, HoldRefusedError
 from ringfence.proxy.engine import Incoming, ProxyEngine, Target
-from ringfence.proxy.parking import EndReason, Parking, Waker
+from ringfence.proxy.parking import EndReason, ParkedRequest, Parking, Waker
 from ringfence.proxy.refresh import RefreshSchedule, wants_refresh
 from ringfence.proxy.router import Forward, Hold, Router
+from ringfence.pushgw.traces import PushTraces, TraceStep
 from ringfence.sip.digest import without_credentials_for
 from ringfence.sip.message import Headers, Message, Request, make_response
 from ringfence.sip.pn import PNSREG_S
@@ -29,6 +30,9 @@ from ringfence.sip.validation import check_request, check_response
 from ringfence.state.location import Binding
 
 logger = logging.getLogger(__name__)
+
+#: Calls released from parking whose answer is still to come, remembered for their trace.
+UNSETTLED_KEPT = 10_000
 
 #: Option tags we implement (Require / Proxy-Require, RFC 3261 §8.2.2.3).
 SUPPORTED = frozenset({"outbound", "path"})
@@ -47,6 +51,7 @@ class SipNode:
         parking: Parking | None = None,
         messages: HeldMessages | None = None,
         refreshes: RefreshSchedule | None = None,
+        traces: PushTraces | None = None,
     ) -> None:
         self._engine = engine
         # RFC 3428 §7: MESSAGEs for users whose devices all sleep wait here, in the database.
@@ -55,6 +60,9 @@ class SipNode:
         # RFC 8599 +sip.pnsreg: pushes that ask devices to refresh their binding in time (one
         # process of a node schedules them: None in the others).
         self._refreshes = refreshes
+        # "Why did I miss this call": the steps of each parked call, kept when it ends.
+        self._traces = traces
+        self._unsettled: dict[str, ParkedRequest] = {}
         self._router = router
         # RFC 8599: requests for sleeping devices wait here while a push wakes them.
         self._waker = waker
@@ -118,7 +126,12 @@ class SipNode:
         assert self._waker is not None
         if self._engine.is_answered(incoming.key):
             return  # cancelled meanwhile
-        parked = self._parking.park(incoming.key, request, wake.aor, list(wake.sleepers), now)
+        parked = self._parking.park(
+            incoming.key, request, wake.aor, list(wake.sleepers), now, wake.account_id
+        )
+        parked.note(
+            now, "parked", f"{len(parked.sleepers)} device(s) asleep, {len(decision.targets)} awake"
+        )
         if not decision.targets:
             # The caller hears ringing while the devices wake (Acrobits' SIPIS does so too).
             self._engine.reply(incoming.key, 180, "Ringing", now=now)
@@ -145,10 +158,13 @@ class SipNode:
         for parked, ready in self._parking.registered(aor, bindings, now):
             targets = [self._router.target_of(binding) for binding in ready]
             more = bool(parked.waiting())
+            parked.note(now, "device back", f"{len(ready)} registered again")
             self._engine.forward(parked.key, parked.request, targets, now=now, hold=more)
+            parked.note(now, "forwarded", f"to {len(targets)} device(s)")
             if not more:
-                self._engine.release(parked.key, now=now)
                 self._parking.remove(parked.key)
+                self._ending(parked)
+                self._engine.release(parked.key, now=now)
         if self._messages is not None and self._messages.may_have(aor):
             awake = [self._router.target_of(b) for b in bindings if b.expires_at > now]
             if awake:
@@ -220,9 +236,22 @@ class SipNode:
         self._process()
         return await future
 
+    def _ending(self, parked: ParkedRequest) -> None:
+        """No longer parked, but not answered yet: its trace ends with its answer."""
+        self._unsettled[parked.key] = parked
+        while len(self._unsettled) > UNSETTLED_KEPT:
+            self._unsettled.pop(next(iter(self._unsettled)))
+
     def _settled(self, key: str, status: int) -> None:
         parked = self._parking.remove(key)
-        if parked is None or self._waker is None:
+        ending = self._unsettled.pop(key, None)
+        if parked is None and ending is not None:
+            self._trace(ending, status)
+            return  # its devices were told already, if need be
+        if parked is None:
+            return
+        self._trace(parked, status)
+        if self._waker is None:
             return
         # Devices woken for nothing must stop ringing: an alert, never a second VoIP push.
         if status == 487:
@@ -236,11 +265,34 @@ class SipNode:
 
     def _parking_expired(self, now: float) -> None:
         for parked in self._parking.expired(now):
+            parked.note(now, "wait over", f"{len(parked.waiting())} device(s) never came back")
             if parked.waiting() and self._waker is not None:
                 self._waker.ended(parked, parked.waiting(), EndReason.NO_ANSWER)
+            self._ending(parked)
             self._engine.release(parked.key, now=now)
 
-    def _spawn(self, job: Awaitable[None]) -> None:
+    def _trace(self, parked: ParkedRequest, status: int) -> None:
+        """Keep the call's push trace ("why did I miss this call"), if it is traced."""
+        if self._traces is None or parked.account_id is None:
+            return
+        if 200 <= status < 300:
+            outcome = "answered"
+        elif status == 487:
+            outcome = "cancelled by the caller"
+        elif status == 480 and parked.waiting():
+            outcome = "no device came back in time"
+        else:
+            outcome = f"not answered ({status})"
+        now = self._now()
+        steps = [
+            TraceStep(max(0, round((at - parked.started) * 1000)), step, detail)
+            for at, step, detail in parked.trace
+        ]
+        steps.append(TraceStep(round((now - parked.started) * 1000), "ended", str(status)))
+        traces, account_id = self._traces, parked.account_id
+        self._spawn(traces.record(account_id, now - parked.started, outcome, steps))
+
+    def _spawn(self, job: Awaitable[object]) -> None:
         async def run() -> None:
             try:
                 await job

@@ -39,6 +39,7 @@ from ringfence.privacy.postmortem import Carried
 from ringfence.privacy.requests import MAX_DOCUMENT_BYTES, SubjectRequest, Verification
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.provisioning.models import AccountChange
+from ringfence.pushgw.traces import CallTrace
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,17 @@ async def decide_disclosure(
         disclosure_id, disclosed=body.disclosed, given=body.given, approved_by=body.approved_by
     )
     return decided
+
+
+# -- push traces: why a call was missed (#4) ------------------------------------------------
+
+
+@router.get("/tenants/{code}/accounts/{username}/push-traces")
+async def account_push_traces(
+    code: CodePath, username: UserPath, _: AdminDep, svc: ServicesDep
+) -> list[CallTrace]:
+    """The account's push traces of the last 7 days, newest first: why a call was missed."""
+    return await svc.push_traces.of(await svc.provisioning.account_id(code, username))
 
 
 # -- legal holds and the destruction record (P15) ------------------------------------------

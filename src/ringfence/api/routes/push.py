@@ -15,6 +15,7 @@ from ringfence.api.deps import AccountDep, PrincipalDep, Responses, ServicesDep,
 from ringfence.api.schemas import PushInstanceIn, PushInstanceOut
 from ringfence.provisioning.features import Feature
 from ringfence.pushgw.instances import InstanceReport, PushInstance, PushService
+from ringfence.pushgw.traces import CallTrace
 
 router = APIRouter(prefix="/v1/push", tags=["push"])
 
@@ -94,3 +95,12 @@ async def delete_instance(selector: Selector, who: PrincipalDep, svc: ServicesDe
     """Erase the instance at once: its key is destroyed, then its row (P3)."""
     await svc.push_instances.delete(who.account_id, selector)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/traces", responses=ERRORS)
+async def call_traces(who: PrincipalDep, svc: ServicesDep) -> list[CallTrace]:
+    """Why a call was missed: the calls of the last 7 days that waited for a sleeping device.
+
+    Newest first, step by step: pushes sent and answered, devices back, how it ended.
+    """
+    return await svc.push_traces.of(who.account_id)

@@ -1,0 +1,116 @@
+"""Per-call push traces: "why did I miss this call", answered for 7 days.
+
+When a call waits for sleeping devices (RFC 8599, or push instances), each step is noted
+with its time from the call's arrival: the devices pushed, what each push service answered,
+each device back, the call forwarded, and how it ended. The trace is written once, when the
+call ends, sealed with the callee account's key (it says when the user was called); the
+account and the admin read it; the sweeper deletes it after TRACE_DAYS. It names no caller:
+the account's own call history is the app's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ringfence.clock import Clock
+from ringfence.crypto import Keyring
+from ringfence.provisioning.service import account_subject
+
+TRACE_DAYS = 7
+CTX_TRACE = "push.trace"
+#: Traces returned per request, newest first.
+MAX_LISTED = 200
+SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One step: milliseconds after the call arrived, what, and details.
+
+    Details carry no personal data but a token's fingerprint.
+    """
+
+    at_ms: int
+    step: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallTrace:
+    id: str
+    started_at: datetime
+    outcome: str
+    steps: tuple[TraceStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTrace:
+    id: str
+    account_id: str
+    started_at: datetime
+    expires_at: datetime
+    sealed: bytes
+
+
+class TraceStore(Protocol):
+    async def add_trace(self, trace: StoredTrace) -> None: ...
+
+    async def traces_of(self, account_id: str, now: datetime, limit: int) -> list[StoredTrace]:
+        """The account's unexpired traces, newest first."""
+        ...
+
+    async def delete_traces_expired(self, now: datetime, limit: int) -> int: ...
+
+
+class PushTraces:
+    def __init__(self, store: TraceStore, keyring: Keyring, clock: Clock) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+
+    async def record(
+        self, account_id: str, elapsed_s: float, outcome: str, steps: Sequence[TraceStep]
+    ) -> str:
+        """Keep a call's trace; it came `elapsed_s` seconds ago."""
+        started_at = self._clock.now() - timedelta(seconds=elapsed_s)
+        cipher = await self._keyring.cipher(account_subject(account_id))
+        body = json.dumps(
+            {"outcome": outcome, "steps": [[s.at_ms, s.step, s.detail] for s in steps]},
+            separators=(",", ":"),
+        ).encode()
+        trace = StoredTrace(
+            str(uuid.uuid4()),
+            account_id,
+            started_at,
+            started_at + timedelta(days=TRACE_DAYS),
+            cipher.seal(CTX_TRACE, body),
+        )
+        await self._store.add_trace(trace)
+        return trace.id
+
+    async def of(self, account_id: str) -> list[CallTrace]:
+        """The account's traces of the last TRACE_DAYS, newest first."""
+        stored = await self._store.traces_of(account_id, self._clock.now(), MAX_LISTED)
+        if not stored:
+            return []
+        cipher = await self._keyring.cipher(account_subject(account_id))
+        out = []
+        for item in stored:
+            body = json.loads(cipher.open(CTX_TRACE, item.sealed))
+            steps = tuple(TraceStep(at, step, detail) for at, step, detail in body["steps"])
+            out.append(CallTrace(item.id, item.started_at, body["outcome"], steps))
+        return out
+
+    async def sweep(self) -> int:
+        now = self._clock.now()
+        deleted = 0
+        while count := await self._store.delete_traces_expired(now, SWEEP_BATCH):
+            deleted += count
+            if count < SWEEP_BATCH:
+                break
+        return deleted
