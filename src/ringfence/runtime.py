@@ -320,7 +320,8 @@ class SipService:
         """Warm the SIP credentials cache, then reload what it answered from stale.
 
         Also learns, at start and then each round, which AORs have messages held (another
-        worker may have held them): their next registration delivers them.
+        worker may have held them): their next registration delivers them; and which
+        accounts have push instances (reported to the HTTP process).
         """
         try:
             warmed = await self._provisioning.warm_sip_credentials()
@@ -334,6 +335,8 @@ class SipService:
             try:
                 if self._held is not None:
                     await self._held.refresh()
+                if self._instances is not None:
+                    await self._instances.refresh()
                 while await self._provisioning.refresh_sip_credentials():
                     pass
             except Exception:

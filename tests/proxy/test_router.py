@@ -10,12 +10,13 @@ import pytest
 from ringfence.provisioning.models import AccountChange
 from ringfence.proxy.engine import Incoming, Target
 from ringfence.proxy.router import NO_DNS, Decision, Forward, Hold, Reply, Router, RouterConfig
-from ringfence.pushgw.instances import InstanceReport, PushService
+from ringfence.pushgw.instances import InstanceReport, PushInstances, PushService
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import answer, parse_challenge
 from ringfence.sip.message import Headers, Request
 from ringfence.sip.transaction import Address
 from ringfence.state.ratelimit import AuthFailureGuard
+from ringfence.storage.repos import SqlInstanceStore
 from ringfence.transport.dns import SipResolver
 from tests.conftest import Demo
 from tests.support.dns import dns_server
@@ -284,6 +285,11 @@ async def test_a_device_known_by_its_push_instance_is_woken(runtime: Runtime) ->
     """No binding at all: the INVITE waits for the device that reported its tokens."""
     await _report(runtime, "bob", "bob-phone")
     router = router_with_instances(runtime, FakeLocations())
+    # Another process (a SIP worker) learns of the report on its next refresh.
+    other = PushInstances(SqlInstanceStore(runtime.engine), runtime.keyring, runtime.clock)
+    assert await other.push_devices((await runtime.provisioning.accounts("acme"))[1].id) == []
+    await other.refresh()
+    assert len(await other.push_devices((await runtime.provisioning.accounts("acme"))[1].id)) == 1
     req = await authenticated(router, request())
     decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
     assert isinstance(decision, Forward)
@@ -342,6 +348,7 @@ async def test_push_instances_are_not_used_when_push_is_off(runtime: Runtime) ->
     )
 
 
+@pytest.mark.promise("P1")
 @pytest.mark.usefixtures("bob")
 async def test_a_message_for_sleeping_devices_is_held_unless_messaging_is_off(
     runtime: Runtime,

@@ -142,6 +142,8 @@ class InstanceStore(Protocol):
 
     async def expired_instances(self, now: datetime, limit: int) -> list[StoredInstance]: ...
 
+    async def accounts_with_instances(self, now: datetime) -> set[str]: ...
+
 
 def subject_of(instance_id: str) -> str:
     return SUBJECT_PREFIX + instance_id
@@ -230,6 +232,17 @@ class PushInstances:
         self._keyring = keyring
         self._clock = clock
         self._selectors = keyring.blind_index("push_instance.selector")
+        #: Accounts with instances, as far as this process knows: a call to any other account
+        #: costs the router no database query. `refresh` reloads it (reports come to the
+        #: HTTP process; SIP workers learn of them there).
+        self._accounts: set[str] = set()
+        self._added: set[str] = set()
+
+    async def refresh(self) -> None:
+        """Learn which accounts have instances (reported through any process)."""
+        self._added = set()
+        found = await self._store.accounts_with_instances(self._clock.now())
+        self._accounts = found | self._added
 
     async def report(
         self, account_id: str, config: FeatureConfig, report: InstanceReport
@@ -282,6 +295,8 @@ class PushInstances:
             except BaseException:
                 await self._keyring.destroy(subject_of(instance_id))
                 raise
+            self._accounts.add(account_id)
+            self._added.add(account_id)
             return PushInstance(instance_id, account_id, report, now, now, expires), True
         raise ConflictError("the instance changed while it was reported: retry", field="selector")
 
@@ -331,6 +346,8 @@ class PushInstances:
 
     async def push_devices(self, account_id: str) -> list[PushDevice]:
         """`proxy.router.PushDevices`: the account's instances, as the proxy wakes them."""
+        if account_id not in self._accounts:
+            return []  # the common case, on the routing path: no query
         return [
             PushDevice(
                 instance.report.sip_instance,

@@ -997,6 +997,13 @@ class SqlInstanceStore(_Store):
                 deleted += result.rowcount or 0
         return deleted
 
+    async def accounts_with_instances(self, now: datetime) -> set[str]:
+        query = (
+            select(push_instances.c.account_id).where(push_instances.c.expires_at > now).distinct()
+        )
+        async with self._tx() as tx:
+            return {row.account_id for row in await tx.execute(query)}
+
     async def expired_instances(self, now: datetime, limit: int) -> list[StoredInstance]:
         query = (
             select(push_instances)
