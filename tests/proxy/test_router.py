@@ -287,9 +287,10 @@ async def test_a_device_known_by_its_push_instance_is_woken(runtime: Runtime) ->
     router = router_with_instances(runtime, FakeLocations())
     # Another process (a SIP worker) learns of the report on its next refresh.
     other = PushInstances(SqlInstanceStore(runtime.engine), runtime.keyring, runtime.clock)
-    assert await other.push_devices((await runtime.provisioning.accounts("acme"))[1].id) == []
+    bob_id = await runtime.provisioning.account_id("acme", "bob")
+    assert await other.push_devices(bob_id) == []
     await other.refresh()
-    assert len(await other.push_devices((await runtime.provisioning.accounts("acme"))[1].id)) == 1
+    assert len(await other.push_devices(bob_id)) == 1
     req = await authenticated(router, request())
     decision = await router.decide(Incoming("k", req, ALICE_PHONE), 1.0)
     assert isinstance(decision, Forward)
