@@ -47,8 +47,15 @@ async def test_held_sealed_then_delivered_once_in_order(runtime: Runtime) -> Non
         assert b"first" not in sealed
         assert b"second" not in sealed
         assert b"bob" not in sealed
+    # The clock stands still: several held within one tick keep the order they came in.
+    for n in range(6):
+        await _hold(runtime, b"third %d" % n)
     claimed = await runtime.held_messages.claim(AOR)
-    assert [h.message.body for h in claimed] == [b"first", b"second"]
+    assert [h.message.body for h in claimed] == [b"first", b"second"] + [
+        b"third %d" % n for n in range(6)
+    ]
+    for extra in claimed[2:]:
+        await runtime.held_messages.delivered(extra.id)
     assert claimed[0].message.sender == FROM
     assert claimed[0].message.recipient == TO
     # Claimed: a second registration seen meanwhile (another worker) gets nothing.

@@ -137,6 +137,10 @@ class HeldMessages:
         self._waiting: set[str] = set()
         # Keys held since the last `refresh` began: its query may have run before them.
         self._added: set[str] = set()
+        # The last receive time handed out: messages are delivered in `received_at` order,
+        # and two held within one clock tick must not tie (RFC 3428 §7: the order a user
+        # sent them in is the order they read them in).
+        self._last: datetime | None = None
 
     def aor_key(self, aor: str) -> str:
         return self._aors.of(aor)
@@ -167,7 +171,11 @@ class HeldMessages:
         Raises:
             HoldRefusedError: too large, or too many waiting.
         """
-        message = Message(sender, recipient, content_type, body, self._clock.now())
+        now = self._clock.now()
+        if self._last is not None and now <= self._last:
+            now = self._last + timedelta(microseconds=1)
+        self._last = now
+        message = Message(sender, recipient, content_type, body, now)
         if len(message.body) > MAX_BODY_BYTES:
             raise HoldRefusedError(513, "Message Too Large")
         cipher = await self._keyring.cipher(account_subject(account_id))
