@@ -31,6 +31,7 @@ PASSWORDS = {
     "ivan": "ivan-secret-999999999",
     "judy": "judy-secret-1010101010",
     "ken": "ken-secret-11111111111",
+    "laura": "laura-secret-121212121212",
 }
 
 

@@ -304,6 +304,48 @@ def test_a_call_cancelled_while_parked_gives_an_alert_and_never_a_second_voip_pu
     assert alerts(sandbox, voip) == []  # the VoIP token only ever gets the call
 
 
+def test_several_devices_and_a_retransmitted_invite_get_one_push_each(
+    server: Server, sandbox: Sandbox
+) -> None:
+    # Laura's phone (one VoIP token) and her tablet (Linphone's form: an alert token too).
+    phone, tablet, tablet_alerts = "1a01" * 16, "1a02" * 16, "1a03" * 16
+    for token in (phone, tablet, tablet_alerts):
+        sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
+    assert register_device(server, "laura", phone, "000000001a01", free_udp_port()) == (1, 0)
+    path = device_injection(
+        server, "laura", f"{tablet_alerts}:remote&{tablet}:voip", "000000001a02"
+    )
+    path.write_text(path.read_text().replace(".voip;", ".remote&voip;"))
+    assert run_scenario(
+        SCENARIOS / "register_push.xml", server.port, inf=path, local_port=free_udp_port()
+    ) == (1, 0)
+    # Both sleep. The caller sends its INVITE twice (the copy after the 180).
+    call = call_in_background(server, "laura", SCENARIOS / "uac_call_retransmitted.xml")
+    wait_for(
+        lambda: len(voip_pushes(sandbox, phone)) == 1 and len(voip_pushes(sandbox, tablet)) == 1
+    )
+    time.sleep(1)  # the copy has come and gone (the scenario sends it on the 180)
+    assert not call.done()
+    # The phone wakes and answers; the tablet never comes back.
+    woken = free_udp_port()
+    assert register_device(server, "laura", phone, "000000001a01", woken) == (1, 0)
+    with uas(server.port, woken):
+        assert call.result(timeout=60) == (1, 0)
+    # One VoIP push per device for the call, whatever the copies and the forks; the tablet
+    # is told by an alert that the call was taken elsewhere, the phone (no alert token) not.
+    wait_for(lambda: len(alerts(sandbox, tablet_alerts)) == 1)
+    assert alerts(sandbox, tablet_alerts)[0].payload["rf"]["reason"] == "answered_elsewhere"
+    time.sleep(0.5)
+    assert len(voip_pushes(sandbox, phone)) == 1
+    assert len(voip_pushes(sandbox, tablet)) == 1
+    assert alerts(sandbox, phone) == [] and alerts(sandbox, tablet) == []
+    [trace] = traces_of(server, "laura")
+    assert trace["outcome"] == "answered"
+    steps = [step["step"] for step in trace["steps"]]
+    assert steps.count("call push sent") == 2
+    assert steps.count("forwarded") == 1
+
+
 def test_no_device_within_the_wait_gives_480(server: Server, sandbox: Sandbox) -> None:
     token = "da7e" * 16
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
