@@ -338,7 +338,8 @@ def test_several_devices_and_a_retransmitted_invite_get_one_push_each(
     time.sleep(0.5)
     assert len(voip_pushes(sandbox, phone)) == 1
     assert len(voip_pushes(sandbox, tablet)) == 1
-    assert alerts(sandbox, phone) == [] and alerts(sandbox, tablet) == []
+    assert alerts(sandbox, phone) == []
+    assert alerts(sandbox, tablet) == []
     [trace] = traces_of(server, "laura")
     assert trace["outcome"] == "answered"
     steps = [step["step"] for step in trace["steps"]]

@@ -230,6 +230,34 @@ def test_ack_for_2xx_is_forwarded_statelessly() -> None:
     assert len(forwarded.headers.values("Via")) == 2
 
 
+def test_an_ack_whose_next_hop_is_a_host_name_waits_for_dns() -> None:
+    # §16.11 with no Route of ours: the Request-URI names a host. DNS (RFC 3263) is I/O, so
+    # the engine hands the ACK over with its URI instead of sending it to a name.
+    engine = ProxyEngine(US, KEY)
+    ok = make_response(invite(), 200, to_tag="b2")
+    ack = replace(build_ack(invite(), ok), uri="sip:bob@phone.example.net;transport=tcp")
+    engine.receive(ack, CALLER, 0.0)
+    assert sent(engine) == []
+    [(uri, forwarded)] = engine.to_resolve()
+    assert (uri.host, uri.param("transport")) == ("phone.example.net", "tcp")
+    assert forwarded.method == "ACK"
+    assert len(forwarded.headers.values("Via")) == 2
+    assert engine.to_resolve() == []
+    # A Route left after ours names the hop: that URI is the one to resolve (§16.12).
+    routed = replace(
+        ack,
+        uri="sip:bob@203.0.113.6",
+        headers=ack.headers.add("Route", "<sip:192.0.2.1:5060;transport=udp;lr>").add(
+            "Route", "<sip:edge.example.org;lr>"
+        ),
+    )
+    engine.receive(routed, CALLER, 0.0)
+    assert sent(engine) == []
+    [(uri, forwarded)] = engine.to_resolve()
+    assert uri.host == "edge.example.org"
+    assert forwarded.headers.values("Route") == ["<sip:edge.example.org;lr>"]
+
+
 def test_a_branch_that_times_out_gives_408() -> None:
     engine = ProxyEngine(US, KEY)
     incoming = start(engine, invite("MESSAGE"))

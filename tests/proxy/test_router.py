@@ -15,6 +15,7 @@ from ringfence.runtime import Runtime
 from ringfence.sip.digest import answer, parse_challenge
 from ringfence.sip.message import Headers, Request
 from ringfence.sip.transaction import Address
+from ringfence.sip.uri import SipURI, parse_uri
 from ringfence.state.ratelimit import AuthFailureGuard
 from ringfence.storage.repos import SqlInstanceStore
 from ringfence.transport.dns import SipResolver
@@ -35,6 +36,7 @@ class FakeBinding:
     call_id: str = "reg-1"
     cseq: int = 1
     expires_at: float = float("inf")
+    pushed_at: float = 0.0
 
 
 class FakeLocations:
@@ -223,6 +225,12 @@ async def test_guessing_a_callers_password_is_refused(runtime: Runtime) -> None:
     assert isinstance(decision, Forward)
 
 
+def parse_sip(text: str) -> SipURI:
+    uri = parse_uri(text)
+    assert isinstance(uri, SipURI)
+    return uri
+
+
 async def authenticated_after_block(router: Router) -> Request:
     """Credentials answering a challenge taken from an unblocked router (same secret)."""
     other = Router(router._accounts, FakeLocations(), RouterConfig(b"s" * 32))
@@ -258,6 +266,20 @@ async def test_a_trunk_named_by_host_name_is_found_in_dns(runtime: Runtime) -> N
             consumed_realm="sip.acme.example",
         )
         assert await decide("sip:missing.example") == Reply(503, NO_DNS)
+
+
+@pytest.mark.usefixtures("demo")
+async def test_a_stateless_ack_to_a_host_name_goes_where_dns_says(runtime: Runtime) -> None:
+    with dns_server(TRUNK_ZONE) as port:
+        resolve = SipResolver(["127.0.0.1"], port=port, timeout_s=1.0).resolve
+        router = Router(
+            runtime.provisioning, FakeLocations(), RouterConfig(b"s" * 32), resolve=resolve
+        )
+        hop = await router.stateless_hop(parse_sip("sip:pbx@trunk.example"))
+        assert hop == Address("TCP", "192.0.2.99", 5070)
+        assert await router.stateless_hop(parse_sip("sip:pbx@missing.example")) is None
+        # A domain served here: an ACK no transaction took is a late one; nobody waits for it.
+        assert await router.stateless_hop(parse_sip("sip:bob@sip.acme.example")) is None
 
 
 VOIP_HEX = "c3" * 32

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ringfence.provisioning.models import AccountChange, AccountStatus
+from ringfence.proxy.parking import sleepers_of
 from ringfence.registrar.service import Registrar
 from ringfence.runtime import Runtime
 from ringfence.sip.digest import (
@@ -399,13 +400,17 @@ def push_registrar(runtime: Runtime, demo: Demo, location: MemoryLocationService
 
 
 async def test_push_parameters_are_kept_and_the_binding_outlives_its_registration(
-    push_registrar: Registrar,
+    push_registrar: Registrar, runtime: Runtime
 ) -> None:
     response = await register_ok(push_registrar, PUSH_CONTACT, expires="600")
     # RFC 8599: +sip.pns tells the UA that it will be woken by APNs pushes.
     assert response.headers.get("Feature-Caps") == '*;+sip.pns="apns"'
     [binding] = await push_registrar.bindings(AOR, NOW)
     assert "pn-prid=0fd2aa" in binding.contact
+    # The wall time of the REGISTER that brought the token: an APNs 410 dated before it
+    # does not prune the binding (sleepers carry it to the push).
+    assert binding.pushed_at == runtime.clock.now().timestamp()
+    assert sleepers_of([binding])[0].registered_at == binding.pushed_at
     # The registration ends after 600 s; the sleeping device is kept for the push
     # instance max age (3 days by default), then forgotten (P3).
     assert binding.registered(NOW + 599)

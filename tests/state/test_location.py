@@ -192,6 +192,8 @@ def test_bindings_cross_a_process_boundary_unchanged() -> None:
         q=0.5,
         path=("<sip:edge.example;lr>", "<sip:edge2.example;lr>"),
         params=(("expires", "60"), ("+sip.instance", '"<urn:uuid:1>"'), ("ob", None)),
+        keep_until=259_200.0,
+        pushed_at=1_796_000_000.25,
     )
     bare = dataclasses.replace(binding(BOB), user_agent=None, params=())
     for aor, bindings in ((ALICE, (full, binding())), (BOB, (bare,)), (ALICE, ())):

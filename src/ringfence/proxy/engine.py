@@ -41,7 +41,7 @@ from ringfence.sip.transaction import (
     TransportFailed,
     server_key,
 )
-from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
+from ringfence.sip.uri import SipURI, URIError, is_ip_address, parse_name_addr, parse_uri
 
 DEFAULT_MAX_FORWARDS = 70
 #: Timer C (RFC 3261 §16.6 step 11): how long an INVITE branch may go without a provisional
@@ -261,6 +261,8 @@ class ProxyEngine:
         self._branch_of: dict[str, tuple[_Context, _Branch]] = {}
         self._pending: list[Incoming] = []
         self._outbox: list[tuple[Address, Message]] = []
+        # Stateless requests whose next hop is a host name, with the URI that names it.
+        self._by_name: list[tuple[SipURI, Request]] = []
         # Held contexts that got their final response: (server key, status).
         self._settled: list[tuple[str, int]] = []
         # Requests of our own (held messages delivered): client key -> None, and the final
@@ -316,6 +318,15 @@ class ProxyEngine:
     def data_to_send(self) -> list[tuple[Address, Message]]:
         out = self.layer.data_to_send() + self._outbox
         self._outbox = []
+        return out
+
+    def to_resolve(self) -> list[tuple[SipURI, Request]]:
+        """Stateless requests (an ACK for a 2xx, §16.11) whose next hop is a host name.
+
+        RFC 3263 needs DNS, which is I/O and not the engine's: the caller resolves the URI
+        and sends the request there (or drops it, for a domain served here).
+        """
+        out, self._by_name = self._by_name, []
         return out
 
     def pending(self) -> list[Incoming]:
@@ -748,21 +759,28 @@ class ProxyEngine:
     def _forward_ack(self, ack: Request, source: Address) -> None:
         """§16.11: an ACK for a 2xx follows the route set, statelessly."""
         stripped, hop, _ = self.strip_own_routes(ack, source)
+        # §16.12: the next hop is the first Route left, else the Request-URI. A flow token's
+        # hop is always an address; only these may name a host.
+        routes = stripped.headers.values("Route")
+        try:
+            named = parse_name_addr(routes[0]).uri if routes else parse_uri(stripped.uri)
+        except URIError:
+            return
         if hop is None:
-            try:
-                uri = parse_uri(stripped.uri)
-            except URIError:
+            if not isinstance(named, SipURI):
                 return
-            if not isinstance(uri, SipURI):
-                return
-            hop = uri_destination(uri)
+            hop = uri_destination(named)
         listener = self.identity.listener(hop.transport)
         branch = f"{MAGIC_COOKIE}{loop_hash(stripped)}.a"
         via = f"SIP/2.0/{listener.transport} {listener.host}:{listener.port};branch={branch}"
         headers = stripped.headers.forwarded(
             [("Via", via)], "Max-Forwards", _next_max_forwards(stripped.headers)
         )
-        self._outbox.append((hop, replace(stripped, headers=headers, raw=None)))
+        forwarded = replace(stripped, headers=headers, raw=None)
+        if isinstance(named, SipURI) and not is_ip_address(hop.host):
+            self._by_name.append((named, forwarded))
+            return
+        self._outbox.append((hop, forwarded))
 
     def _forward_stray(self, response: Response) -> None:
         """§16.7 step 3 for a 2xx no transaction matches: forward it to the next Via."""

@@ -159,6 +159,9 @@ class Registration(Protocol):
     @property
     def cseq(self) -> int: ...
 
+    @property
+    def pushed_at(self) -> float: ...
+
 
 class Waker(Protocol):
     """Sends the pushes of parked requests (`ringfence.push` implements it)."""
@@ -190,7 +193,12 @@ def sleepers_of(bindings: Sequence[Registration]) -> list[Sleeper]:
             continue  # the registrar refused such parameters; an old binding at worst
         if params is None or params.token_for_call() is None:
             continue
-        sleeper = Sleeper(binding.instance, params, (binding.call_id, binding.cseq))
+        sleeper = Sleeper(
+            binding.instance,
+            params,
+            (binding.call_id, binding.cseq),
+            registered_at=binding.pushed_at,
+        )
         found.setdefault(sleeper.device, sleeper)
     return list(found.values())
 

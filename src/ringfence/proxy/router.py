@@ -264,6 +264,18 @@ class Router:
         targets = tuple(self.target_of(b) for b in direct)
         return Forward(targets, wake=wake)
 
+    async def stateless_hop(self, uri: SipURI) -> Address | None:
+        """Where a stateless request (an ACK for a 2xx, §16.11) to the host `uri` names goes.
+
+        None for a domain served here: such an ACK matched no transaction, so it is the
+        late ACK of a non-2xx whose transaction is over (§17.2.1 absorbs the others), and
+        nobody downstream waits for it. None too when DNS gives no hop (RFC 3263 §4.3).
+        """
+        if await self._accounts.is_tenant_domain(uri.host):
+            return None
+        target = await self._target(str(uri), uri)
+        return None if target is None else target.destination
+
     def target_of(self, binding: Contact) -> Target:
         """The branch to a registration."""
         return Target(binding.contact, self._next_hop(binding), binding.path)

@@ -330,8 +330,9 @@ class Registrar:
                 # push, until the account's push instance max age (P3).
                 old = {id(binding) for binding in existing}
                 keep_until = now + account.push_max_age_s
+                pushed_at = self._clock.now().timestamp()
                 bindings = [
-                    dataclasses.replace(b, keep_until=keep_until)
+                    dataclasses.replace(b, keep_until=keep_until, pushed_at=pushed_at)
                     if id(b) not in old and is_push_contact(b.contact)
                     else b
                     for b in bindings
@@ -502,7 +503,9 @@ def without_push_parameters(binding: Binding) -> Binding:
             uri = None
         if isinstance(uri, SipURI):
             contact = str(uri_without_push_parameters(uri))
-    return dataclasses.replace(binding, params=kept, contact=contact, keep_until=None)
+    return dataclasses.replace(
+        binding, params=kept, contact=contact, keep_until=None, pushed_at=0.0
+    )
 
 
 def _request_host(request_uri: str) -> str | None:

@@ -95,6 +95,9 @@ class Binding:
             after its registration expires the device sleeps, and a request for it wakes it
             by push, until the account's push instance max age has passed (P3). None for
             every other binding.
+        pushed_at: For such a binding, when the REGISTER that gave its push parameters came,
+            in UNIX seconds (a wall time: APNs dates a token's end in one, and a 410 older
+            than this does not prune the binding). 0.0 for every other binding.
     """
 
     aor: str = field(repr=False)
@@ -110,6 +113,7 @@ class Binding:
     params: tuple[tuple[str, str | None], ...] = field(default=(), repr=False)
     user_agent: str | None = field(default=None, repr=False)
     keep_until: float | None = None
+    pushed_at: float = 0.0
 
     @property
     def until(self) -> float:
@@ -264,6 +268,7 @@ def _binding_fields(binding: Binding) -> list[Any]:
         [list(param) for param in binding.params],
         binding.user_agent,
         binding.keep_until,
+        binding.pushed_at,
     ]
 
 
@@ -300,6 +305,7 @@ def decode_bindings(data: bytes) -> tuple[str, tuple[Binding, ...]]:
                 params=tuple((name, value) for name, value in params),
                 user_agent=user_agent,
                 keep_until=None if keep_until is None else float(keep_until),
+                pushed_at=float(pushed_at),
             )
             for (
                 contact,
@@ -314,6 +320,7 @@ def decode_bindings(data: bytes) -> tuple[str, tuple[Binding, ...]]:
                 params,
                 user_agent,
                 keep_until,
+                pushed_at,
             ) in rows
         )
     except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError

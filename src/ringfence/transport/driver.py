@@ -356,7 +356,18 @@ class SipNode:
         for destination, message in self._engine.data_to_send():
             if not self._send(destination, message):
                 logger.debug("could not send to a %s flow", destination.transport)
+        for uri, request in self._engine.to_resolve():
+            self._spawn(self._send_by_name(uri, request))
         self._arm()
+
+    async def _send_by_name(self, uri: SipURI, request: Request) -> None:
+        """Send a stateless request to the host `uri` names, once DNS says where (RFC 3263)."""
+        hop = await self._router.stateless_hop(uri)
+        if hop is None:
+            logger.debug("a stateless %s has no hop outside this service: dropped", request.method)
+            return
+        if not self._send(hop, request):
+            logger.debug("could not send to a %s flow", hop.transport)
 
     def _arm(self) -> None:
         deadline = self._engine.next_deadline()
