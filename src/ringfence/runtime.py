@@ -337,6 +337,8 @@ class SipService:
                     await self._held.refresh()
                 if self._instances is not None:
                     await self._instances.refresh()
+                if self._traces is not None:
+                    await self._traces.flush()
                 while await self._provisioning.refresh_sip_credentials():
                     pass
             except Exception:
@@ -506,6 +508,9 @@ class SipService:
                 await self._credentials
         if self.node is not None:
             await self.node.aclose()
+        if self._traces is not None:
+            with contextlib.suppress(Exception):
+                await self._traces.flush()
         await self.waker.aclose()
         await self.transports.aclose()
         if self.cluster is not None:

@@ -178,6 +178,12 @@ class LocationOverride(_In):
 class AttachmentsOverride(_In):
     enabled: bool | None = None
     max_size_bytes: Annotated[int, Field(ge=1, le=1024 * 1024 * 1024)] | None = None
+    retention_days: Annotated[int, Field(ge=1, le=365)] | None = None
+
+
+class MessagingOverride(_In):
+    enabled: bool | None = None
+    retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 class FeatureOverrides(_In):
@@ -188,7 +194,7 @@ class FeatureOverrides(_In):
     blf: SwitchOverride | None = None
     location: LocationOverride | None = None
     attachments: AttachmentsOverride | None = None
-    messaging: SwitchOverride | None = None
+    messaging: MessagingOverride | None = None
     calendar: SwitchOverride | None = None
     analytics: SwitchOverride | None = None
     debug_logs: SwitchOverride | None = None

@@ -84,10 +84,14 @@ class AttachmentsConfig(_Switches):
     max_size_bytes: int = Field(
         default=DEFAULT_ATTACHMENT_MAX_BYTES, ge=1, le=ATTACHMENT_MAX_BYTES_CEILING
     )
+    #: How long an uploaded file is kept for its recipients to fetch (P9, P15).
+    retention_days: int = Field(default=30, ge=1, le=365)
 
 
-def _on() -> SwitchConfig:
-    return SwitchConfig(enabled=True)
+class MessagingConfig(_Switches):
+    enabled: bool = True
+    #: How long the message history keeps a message, sent or received (P15).
+    retention_days: int = Field(default=90, ge=1, le=3650)
 
 
 class FeatureConfig(_Switches):
@@ -98,7 +102,7 @@ class FeatureConfig(_Switches):
     blf: SwitchConfig = SwitchConfig()
     location: LocationConfig = LocationConfig()
     attachments: AttachmentsConfig = AttachmentsConfig()
-    messaging: SwitchConfig = Field(default_factory=_on)
+    messaging: MessagingConfig = MessagingConfig()
     calendar: SwitchConfig = SwitchConfig()
     analytics: SwitchConfig = SwitchConfig()
     debug_logs: SwitchConfig = SwitchConfig()
@@ -108,7 +112,7 @@ class FeatureConfig(_Switches):
             return self.push.mode is PushMode.PUSH
         if feature is Feature.LOCATION:
             return self.location.mode is not LocationMode.OFF
-        switch: SwitchConfig | AttachmentsConfig = getattr(self, feature.value)
+        switch: SwitchConfig | AttachmentsConfig | MessagingConfig = getattr(self, feature.value)
         return switch.enabled
 
     def require(self, feature: Feature) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from ringfence.clock import Clock
 from ringfence.config import ApnsAppSettings
 from ringfence.push.errors import PushConfigError
-from ringfence.push.http import http2_client, network_failure, retry_after_s
+from ringfence.push.http import http2_client, network_failure, post, retry_after_s
 from ringfence.push.payload import PayloadTooLargeError, apns_request
 from ringfence.push.provider import (
     Delivered,
@@ -237,8 +237,8 @@ class ApnsProvider:
         if app.token is not None:
             sent["authorization"] = f"bearer {app.token.current(self._clock.now().timestamp())}"
         try:
-            answer = await app.clients[sandbox].post(
-                f"{base}/3/device/{target.token}", headers=sent, content=body
+            answer = await post(
+                app.clients[sandbox], f"{base}/3/device/{target.token}", headers=sent, content=body
             )
         except httpx.HTTPError as exc:
             return network_failure(exc), None

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from ringfence.clock import Clock
 from ringfence.config import FcmAppSettings
 from ringfence.push.errors import PushConfigError
-from ringfence.push.http import http2_client, network_failure, retry_after_s
+from ringfence.push.http import http2_client, network_failure, post, retry_after_s
 from ringfence.push.payload import PayloadTooLargeError, fcm_message
 from ringfence.push.provider import (
     Delivered,
@@ -199,7 +199,8 @@ class FcmProvider:
         except _TokenRefusedError as refused:
             return refused.result
         try:
-            answer = await project.client.post(
+            answer = await post(
+                project.client,
                 f"{project.url}/v1/projects/{project.account.project_id}/messages:send",
                 json=body,
                 headers={"authorization": f"Bearer {token}"},
@@ -231,7 +232,7 @@ class FcmProvider:
             "assertion": project.account.assertion(project.token_uri, now),
         }
         try:
-            answer = await project.token_client.post(project.token_uri, data=form)
+            answer = await post(project.token_client, project.token_uri, data=form)
         except httpx.HTTPError as exc:
             raise _TokenRefusedError(network_failure(exc)) from exc
         if answer.status_code >= 500 or answer.status_code == 429:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,6 +46,21 @@ def http2_client(
         follow_redirects=False,
         headers={"user-agent": "ringfence"},
     )
+
+
+async def post(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """`client.post(url, ...)`, without the reference cycle httpx leaves in each response.
+
+    An httpx 0.28 response and the stream bound to it refer to each other, so every answer
+    waits for the cyclic garbage collector; at 200 pushes a second the young collections
+    each freed some 5,000 objects and paused the event loop 3-10 ms, which showed in the
+    99th percentile of INVITE-to-push latency (`make bench-push`). The body is read in full
+    here, so the stream is of no more use: dropping it leaves nothing cyclic behind.
+    """
+    response = await client.post(url, **kwargs)
+    await response.aread()
+    response.stream = httpx.ByteStream(b"")
+    return response
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:

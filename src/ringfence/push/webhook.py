@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ringfence.clock import Clock
-from ringfence.push.http import network_failure, retry_after_s
+from ringfence.push.http import network_failure, post, retry_after_s
 from ringfence.push.payload import PayloadTooLargeError, webhook_body
 from ringfence.push.provider import (
     Delivered,
@@ -61,7 +61,8 @@ class WebhookProvider:
         except PayloadTooLargeError as exc:
             return Rejected(str(exc))
         try:
-            answer = await self._client.post(
+            answer = await post(
+                self._client,
                 target.token,
                 content=body,
                 # RFC 8030 §5.2: how long the push service may keep it.

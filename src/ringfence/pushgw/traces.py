@@ -11,6 +11,7 @@ the account's own call history is the app's.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +22,16 @@ from ringfence.clock import Clock
 from ringfence.crypto import Keyring
 from ringfence.provisioning.service import account_subject
 
+logger = logging.getLogger(__name__)
+
 TRACE_DAYS = 7
 CTX_TRACE = "push.trace"
 #: Traces returned per request, newest first.
 MAX_LISTED = 200
 SWEEP_BATCH = 500
+#: Traces waiting for a flush, at most: past it (the store is down) new ones are dropped,
+#: so a stalled database cannot grow the process without bound.
+MAX_PENDING = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,7 @@ class StoredTrace:
 
 
 class TraceStore(Protocol):
-    async def add_trace(self, trace: StoredTrace) -> None: ...
+    async def add_traces(self, traces: Sequence[StoredTrace]) -> None: ...
 
     async def traces_of(self, account_id: str, now: datetime, limit: int) -> list[StoredTrace]:
         """The account's unexpired traces, newest first."""
@@ -72,29 +78,63 @@ class PushTraces:
         self._store = store
         self._keyring = keyring
         self._clock = clock
+        # (account id, started at, body) of the calls ended since the last flush.
+        self._pending: list[tuple[str, datetime, bytes]] = []
+        self._dropped = 0
 
-    async def record(
+    def record(
         self, account_id: str, elapsed_s: float, outcome: str, steps: Sequence[TraceStep]
-    ) -> str:
-        """Keep a call's trace; it came `elapsed_s` seconds ago."""
+    ) -> None:
+        """Keep a call's trace; it came `elapsed_s` seconds ago. Written by `flush`.
+
+        Calls end by the hundred a second on a busy node: one transaction (and one key
+        unwrap) per call would cost the event loop more than routing the calls does, so the
+        traces of one second are sealed and written together.
+        """
         started_at = self._clock.now() - timedelta(seconds=elapsed_s)
-        cipher = await self._keyring.cipher(account_subject(account_id))
         body = json.dumps(
             {"outcome": outcome, "steps": [[s.at_ms, s.step, s.detail] for s in steps]},
             separators=(",", ":"),
         ).encode()
-        trace = StoredTrace(
-            str(uuid.uuid4()),
-            account_id,
-            started_at,
-            started_at + timedelta(days=TRACE_DAYS),
-            cipher.seal(CTX_TRACE, body),
-        )
-        await self._store.add_trace(trace)
-        return trace.id
+        if len(self._pending) >= MAX_PENDING:
+            self._dropped += 1
+            return
+        self._pending.append((account_id, started_at, body))
+
+    async def flush(self) -> int:
+        """Seal and write the traces recorded since the last flush; returns how many."""
+        pending, self._pending = self._pending, []
+        if self._dropped:
+            logger.warning("%d push trace(s) dropped: the store fell behind", self._dropped)
+            self._dropped = 0
+        if not pending:
+            return 0
+        subjects = sorted({account_subject(account_id) for account_id, _, _ in pending})
+        ciphers = await self._keyring.ciphers(subjects)
+        traces = []
+        for account_id, started_at, body in pending:
+            cipher = ciphers.get(account_subject(account_id))
+            if cipher is None:
+                continue  # the account was erased meanwhile
+            traces.append(
+                StoredTrace(
+                    str(uuid.uuid4()),
+                    account_id,
+                    started_at,
+                    started_at + timedelta(days=TRACE_DAYS),
+                    cipher.seal(CTX_TRACE, body),
+                )
+            )
+        await self._store.add_traces(traces)
+        return len(traces)
 
     async def of(self, account_id: str) -> list[CallTrace]:
-        """The account's traces of the last TRACE_DAYS, newest first."""
+        """The account's traces of the last TRACE_DAYS, newest first.
+
+        Those this process recorded are written first; another SIP worker's come with its
+        next flush (within a second).
+        """
+        await self.flush()
         stored = await self._store.traces_of(account_id, self._clock.now(), MAX_LISTED)
         if not stored:
             return []

@@ -1107,16 +1107,22 @@ class SqlHeldStore(_Store):
 class SqlTraceStore(_Store):
     """Push traces: implements `pushgw.traces.TraceStore`."""
 
-    async def add_trace(self, trace: StoredTrace) -> None:
+    async def add_traces(self, traces: Sequence[StoredTrace]) -> None:
+        if not traces:
+            return
         async with self._tx() as tx:
             await tx.execute(
-                insert(push_traces).values(
-                    id=trace.id,
-                    account_id=trace.account_id,
-                    started_at=trace.started_at,
-                    expires_at=trace.expires_at,
-                    sealed=trace.sealed,
-                )
+                insert(push_traces),
+                [
+                    {
+                        "id": trace.id,
+                        "account_id": trace.account_id,
+                        "started_at": trace.started_at,
+                        "expires_at": trace.expires_at,
+                        "sealed": trace.sealed,
+                    }
+                    for trace in traces
+                ],
             )
 
     async def traces_of(self, account_id: str, now: datetime, limit: int) -> list[StoredTrace]:

@@ -290,7 +290,7 @@ class SipNode:
         ]
         steps.append(TraceStep(round((now - parked.started) * 1000), "ended", str(status)))
         traces, account_id = self._traces, parked.account_id
-        self._spawn(traces.record(account_id, now - parked.started, outcome, steps))
+        traces.record(account_id, now - parked.started, outcome, steps)
 
     def _spawn(self, job: Awaitable[object]) -> None:
         async def run() -> None:

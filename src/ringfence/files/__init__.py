@@ -1,0 +1,1 @@
+"""Encrypted attachments: the envelope format, the file service."""
