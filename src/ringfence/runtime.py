@@ -30,6 +30,7 @@ from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inve
 from ringfence.mail import SMTPMailer
 from ringfence.messaging import inventory as messaging_inventory
 from ringfence.messaging.held import HeldMessages
+from ringfence.messaging.history import MessageHistory, Outgoing, Sent
 from ringfence.privacy import (
     disclosures,
     erasure,
@@ -86,6 +87,7 @@ from ringfence.storage.migrate import (
 )
 from ringfence.storage.repos import (
     SqlHeldStore,
+    SqlHistoryStore,
     SqlInstanceStore,
     SqlKeyStore,
     SqlPrivacyStore,
@@ -181,9 +183,11 @@ class SipService:
         push_instances: PushInstances | None = None,
         held_messages: HeldMessages | None = None,
         traces: PushTraces | None = None,
+        history: MessageHistory | None = None,
     ) -> None:
         sip = settings.sip
         self._traces = traces
+        self._history = history
         self._instances = push_instances
         self._held = held_messages
         self._settings = sip
@@ -287,6 +291,7 @@ class SipService:
             # Every worker sees every binding change: the first alone pushes refreshes.
             refreshes=RefreshSchedule() if self.worker == 0 else None,
             traces=self._traces,
+            history=self._history,
         )
         node = self.node
         loop = asyncio.get_running_loop()
@@ -557,6 +562,7 @@ class Runtime:
         self.provisioning.listeners.append(self.push_instances)
         self.held_messages = HeldMessages(SqlHeldStore(self.engine), self.keyring, self.clock)
         self.push_traces = PushTraces(SqlTraceStore(self.engine), self.keyring, self.clock)
+        self.history = MessageHistory(SqlHistoryStore(self.engine), self.keyring, self.clock)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
         privacy_store = SqlPrivacyStore(self.engine)
         self.disclosures = DisclosureRegister(privacy_store, self.provisioning, self.clock)
@@ -614,6 +620,8 @@ class Runtime:
             policies=self.policies,
             push_instances=self.push_instances,
             push_traces=self.push_traces,
+            history=self.history,
+            messages=_NodeSender(self),
         )
         self.sip: SipService | None = (
             SipService(
@@ -625,6 +633,7 @@ class Runtime:
                 push_instances=self.push_instances,
                 held_messages=self.held_messages,
                 traces=self.push_traces,
+                history=self.history,
             )
             if settings.sip.enabled
             else None
@@ -711,6 +720,9 @@ class Runtime:
         traces = await self.push_traces.sweep()
         if traces:
             logger.info("deleted %d push trace(s) older than 7 days", traces)
+        old_messages = await self.history.sweep()
+        if old_messages:
+            logger.info("deleted %d message(s) past their retention", old_messages)
         undelivered = await self.held_messages.sweep()
         if undelivered:
             logger.info("deleted %d held message(s) no device came for", undelivered)
@@ -903,6 +915,7 @@ ACCOUNT_CATEGORIES = (
     pushgw_inventory.PUSH_INSTANCES,
     pushgw_inventory.PUSH_TRACES,
     messaging_inventory.HELD_MESSAGES,
+    messaging_inventory.MESSAGE_HISTORY,
     auth_inventory.SESSIONS,
     crypto_inventory.SUBJECT_KEYS,
 )
@@ -939,6 +952,26 @@ def _reap(processes: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class _NodeSender:
+    """Messages the API sends on a user's behalf go through this process's SIP node."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    async def send_message(
+        self,
+        sender: Outgoing,
+        to: str,
+        content_type: str,
+        body: bytes,
+        disposition: str | None = None,
+    ) -> Sent:
+        sip = self._runtime.sip
+        if sip is None or sip.node is None:
+            return Sent(503, "SIP is not running on this node")
+        return await sip.node.send_message(sender, to, content_type, body, disposition)
 
 
 def tune_gc() -> None:

@@ -18,6 +18,7 @@ from ringfence.auth.errors import InvalidCredentialsError
 from ringfence.auth.service import AdminToken, AuthService, Principal
 from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
+from ringfence.messaging.history import MessageHistory, MessageSender
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
 from ringfence.privacy.policy import Policies
@@ -49,6 +50,8 @@ class Services:
     policies: Policies
     push_instances: PushInstances
     push_traces: PushTraces
+    history: MessageHistory
+    messages: MessageSender
 
 
 def services(request: Request) -> Services:

@@ -13,7 +13,27 @@ HELD_MESSAGES = Category(
     retention="until delivered, at most 7 days; deleted with the account",
 )
 
+MESSAGE_HISTORY = Category(
+    name="message history",
+    holds="the messages the user sent and received through the service: the other party's "
+    "address, content type, text (or a file's link and key), when, and whether it was "
+    "delivered or read",
+    purpose="show the same conversations on every device of the user",
+    basis=LegalBasis.CONTRACT,
+    retention="the account's messaging retention (90 days by default); a message the user "
+    "deletes at once; deleted with the account",
+)
+
 DECLARED: tuple[Declaration, ...] = (
+    Stored(MESSAGE_HISTORY, "messages", ("sealed",), sealed=True),
+    # The order, the direction, the delivery status and the times, and a keyed hash of the
+    # IMDN Message-ID that a notification names: they page, update and expire the row.
+    Stored(
+        MESSAGE_HISTORY,
+        "messages",
+        ("seq", "account_id", "direction", "ref_key", "status", "at", "expires_at"),
+        sealed=False,
+    ),
     Stored(HELD_MESSAGES, "held_messages", ("sealed",), sealed=True),
     # The AOR as a keyed hash (ringfence.crypto.blind) and the times: they find, claim and
     # expire the row, and say nothing without the KEK.

@@ -134,8 +134,11 @@ class SipCredentials:
     push: bool = False
     #: How long a sleeping device's push binding is kept after its last REGISTER (P3).
     push_max_age_s: int = 3 * 86_400
-    #: Messages may be kept for the account (P1): held while its devices sleep.
+    #: Messages may be kept for the account (P1): held while its devices sleep, and in its
+    #: message history.
     messaging: bool = True
+    #: How long its message history keeps a message (P15).
+    message_retention_days: int = 90
 
 
 def account_subject(account_id: str) -> str:
@@ -845,6 +848,7 @@ class ProvisioningService:
             push=config.is_enabled(Feature.PUSH),
             push_max_age_s=config.push.instance_max_age_days * 86_400,
             messaging=config.is_enabled(Feature.MESSAGING),
+            message_retention_days=config.messaging.retention_days,
             ha1={
                 DigestAlgorithm.MD5: cipher.open_text(CTX_HA1_MD5, stored.ha1_md5_sealed),
                 DigestAlgorithm.SHA256: cipher.open_text(CTX_HA1_SHA256, stored.ha1_sha256_sealed),

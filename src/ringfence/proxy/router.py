@@ -59,6 +59,23 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Parties:
+    """Whose message histories keep a MESSAGE (`messaging.history`).
+
+    An account id is None when that party is not a user of the service, or has messaging
+    off (P1); with each, how many days its history keeps messages.
+    """
+
+    sender: str | None = None
+    recipient: str | None = None
+    sender_retention_days: int = 90
+    recipient_retention_days: int = 90
+
+    def __bool__(self) -> bool:
+        return self.sender is not None or self.recipient is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
     targets: tuple[Target, ...]
     record_route: bool = True
@@ -69,6 +86,8 @@ class Forward:
     consumed_realm: str | None = None
     #: Devices to wake by push for this request (RFC 8599); it waits for them as well.
     wake: WakeUp | None = None
+    #: For a MESSAGE: whose histories keep it.
+    history: Parties | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +113,7 @@ class Hold:
     aor: str
     account_id: str
     sleepers: tuple[Sleeper, ...]
+    history: Parties | None = None
 
 
 Decision = Reply | Forward | Hold
@@ -208,8 +228,18 @@ class Router:
                 if refusal is not None:
                     return refusal
                 consumed = caller.host.lower()
+        sender = Parties()
+        if request.method == "MESSAGE" and consumed is not None and isinstance(caller, SipURI):
+            sender = await self._sender_party(caller)
         if isinstance(target, SipURI) and await self._accounts.is_tenant_domain(target.host):
             decision = await self._to_user(target, request.method, now)
+            if isinstance(decision, (Forward, Hold)) and decision.history is not None:
+                history = replace(
+                    decision.history,
+                    sender=sender.sender,
+                    sender_retention_days=sender.sender_retention_days,
+                )
+                decision = replace(decision, history=history)
             if isinstance(decision, Forward):
                 return replace(decision, consumed_realm=consumed)
             return decision
@@ -218,9 +248,29 @@ class Router:
                 branch = await self._target(request.uri, self._trunk)
                 if branch is None:
                     return Reply(503, NO_DNS)
-                return Forward((branch,), consumed_realm=consumed)
+                return Forward((branch,), consumed_realm=consumed, history=sender or None)
             return Reply(403, "No route to destinations outside this service")
         return Reply(404, "Domain not served here")
+
+    async def route_message(self, target: SipURI, now: float) -> Decision:
+        """Where a MESSAGE the service sends to one of its users goes.
+
+        No caller to authenticate here: the API did.
+        """
+        if not await self._accounts.is_tenant_domain(target.host):
+            return Reply(404, "Not a user of this service")
+        return await self._to_user(target, "MESSAGE", now)
+
+    async def _sender_party(self, caller: SipURI) -> Parties:
+        """The authenticated sender of a MESSAGE, as a party whose history keeps it."""
+        account = await self._accounts.sip_credentials(
+            caller.host.lower(), caller.user_unescaped or ""
+        )
+        if account is None or not account.messaging:
+            return Parties()
+        return Parties(
+            sender=account.account_id, sender_retention_days=account.message_retention_days
+        )
 
     async def _to_user(self, target: SipURI, method: str, now: float) -> Decision:
         user = target.user_unescaped
@@ -248,10 +298,16 @@ class Router:
                 sleepers = sleepers_with(sleepers, devices, every, awake)
         # A sleeping push binding is kept past its registration: only registered ones count.
         direct = [b for b in bindings if b.expires_at > now]
+        history: Parties | None = None
+        if method == "MESSAGE":
+            history = Parties(
+                recipient=credentials.account_id if credentials.messaging else None,
+                recipient_retention_days=credentials.message_retention_days,
+            )
         if method == "MESSAGE" and not direct and sleepers and credentials.messaging:
             # Every device sleeps: the message waits for one of them (RFC 3428 §7), which an
             # alert push tells. Waiting here would outlast the sender's transaction (64*T1).
-            return Hold(aor, credentials.account_id, tuple(sleepers))
+            return Hold(aor, credentials.account_id, tuple(sleepers), history)
         wake = (
             WakeUp(aor, tuple(sleepers), credentials.account_id)
             if sleepers and method in WAKING_METHODS
@@ -262,7 +318,7 @@ class Router:
         # §16.5/§16.6: each contact is a branch; it is reached over the flow it registered
         # from (RFC 5626; RFC 3581 for NATed UDP), with its Path as Route (RFC 3327).
         targets = tuple(self.target_of(b) for b in direct)
-        return Forward(targets, wake=wake)
+        return Forward(targets, wake=wake, history=history)
 
     async def stateless_hop(self, uri: SipURI) -> Address | None:
         """Where a stateless request (an ACK for a 2xx, §16.11) to the host `uri` names goes.

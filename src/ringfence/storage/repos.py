@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ringfence.auth.service import AdminToken, Session
 from ringfence.messaging.held import StoredHeld
+from ringfence.messaging.history import NewMessage, StoredMessage
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
 from ringfence.privacy.erasure import Destruction, LegalHold
 from ringfence.privacy.policy import Channel, Notice, PolicyVersion
@@ -49,6 +50,7 @@ from ringfence.storage.tables import (
     held_messages,
     identity_documents,
     legal_holds,
+    messages,
     policy_notices,
     policy_versions,
     postmortem_directives,
@@ -353,6 +355,7 @@ class SqlStore(_Store):
             )
             await tx.execute(delete(held_messages).where(held_messages.c.account_id == account_id))
             await tx.execute(delete(push_traces).where(push_traces.c.account_id == account_id))
+            await tx.execute(delete(messages).where(messages.c.account_id == account_id))
             await tx.execute(delete(accounts).where(accounts.c.id == account_id))
 
     # -- sessions and devices --------------------------------------------------------------
@@ -1143,6 +1146,96 @@ class SqlTraceStore(_Store):
         ids = select(push_traces.c.id).where(push_traces.c.expires_at <= now).limit(limit)
         async with self._tx() as tx:
             result = await tx.execute(delete(push_traces).where(push_traces.c.id.in_(ids)))
+        return result.rowcount or 0
+
+
+class SqlHistoryStore(_Store):
+    """Message histories: implements `messaging.history.HistoryStore`."""
+
+    async def add_messages(self, new: Sequence[NewMessage]) -> list[int]:
+        if not new:
+            return []
+        rows = [
+            {
+                "account_id": m.account_id,
+                "direction": m.direction,
+                "ref_key": m.ref_key,
+                "status": m.status,
+                "sealed": m.sealed,
+                "at": m.at,
+                "expires_at": m.expires_at,
+            }
+            for m in new
+        ]
+        async with self._tx() as tx:
+            result = await tx.execute(
+                insert(messages).returning(messages.c.seq, sort_by_parameter_order=True), rows
+            )
+            return [int(row.seq) for row in result]
+
+    async def messages_after(
+        self, account_id: str, after: int, now: datetime, limit: int
+    ) -> list[StoredMessage]:
+        query = (
+            select(messages)
+            .where(
+                messages.c.account_id == account_id,
+                messages.c.seq > after,
+                messages.c.expires_at > now,
+            )
+            .order_by(messages.c.seq)
+            .limit(limit)
+        )
+        return await self._all(
+            query,
+            lambda row: StoredMessage(
+                row.account_id,
+                row.direction,
+                row.ref_key,
+                row.status,
+                bytes(row.sealed),
+                row.at,
+                row.expires_at,
+                int(row.seq),
+            ),
+        )
+
+    async def raise_status(
+        self,
+        account_id: str,
+        status: str,
+        lower: Sequence[str],
+        *,
+        ref_key: str | None = None,
+        seq: int | None = None,
+    ) -> int:
+        if ref_key is None and seq is None:
+            return 0
+        found = messages.c.ref_key == ref_key if ref_key is not None else messages.c.seq == seq
+        async with self._tx() as tx:
+            result = await tx.execute(
+                update(messages)
+                .where(
+                    messages.c.account_id == account_id,
+                    messages.c.direction == "out",
+                    messages.c.status.in_(list(lower)),
+                    found,
+                )
+                .values(status=status)
+            )
+        return result.rowcount or 0
+
+    async def delete_message(self, account_id: str, seq: int) -> bool:
+        async with self._tx() as tx:
+            result = await tx.execute(
+                delete(messages).where(messages.c.account_id == account_id, messages.c.seq == seq)
+            )
+        return bool(result.rowcount)
+
+    async def delete_messages_expired(self, now: datetime, limit: int) -> int:
+        seqs = select(messages.c.seq).where(messages.c.expires_at <= now).limit(limit)
+        async with self._tx() as tx:
+            result = await tx.execute(delete(messages).where(messages.c.seq.in_(seqs)))
         return result.rowcount or 0
 
 

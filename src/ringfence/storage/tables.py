@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Dialect,
@@ -301,6 +302,30 @@ push_traces = Table(
     Column("sealed", LargeBinary, nullable=False),
     Index(None, "account_id", "started_at"),
     Index(None, "expires_at"),
+)
+
+#: Each account's message history (messaging.history): sealed with the account's key. `seq`
+#: is the cursor devices fetch after: never reused (SQLite AUTOINCREMENT), 64-bit elsewhere.
+messages = Table(
+    "messages",
+    metadata,
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("account_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("direction", String(3), nullable=False),
+    Column("ref_key", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "account_id", "seq"),
+    Index(None, "account_id", "ref_key"),
+    Index(None, "expires_at"),
+    sqlite_autoincrement=True,
 )
 
 #: The key store: a database of its own (see the package docstring).

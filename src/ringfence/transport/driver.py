@@ -9,23 +9,25 @@ the engine's next deadline. All SIP time is the event loop's monotonic clock.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
 from email.utils import format_datetime
 
 from ringfence.messaging.held import HeldMessage, HeldMessages, HoldRefusedError
+from ringfence.messaging.history import MessageHistory, Outgoing, Sent
 from ringfence.proxy.engine import Incoming, ProxyEngine, Target
 from ringfence.proxy.parking import EndReason, ParkedRequest, Parking, Waker
 from ringfence.proxy.refresh import RefreshSchedule, wants_refresh
-from ringfence.proxy.router import Forward, Hold, Router
+from ringfence.proxy.router import Forward, Hold, Parties, Reply, Router
 from ringfence.pushgw.traces import PushTraces, TraceStep
 from ringfence.sip.digest import without_credentials_for
 from ringfence.sip.message import Headers, Message, Request, make_response
 from ringfence.sip.pn import PNSREG_S
 from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
-from ringfence.sip.uri import SipURI, URIError, parse_uri
+from ringfence.sip.uri import SipURI, URIError, parse_name_addr, parse_uri
 from ringfence.sip.validation import check_request, check_response
 from ringfence.state.location import Binding
 
@@ -52,8 +54,12 @@ class SipNode:
         messages: HeldMessages | None = None,
         refreshes: RefreshSchedule | None = None,
         traces: PushTraces | None = None,
+        history: MessageHistory | None = None,
     ) -> None:
         self._engine = engine
+        # Every MESSAGE routed between users is kept in their histories (when they have
+        # messaging on): what each device fetches later.
+        self._history = history
         # RFC 3428 §7: MESSAGEs for users whose devices all sleep wait here, in the database.
         self._messages = messages
         self._outcomes: dict[str, asyncio.Future[int]] = {}
@@ -173,30 +179,91 @@ class SipNode:
             self._refreshes.changed(aor, bindings, now)
         self._process()
 
-    # -- messages held for sleeping devices (RFC 3428 §7) -----------------------------------
+    # -- message history and messages held for sleeping devices (RFC 3428 §7) ---------------
 
-    async def _hold(self, incoming: Incoming, request: Request, decision: Hold) -> None:
-        now = self._now()
+    async def send_message(
+        self,
+        sender: Outgoing,
+        to: str,
+        content_type: str,
+        body: bytes,
+        disposition: str | None = None,
+    ) -> Sent:
+        """Send a MESSAGE from `sender` to the user `to` names (`messaging.MessageSender`).
+
+        Delivered to every registered device of the recipient (the first 2xx counts), or
+        held for its sleeping ones (202, RFC 3428 §7); kept in both histories.
+        """
+        try:
+            target = parse_uri(to)
+        except URIError:
+            target = None
+        if not isinstance(target, SipURI) or not target.user:
+            return Sent(400, "Not a SIP URI of a user")
+        decision = await self._router.route_message(target, self._now())
+        if isinstance(decision, Reply):
+            return Sent(decision.status, decision.reason or "Refused")
+        parties = decision.history or Parties()
+        if sender.retention_days is not None:
+            parties = replace(
+                parties, sender=sender.account_id, sender_retention_days=sender.retention_days
+            )
+        recipient = f"<sip:{target.user}@{target.host.lower()}>"
+        origin = f"<{sender.aor}>;tag={random_hex(8)}"
+        if isinstance(decision, Hold):
+            outcome = await self._hold_message(decision, origin, recipient, content_type, body)
+        else:
+            request = _message(origin, recipient, content_type, body)
+            statuses = await asyncio.gather(
+                *(self._originate(request, branch) for branch in decision.targets)
+            )
+            best = min(statuses, key=lambda s: (not 200 <= s < 300, s)) if statuses else 480
+            outcome = Sent(best, "OK" if 200 <= best < 300 else "Not delivered")
+        if not (200 <= outcome.status < 300) or self._history is None or not parties:
+            return outcome
+        recorded = await self._history.record(
+            parties, sender.aor, _uri_of(recipient), content_type, body, disposition
+        )
+        return replace(outcome, seq=recorded.sent)
+
+    async def _hold_message(
+        self, decision: Hold, origin: str, recipient: str, content_type: str, body: bytes
+    ) -> Sent:
         if self._messages is None:
-            self._engine.reply(incoming.key, 480, "Temporarily Unavailable", now=now)
-            return
-        headers = request.headers
+            return Sent(480, "Temporarily Unavailable")
         try:
             await self._messages.hold(
-                decision.account_id,
-                decision.aor,
-                headers.get("From") or "",
-                headers.get("To") or "",
-                headers.get("Content-Type") or "text/plain",
-                request.body,
+                decision.account_id, decision.aor, origin, recipient, content_type, body
             )
         except HoldRefusedError as exc:
-            self._engine.reply(incoming.key, exc.status, exc.reason, now=self._now())
-            return
-        # RFC 3428 §7: 202, the message was accepted for delivery later.
-        self._engine.reply(incoming.key, 202, "Accepted", now=self._now())
+            return Sent(exc.status, exc.reason)
         if self._waker is not None:
             self._waker.message_waiting(decision.aor, decision.sleepers)
+        return Sent(202, "Accepted")
+
+    async def _keep(self, request: Request, parties: Parties) -> None:
+        """Keep a routed MESSAGE in the sender's and the recipient's histories."""
+        assert self._history is not None
+        headers = request.headers
+        await self._history.record(
+            parties,
+            _uri_of(headers.get("From")),
+            _uri_of(headers.get("To")),
+            headers.get("Content-Type") or "text/plain",
+            request.body,
+        )
+
+    async def _hold(self, incoming: Incoming, request: Request, decision: Hold) -> None:
+        headers = request.headers
+        outcome = await self._hold_message(
+            decision,
+            headers.get("From") or "",
+            headers.get("To") or "",
+            headers.get("Content-Type") or "text/plain",
+            request.body,
+        )
+        # RFC 3428 §7: 202, the message was accepted for delivery later.
+        self._engine.reply(incoming.key, outcome.status, outcome.reason, now=self._now())
 
     async def _deliver(self, aor: str, targets: list[Target]) -> None:
         """Send `aor`'s held messages, in order, to its registered devices."""
@@ -212,23 +279,20 @@ class SipNode:
 
     async def _send_held(self, held: HeldMessage, target: Target) -> int:
         message = held.message
-        request = Request(
-            "MESSAGE",
-            target.uri,
-            Headers(
-                [
-                    ("Max-Forwards", "70"),
-                    ("From", message.sender),
-                    ("To", message.recipient),
-                    ("Call-ID", random_hex(16)),
-                    ("CSeq", "1 MESSAGE"),
-                    # RFC 3261 §20.17: when it was sent, which the app shows.
-                    ("Date", format_datetime(message.received_at, usegmt=True)),
-                    ("Content-Type", message.content_type),
-                    ("Content-Length", str(len(message.body))),
-                ]
-            ),
+        request = _message(
+            message.sender,
+            message.recipient,
+            message.content_type,
             message.body,
+            # RFC 3261 §20.17: when it was sent, which the app shows.
+            date=message.received_at,
+        )
+        return await self._originate(request, target)
+
+    async def _originate(self, request: Request, target: Target) -> int:
+        """Send a request of the service's own to `target`; its final status."""
+        request = replace(
+            request, uri=target.uri, headers=request.headers.replace("Call-ID", random_hex(16))
         )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         key = self._engine.originate(request, target, now=self._now())
@@ -310,6 +374,8 @@ class SipNode:
             return
         decision = await self._router.decide(incoming, self._now())
         now = self._now()
+        if isinstance(decision, (Forward, Hold)) and decision.history and self._history:
+            self._spawn(self._keep(request, decision.history))
         if isinstance(decision, Forward):
             if decision.consumed_realm is not None:
                 request = _consume_credentials(request, decision.consumed_realm)
@@ -403,6 +469,31 @@ class SipNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _message(
+    sender: str, recipient: str, content_type: str, body: bytes, *, date: datetime | None = None
+) -> Request:
+    """A MESSAGE (RFC 3428) of the service's own; its Request-URI and Call-ID come per target."""
+    headers = [
+        ("Max-Forwards", "70"),
+        ("From", sender),
+        ("To", recipient),
+        ("Call-ID", ""),
+        ("CSeq", "1 MESSAGE"),
+    ]
+    if date is not None:
+        headers.append(("Date", format_datetime(date, usegmt=True)))
+    headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    return Request("MESSAGE", recipient.strip("<>"), Headers(headers), body)
+
+
+def _uri_of(value: str | None) -> str:
+    """The URI of a From or To header field value, as the history shows the party."""
+    try:
+        return str(parse_name_addr(value or "").uri)
+    except URIError:
+        return value or ""
+
+
 def _consume_credentials(request: Request, realm: str) -> Request:
     """The request without the Proxy-Authorization values we verified (RFC 3261 §22.3)."""
     values = request.headers.get_all("Proxy-Authorization")
@@ -412,4 +503,4 @@ def _consume_credentials(request: Request, realm: str) -> Request:
     headers = request.headers.remove("Proxy-Authorization")
     for value in kept:
         headers = headers.add("Proxy-Authorization", value)
-    return dataclasses.replace(request, headers=headers, raw=None)
+    return replace(request, headers=headers, raw=None)

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ringfence.api.deps import Responses, ServicesDep, source_address
+from ringfence.api.routes.messages import MAX_SEND_BYTES, recipient_uri
 from ringfence.auth.errors import (
     AccountSuspendedError,
     AuthError,
     InvalidCredentialsError,
     RateLimitedError,
 )
+from ringfence.messaging.history import IN, OUT, Outgoing
 from ringfence.provisioning.acrobits import account_xml, error_xml
 from ringfence.provisioning.errors import (
     ConflictError,
@@ -31,6 +34,7 @@ from ringfence.provisioning.errors import (
     NotFoundError,
     ProvisioningError,
 )
+from ringfence.provisioning.features import Feature
 from ringfence.pushgw.instances import FCM_TOKEN_RE, InstanceReport, PushService
 
 router = APIRouter(prefix="/acrobits", tags=["acrobits"])
@@ -75,8 +79,8 @@ async def provisioning_get(
 async def provisioning_post(
     request: Request,
     svc: ServicesDep,
-    cloud_username: Annotated[str, Form(min_length=1, max_length=320)],
-    cloud_password: Annotated[str, Form(min_length=1, max_length=128)],
+    cloud_username: CloudUsername,
+    cloud_password: CloudPassword,
 ) -> Response:
     return await _provision(svc, request, cloud_username, cloud_password)
 
@@ -101,6 +105,9 @@ JSON_RESPONSES: Responses = {
     429: {"description": "Too many failed attempts; see Retry-After"},
 }
 Token = Annotated[str | None, Form(max_length=8192)]
+#: The login (`username@tenant`) and password every JSON web service below takes.
+CloudUsername = Annotated[str, Form(min_length=1, max_length=320)]
+CloudPassword = Annotated[str, Form(min_length=1, max_length=128)]
 
 
 def _message(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -178,8 +185,8 @@ def acrobits_report(
 async def push_token_reporter(
     request: Request,
     svc: ServicesDep,
-    cloud_username: Annotated[str, Form(min_length=1, max_length=320)],
-    cloud_password: Annotated[str, Form(min_length=1, max_length=128)],
+    cloud_username: CloudUsername,
+    cloud_password: CloudPassword,
     selector: Annotated[str, Form(min_length=1, max_length=128)],
     pushToken: Token = None,  # noqa: N803 - Acrobits' parameter names
     pushappid: Token = None,
@@ -211,8 +218,8 @@ async def push_token_reporter(
 async def account_removal_reporter(
     request: Request,
     svc: ServicesDep,
-    cloud_username: Annotated[str, Form(min_length=1, max_length=320)],
-    cloud_password: Annotated[str, Form(min_length=1, max_length=128)],
+    cloud_username: CloudUsername,
+    cloud_password: CloudPassword,
     selector: Annotated[str, Form(min_length=1, max_length=128)],
 ) -> JSONResponse:
     """Acrobits' Account Removal Reporter: the account left the app; erase its instance."""
@@ -224,3 +231,103 @@ async def account_removal_reporter(
     except (AuthError, ProvisioningError) as exc:
         return _refusal(exc)
     return JSONResponse({})
+
+
+# -- Send Message and Fetch Messages ---------------------------------------------------------
+#
+# Set in Account XML `genericSmsSendUrl` to `https://HOST/acrobits/send-message`, with
+# `genericSmsPostData` `cloud_username=%account[cloud_username]%&cloud_password=
+# %account[password]%&sms_to=%sms_to%&sms_body=%sms_body%&content_type=%content_type%&
+# disposition_notification=%disposition_notification%`; and the Fetch Messages URL to
+# `https://HOST/acrobits/fetch-messages` with `cloud_username=...&cloud_password=...&
+# last_id=%last_known_sms_id%&last_sent_id=%last_known_sent_sms_id%&device=%installid%`.
+# `sms_id` is the service's sequence number of the message in the account's history.
+
+
+def _acro_date(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _acro_id(value: str | None, field: str) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidInputError(f"{field}: an sms_id given by this service", field=field)
+    return int(value)
+
+
+@router.post("/send-message", responses=JSON_RESPONSES, response_class=JSONResponse)
+async def send_message(
+    request: Request,
+    svc: ServicesDep,
+    cloud_username: CloudUsername,
+    cloud_password: CloudPassword,
+    sms_to: Annotated[str, Form(min_length=1, max_length=320)],
+    sms_body: Annotated[str, Form(max_length=MAX_SEND_BYTES)],
+    content_type: Annotated[str, Form(min_length=3, max_length=128)] = "text/plain",
+    disposition_notification: Annotated[str | None, Form(max_length=1024)] = None,
+    # Whether the app recognised sms_to as a Smart Contact: accepted, no use here.
+    smart: Annotated[str | None, Form(max_length=8)] = None,
+) -> JSONResponse:
+    """Acrobits' Send Message: one call per recipient; answers the message's `sms_id`."""
+    try:
+        account_id = await _account_of(svc, request, cloud_username, cloud_password)
+        account = await svc.provisioning.account_by_id(account_id)
+        account.config.require(Feature.MESSAGING)
+        body = sms_body.encode("utf-8")
+        if len(body) > MAX_SEND_BYTES:
+            raise InvalidInputError(f"sms_body: at most {MAX_SEND_BYTES} bytes", field="sms_body")
+        to = recipient_uri(sms_to, account.tenant.sip_domain)
+    except (AuthError, ProvisioningError) as exc:
+        return _refusal(exc)
+    sender = Outgoing(account.id, account.aor, account.config.messaging.retention_days)
+    sent = await svc.messages.send_message(
+        sender, to, content_type, body, disposition_notification or None
+    )
+    if 200 <= sent.status < 300:
+        return JSONResponse({"sms_id": str(sent.seq) if sent.seq is not None else ""})
+    status = {404: 404, 400: 422, 503: 503}.get(sent.status, 409)
+    return _message(status, f"not delivered: {sent.status} {sent.reason}")
+
+
+@router.post("/fetch-messages", responses=JSON_RESPONSES, response_class=JSONResponse)
+async def fetch_messages(
+    request: Request,
+    svc: ServicesDep,
+    cloud_username: CloudUsername,
+    cloud_password: CloudPassword,
+    last_id: Annotated[str | None, Form(max_length=32)] = None,
+    last_sent_id: Annotated[str | None, Form(max_length=32)] = None,
+    device: Annotated[str | None, Form(max_length=128)] = None,
+) -> JSONResponse:
+    """Acrobits' Fetch Messages: what came after `last_id`, and what was sent after it.
+
+    Sent messages come after `last_sent_id`, from any device of the account: the history
+    every device shares.
+    """
+    try:
+        account_id = await _account_of(svc, request, cloud_username, cloud_password)
+        account = await svc.provisioning.account_by_id(account_id)
+        account.config.require(Feature.MESSAGING)
+        after_in = _acro_id(last_id, "last_id")
+        after_out = _acro_id(last_sent_id, "last_sent_id")
+    except (AuthError, ProvisioningError) as exc:
+        return _refusal(exc)
+    entries = await svc.history.after(account.id, min(after_in, after_out))
+    received, sent = [], []
+    for entry in entries:
+        item = {
+            "sms_id": str(entry.seq),
+            "sending_date": _acro_date(entry.at),
+            "sms_text": entry.body.decode("utf-8", errors="replace"),
+            "content_type": entry.content_type,
+            "disposition_notification": entry.disposition or "",
+        }
+        peer = entry.peer.removeprefix("sip:").removeprefix("sips:")
+        if entry.direction == IN and entry.seq > after_in:
+            received.append({**item, "sender": peer})
+        elif entry.direction == OUT and entry.seq > after_out:
+            sent.append({**item, "recipient": peer})
+    return JSONResponse(
+        {"date": _acro_date(svc.clock.now()), "received_smss": received, "sent_smss": sent}
+    )
