@@ -171,6 +171,29 @@ class SMTPSettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class FilesSettings(_Section):
+    #: Where encrypted attachments are kept: `local` files, or `s3`-compatible storage.
+    backend: Literal["local", "s3"] = "local"
+    #: The local directory. Default: `<data_dir>/blobs`.
+    directory: Path | None = None
+    #: S3: the endpoint (MinIO, Ceph, Garage, AWS...), the bucket, the region, the keys.
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    #: S3 multipart part size: 5 MiB at least (S3's minimum for all but the last part).
+    s3_part_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> FilesSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("backend 's3' needs s3_bucket")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("give both s3_access_key_id and s3_secret_access_key, or neither")
+        return self
+
+
 class SMSSettings(_Section):
     #: The SMS gateway that texts verification codes to numbers of record (P21), as
     #: `ringfence.sms` describes; empty: no codes (an operator or an ID document verifies).
@@ -282,6 +305,7 @@ class Settings(BaseSettings):
     sip: SIPSettings = SIPSettings()
     smtp: SMTPSettings = SMTPSettings()
     sms: SMSSettings = SMSSettings()
+    files: FilesSettings = FilesSettings()
     push: PushSettings = PushSettings()
     privacy: PrivacySettings = PrivacySettings()
     logging: LoggingSettings = LoggingSettings()

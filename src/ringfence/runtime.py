@@ -24,9 +24,12 @@ from ringfence.api.app import create_app
 from ringfence.api.deps import Services
 from ringfence.auth import inventory as auth_inventory
 from ringfence.auth.service import AuthService
+from ringfence.blobs import BlobSettings, open_store
 from ringfence.clock import Clock, SystemClock
 from ringfence.config import Settings
 from ringfence.crypto import KeyEncryptionKey, Keyring, inventory as crypto_inventory
+from ringfence.files import inventory as files_inventory
+from ringfence.files.service import FileService
 from ringfence.mail import SMTPMailer
 from ringfence.messaging import inventory as messaging_inventory
 from ringfence.messaging.held import HeldMessages
@@ -86,6 +89,7 @@ from ringfence.storage.migrate import (
     upgrade,
 )
 from ringfence.storage.repos import (
+    SqlFileStore,
     SqlHeldStore,
     SqlHistoryStore,
     SqlInstanceStore,
@@ -563,6 +567,26 @@ class Runtime:
         self.held_messages = HeldMessages(SqlHeldStore(self.engine), self.keyring, self.clock)
         self.push_traces = PushTraces(SqlTraceStore(self.engine), self.keyring, self.clock)
         self.history = MessageHistory(SqlHistoryStore(self.engine), self.keyring, self.clock)
+        stored = settings.files
+        secret = stored.s3_secret_access_key
+        self.blobs = open_store(
+            BlobSettings(
+                backend=stored.backend,
+                directory=stored.directory,
+                s3_endpoint_url=stored.s3_endpoint_url,
+                s3_bucket=stored.s3_bucket,
+                s3_region=stored.s3_region,
+                s3_access_key_id=stored.s3_access_key_id,
+                s3_secret_access_key=secret.get_secret_value() if secret else None,
+                s3_part_bytes=stored.s3_part_bytes,
+            ),
+            settings.storage.data_dir,
+        )
+        self.files = FileService(
+            SqlFileStore(self.engine), self.blobs, self.clock, kek.derive("file-url")
+        )
+        # An erased account's files go with it (P19); it leaves the files sent to it.
+        self.provisioning.listeners.append(self.files)
         self.auth = AuthService(self.store, self.provisioning, settings.auth, self.clock)
         privacy_store = SqlPrivacyStore(self.engine)
         self.disclosures = DisclosureRegister(privacy_store, self.provisioning, self.clock)
@@ -622,6 +646,7 @@ class Runtime:
             push_traces=self.push_traces,
             history=self.history,
             messages=_NodeSender(self),
+            files=self.files,
         )
         self.sip: SipService | None = (
             SipService(
@@ -720,6 +745,9 @@ class Runtime:
         traces = await self.push_traces.sweep()
         if traces:
             logger.info("deleted %d push trace(s) older than 7 days", traces)
+        old_files = await self.files.sweep()
+        if old_files:
+            logger.info("deleted %d expired file(s) or abandoned upload(s)", old_files)
         old_messages = await self.history.sweep()
         if old_messages:
             logger.info("deleted %d message(s) past their retention", old_messages)
@@ -903,6 +931,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.stop_workers()
+        await self.blobs.aclose()
         if self.sms is not None:
             await self.sms.aclose()
         await self.engine.dispose()
@@ -916,6 +945,7 @@ ACCOUNT_CATEGORIES = (
     pushgw_inventory.PUSH_TRACES,
     messaging_inventory.HELD_MESSAGES,
     messaging_inventory.MESSAGE_HISTORY,
+    files_inventory.ATTACHMENTS,
     auth_inventory.SESSIONS,
     crypto_inventory.SUBJECT_KEYS,
 )
@@ -927,6 +957,7 @@ def data_inventory() -> Inventory:
         provisioning_inventory.DECLARED,
         pushgw_inventory.DECLARED,
         messaging_inventory.DECLARED,
+        files_inventory.DECLARED,
         auth_inventory.DECLARED,
         crypto_inventory.DECLARED,
         state_inventory.DECLARED,

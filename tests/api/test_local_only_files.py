@@ -2,9 +2,10 @@
 
 The mechanism is an absence: no endpoint takes a file from the app. These tests hold the
 API to it as it grows. Every request body the OpenAPI document declares is structured data
-(JSON, or the form Acrobits apps post); the one binary body is the ID document an operator
-uploads (P21, admin only, sealed and destroyed at the decision). And no handler reads a raw
-body behind the document's back.
+(JSON, or the form Acrobits apps post); the binary bodies are the ID document an operator
+uploads (P21, admin only, sealed and destroyed at the decision) and the attachment a user
+sends someone, which the service takes only as an envelope it cannot open (P9). And no
+handler reads a raw body behind the document's back.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ringfence.runtime import Runtime
 
 STRUCTURED = {"application/json", "application/x-www-form-urlencoded"}
 ID_DOCUMENT = ("PUT", "/admin/v1/privacy/requests/{request_id}/document")
+ATTACHMENT = ("PUT", "/v1/files/{file_id}/content")
 
 
 @pytest.mark.promise("P10")
@@ -32,7 +34,10 @@ def test_no_endpoint_takes_a_file_from_the_app(runtime: Runtime) -> None:
     }
     assert bodies, "the document declares request bodies"
     files = {key: types - STRUCTURED for key, types in bodies.items() if types - STRUCTURED}
-    assert files == {ID_DOCUMENT: {"image/jpeg", "image/png", "application/pdf"}}
+    assert files == {
+        ID_DOCUMENT: {"image/jpeg", "image/png", "application/pdf"},
+        ATTACHMENT: {"application/vnd.ringfence.envelope"},
+    }
     assert ID_DOCUMENT[1].startswith("/admin/")
     operation = spec["paths"][ID_DOCUMENT[1]]["put"]
     assert operation["security"], "the ID document route needs the admin token"
@@ -52,4 +57,7 @@ def test_no_handler_reads_a_raw_body_but_the_id_document() -> None:
         and isinstance(node.func.value, ast.Name)
         and node.func.value.id == "request"
     ]
-    assert sorted(set(readers)) == [("admin.py", "attach_document", "stream")]
+    assert sorted(set(readers)) == [
+        ("admin.py", "attach_document", "stream"),
+        ("files.py", "upload", "stream"),
+    ]

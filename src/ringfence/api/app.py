@@ -8,7 +8,7 @@ from ringfence import __version__
 from ringfence.api import errors
 from ringfence.api.access_log import AccessLog
 from ringfence.api.deps import Services
-from ringfence.api.routes import acrobits, admin, device, health, messages, push
+from ringfence.api.routes import acrobits, admin, device, files, health, messages, push
 
 
 def create_app(services: Services) -> FastAPI:
@@ -22,7 +22,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    for module in (health, device, push, messages, acrobits, admin):
+    for module in (health, device, push, messages, files, acrobits, admin):
         app.include_router(module.router)
     app.add_middleware(AccessLog)
     return app

@@ -18,6 +18,7 @@ from ringfence.auth.errors import InvalidCredentialsError
 from ringfence.auth.service import AdminToken, AuthService, Principal
 from ringfence.clock import Clock
 from ringfence.config import HTTPSettings
+from ringfence.files.service import FileService
 from ringfence.messaging.history import MessageHistory, MessageSender
 from ringfence.privacy.disclosures import DisclosureRegister
 from ringfence.privacy.erasure import Erasure
@@ -52,6 +53,7 @@ class Services:
     push_traces: PushTraces
     history: MessageHistory
     messages: MessageSender
+    files: FileService
 
 
 def services(request: Request) -> Services:

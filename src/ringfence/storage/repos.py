@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ringfence.auth.service import AdminToken, Session
+from ringfence.files.service import StoredFile
 from ringfence.messaging.held import StoredHeld
 from ringfence.messaging.history import NewMessage, StoredMessage
 from ringfence.privacy.disclosures import Disclosure, DisclosureStatus
@@ -47,6 +48,8 @@ from ringfence.storage.tables import (
     destructions,
     devices,
     disclosures,
+    file_recipients,
+    files,
     held_messages,
     identity_documents,
     legal_holds,
@@ -1237,6 +1240,96 @@ class SqlHistoryStore(_Store):
         async with self._tx() as tx:
             result = await tx.execute(delete(messages).where(messages.c.seq.in_(seqs)))
         return result.rowcount or 0
+
+
+class SqlFileStore(_Store):
+    """Attachment metadata: implements `files.service.FileStore`."""
+
+    async def add_file(self, file: StoredFile) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                insert(files).values(
+                    id=file.id,
+                    owner_id=file.owner_id,
+                    size=file.size,
+                    complete=file.complete,
+                    chunk_exp=file.chunk_exp,
+                    created_at=file.created_at,
+                    expires_at=file.expires_at,
+                )
+            )
+            await tx.execute(
+                insert(file_recipients),
+                [{"file_id": file.id, "account_id": r} for r in file.recipients],
+            )
+
+    async def get_file(self, file_id: str) -> StoredFile | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(files).where(files.c.id == file_id))).first()
+            if row is None:
+                return None
+            recipients = await connection.execute(
+                select(file_recipients.c.account_id).where(file_recipients.c.file_id == file_id)
+            )
+            return StoredFile(
+                row.id,
+                row.owner_id,
+                int(row.size),
+                bool(row.complete),
+                row.chunk_exp,
+                row.created_at,
+                row.expires_at,
+                tuple(r.account_id for r in recipients),
+            )
+
+    async def set_header(self, file_id: str, chunk_exp: int) -> None:
+        async with self._tx() as tx:
+            await tx.execute(update(files).where(files.c.id == file_id).values(chunk_exp=chunk_exp))
+
+    async def set_complete(self, file_id: str, expires_at: datetime) -> None:
+        async with self._tx() as tx:
+            await tx.execute(
+                update(files)
+                .where(files.c.id == file_id)
+                .values(complete=True, expires_at=expires_at)
+            )
+
+    async def remove_recipient(self, file_id: str, account_id: str) -> int:
+        async with self._tx() as tx:
+            await tx.execute(
+                delete(file_recipients).where(
+                    file_recipients.c.file_id == file_id,
+                    file_recipients.c.account_id == account_id,
+                )
+            )
+            left = await tx.execute(
+                select(func.count())
+                .select_from(file_recipients)
+                .where(file_recipients.c.file_id == file_id)
+            )
+            return int(left.scalar_one())
+
+    async def delete_file(self, file_id: str) -> None:
+        async with self._tx() as tx:
+            await tx.execute(delete(file_recipients).where(file_recipients.c.file_id == file_id))
+            await tx.execute(delete(files).where(files.c.id == file_id))
+
+    async def files_of(self, account_id: str) -> list[str]:
+        return await self._all(
+            select(files.c.id).where(files.c.owner_id == account_id), lambda row: str(row.id)
+        )
+
+    async def files_to(self, account_id: str) -> list[str]:
+        return await self._all(
+            select(file_recipients.c.file_id).where(file_recipients.c.account_id == account_id),
+            lambda row: str(row.file_id),
+        )
+
+    async def expired_files(self, now: datetime, limit: int) -> list[str]:
+        return await self._all(
+            select(files.c.id).where(files.c.expires_at <= now).limit(limit),
+            lambda row: str(row.id),
+        )
 
 
 class SqlKeyStore(_Store):

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -326,6 +327,35 @@ messages = Table(
     Index(None, "account_id", "ref_key"),
     Index(None, "expires_at"),
     sqlite_autoincrement=True,
+)
+
+#: Encrypted attachments (files.service): the blob is kept by `ringfence.blobs` under `id`;
+#: the service never has its key. Recipients may download it, until they delete it.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", String(36), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("chunk_exp", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "owner_id"),
+    Index(None, "expires_at"),
+)
+
+file_recipients = Table(
+    "file_recipients",
+    metadata,
+    Column("file_id", String(32), ForeignKey("files.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "account_id",
+        String(36),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Index(None, "account_id"),
 )
 
 #: The key store: a database of its own (see the package docstring).
