@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check bench bench-sip bench-push fuzz system-deps clean
+.PHONY: run test check bench bench-sip bench-push bench-files fuzz system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-sip: $(VENV)/.test-deps system-deps
 ## bench-push: INVITE-in to push-out latency at 200 calls/s (see benchmarks/push)
 bench-push: $(VENV)/.test-deps system-deps
 	$(BIN)/python benchmarks/push/latency.py
+
+## bench-files: a 1 GiB encrypted attachment up and down through ringfence serve (MB/s, RSS)
+bench-files: $(VENV)/.test-deps
+	$(BIN)/python benchmarks/files.py
 
 ## fuzz: atheris on the SIP parsers for FUZZ_SECONDS (default 600)
 fuzz: $(VENV)/.test-deps

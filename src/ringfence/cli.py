@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ringfence import logs
+from ringfence.client import ClientError, RingfenceClient, file_id_of
 from ringfence.clock import SystemClock
 from ringfence.config import ConfigError, Settings, load_settings
 from ringfence.crypto import CryptoError
@@ -243,6 +244,133 @@ def dev_push_sandbox(
         pass
     except OSError as exc:
         raise _fail(f"cannot start the push sandbox: {exc}") from exc
+
+
+ServerOption = Annotated[
+    str, typer.Option("--server", help="The service's URL, e.g. https://rf.example.")
+]
+LoginOption = Annotated[str, typer.Option("--login", help="Your account: user@domain.")]
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RF_PASSWORD",
+        show_envvar=True,
+        help="Your password. Prefer the environment variable RF_PASSWORD or --password-file "
+        "over the command line, which other users can see.",
+    ),
+]
+PasswordFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file", dir_okay=False, help="A file whose first line is your password."
+    ),
+]
+CaOption = Annotated[
+    Path | None,
+    typer.Option("--ca", help="CA bundle (PEM) to check the service's TLS certificate with."),
+]
+
+
+def _client_failure(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _user_client(
+    server: str, login: str, password: str | None, password_file: Path | None, ca: Path | None
+) -> RingfenceClient:
+    """A client for the user's own account; the password never appears in any output."""
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise _client_failure(f"cannot read the password file: {exc.strerror}") from exc
+        password = lines[0] if lines else ""
+    if not password:
+        raise _client_failure("no password: set RF_PASSWORD, or give --password-file")
+    if "@" not in login:
+        raise _client_failure("--login: user@domain")
+    try:
+        return RingfenceClient(server, login, password, verify=str(ca) if ca else True)
+    except (OSError, ValueError) as exc:
+        raise _client_failure(f"cannot set up the connection: {exc}") from exc
+
+
+@app.command("send-file")
+def send_file(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The file.")
+    ],
+    to: Annotated[str, typer.Option("--to", help="The recipient: a user name or sip: URI.")],
+    server: ServerOption,
+    login: LoginOption,
+    text: Annotated[str, typer.Option(help="A text to go with the file.")] = "",
+    password: PasswordOption = None,
+    password_file: PasswordFileOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Encrypt a file on this machine, upload it, and message its key to the recipient.
+
+    The service only ever holds the encrypted file; the key travels in the message (P9).
+    Prints the file's id, size and SHA-256; exit 1 with the reason if anything fails.
+    """
+    with _user_client(server, login, password, password_file, ca) as client:
+        try:
+            sent = client.send_file(file, to, text)
+        except ClientError as exc:
+            raise _client_failure(str(exc)) from exc
+        except OSError as exc:
+            raise _client_failure(f"{file}: {exc.strerror or exc}") from exc
+    _echo(
+        f"sent {file.name} to {to}: file {sent.file_id}, {sent.plain_size} bytes "
+        f"({sent.size} encrypted), sha256 {sent.sha256.hex()}, message {sent.state}"
+        + (f" (seq {sent.seq})" if sent.seq is not None else "")
+    )
+
+
+@app.command("fetch-file")
+def fetch_file(
+    server: ServerOption,
+    login: LoginOption,
+    dest: Annotated[
+        Path, typer.Option(file_okay=False, help="Where the files go (created if missing).")
+    ],
+    after: Annotated[int, typer.Option(min=0, help="Only messages after this history cursor.")] = 0,
+    password: PasswordOption = None,
+    password_file: PasswordFileOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Download and decrypt every file sent to you, checking each one's SHA-256.
+
+    A file that does not decrypt (cut short, altered, not the one announced) is not kept.
+    Prints one line per file and the cursor to give as --after next time; exit 1 if any
+    file failed.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with _user_client(server, login, password, password_file, ca) as client:
+        try:
+            received = client.received_files(after)
+        except ClientError as exc:
+            raise _client_failure(str(exc)) from exc
+        cursor = after
+        for message, files in received:
+            cursor = max(cursor, int(message["seq"]))
+            for attachment in files.attachments:
+                file_id = file_id_of(attachment.url)
+                try:
+                    path = client.download_attachment(attachment, dest)
+                except (ClientError, OSError) as exc:
+                    failed += 1
+                    typer.echo(f"error: file {file_id} from {message['peer']}: {exc}", err=True)
+                    continue
+                _echo(
+                    f"fetched {path} from {message['peer']}: file {file_id}, "
+                    f"{attachment.plain_size} bytes, sha256 {attachment.sha256.hex()}"
+                )
+    _echo(f"{len(received)} file message(s); next time: --after {cursor}")
+    if failed:
+        raise typer.Exit(code=1)
 
 
 @app.command()

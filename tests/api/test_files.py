@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from ringfence.files.envelope import decrypt, encrypt
+from ringfence.files.service import envelope_limit
 from ringfence.provisioning.models import AccountChange
 from ringfence.runtime import Runtime
 from tests.conftest import Demo
@@ -165,8 +166,13 @@ async def test_the_size_limit_is_the_accounts_and_named(
     auth = (demo.login, demo.password)
     provisioned = (await client.get("/v1/provisioning", auth=auth)).json()
     assert provisioned["features"]["attachments"]["max_size_bytes"] == 100_000
+    # The limit is the file's: its envelope may be larger by the envelope's overhead.
+    most = envelope_limit(100_000)
+    assert 100_000 < most < 100_000 * 1.005
+    fits = await client.post("/v1/files", json={"size": most, "recipients": ["bob"]}, auth=auth)
+    assert fits.status_code == 201
     too_big = await client.post(
-        "/v1/files", json={"size": 100_001, "recipients": ["bob"]}, auth=auth
+        "/v1/files", json={"size": most + 1, "recipients": ["bob"]}, auth=auth
     )
     assert too_big.status_code == 413
     assert too_big.json()["error"]["limit"] == 100_000

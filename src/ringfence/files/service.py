@@ -33,13 +33,25 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from ringfence.clock import Clock
-from ringfence.files.envelope import HEADER_BYTES, FormatError, Header, plausible_size
+from ringfence.files.envelope import (
+    HEADER_BYTES,
+    MIN_CHUNK_EXP,
+    FormatError,
+    Header,
+    encrypted_size,
+    plausible_size,
+)
 
 #: An upload not finished within this long is dropped with what it staged.
 UPLOAD_HOURS = 24
 #: Recipients of one file, at most (a group message names each member).
 MAX_RECIPIENTS = 100
 SWEEP_BATCH = 200
+
+
+def envelope_limit(max_file_bytes: int) -> int:
+    """The largest envelope a file of `max_file_bytes` can make, at any chunk size."""
+    return encrypted_size(max_file_bytes, MIN_CHUNK_EXP)
 
 
 class FileError(Exception):
@@ -184,9 +196,11 @@ class FileService:
             TooLargeError: over the account's `max_size`.
             FileError: a size no envelope has, or too many recipients.
         """
-        if size > max_size:
+        # The limit is the file's; its envelope is larger by a tag per chunk (0.4% at the
+        # smallest chunk size) and the header.
+        if size > envelope_limit(max_size):
             raise TooLargeError(
-                f"size: {size} bytes is over this account's limit of {max_size} bytes "
+                f"size: the file is over this account's limit of {max_size} bytes "
                 "(attachments.max_size_bytes)",
                 max_size,
             )
@@ -249,7 +263,7 @@ class FileService:
             received = await self._blobs.append(file_id, offset, checked)
         except FormatError as exc:
             await self._blobs.delete(file_id)
-            raise NotAnEnvelopeError(f"not an encrypted attachment: {exc}", "body") from None
+            raise NotAnEnvelopeError(str(exc), "body") from None
         if checked.header is not None:
             await self._store.set_header(file_id, checked.header.chunk_exp)
             file = await self._own(account_id, file_id)
@@ -372,4 +386,4 @@ class _Checked:
                 chunk, self._head = self._head, b""
             yield chunk
         if self._need_header and self._head:
-            raise FormatError("shorter than an envelope header")
+            raise FormatError("this is not an encrypted attachment: it is too short")

@@ -38,6 +38,7 @@ from ringfence.files.service import (
     NotAnEnvelopeError,
     OffsetError,
     TooLargeError,
+    envelope_limit,
 )
 from ringfence.provisioning.errors import InvalidInputError
 from ringfence.provisioning.features import ATTACHMENT_MAX_BYTES_CEILING, Feature
@@ -62,7 +63,9 @@ class FileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     size: int = Field(
-        gt=0, le=ATTACHMENT_MAX_BYTES_CEILING, description="The envelope's size in bytes"
+        gt=0,
+        le=envelope_limit(ATTACHMENT_MAX_BYTES_CEILING),
+        description="The envelope's size in bytes (the file's, plus the envelope's overhead)",
     )
     recipients: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
         min_length=1,
