@@ -324,3 +324,34 @@ def test_service_errors_carry_status_code_and_field() -> None:
     )
     assert caught.value.details == {"limit": 5}
     assert str(caught.value) == "HTTP 413: size: over [size]"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://rf.test/v1/files/" + "a" * 32 + "/" + "b" * 22,  # another scheme
+        "http://evil.example/v1/files/" + "a" * 32 + "/" + "b" * 22,  # another host
+        "http://rf.test:8443/v1/files/" + "a" * 32 + "/" + "b" * 22,  # another port
+    ],
+)
+def test_an_attachment_elsewhere_is_never_fetched_with_the_credentials(
+    encrypted: EncryptedFile, tmp_path: Path, url: str
+) -> None:
+    # The URL comes from a message anyone may send: fetching it with this client's Basic
+    # credentials would hand the user's password to the sender's host.
+    fake = FakeFiles(encrypted.size)
+    fake.served = encrypted.path.read_bytes()
+    with client_for(fake) as client, pytest.raises(ClientError, match="not on this service"):
+        client.download_attachment(attachment_of(encrypted, url=url), tmp_path / "out.jpg")
+    assert fake.ranges == []
+    assert list(tmp_path.glob("*out.jpg*")) == []
+
+
+def test_a_download_larger_than_announced_is_cut_off(
+    encrypted: EncryptedFile, tmp_path: Path
+) -> None:
+    fake = FakeFiles(encrypted.size)
+    fake.served = encrypted.path.read_bytes() + b"\x00" * 10_000_000
+    with client_for(fake) as client, pytest.raises(DecryptError, match="larger than"):
+        client.download_attachment(attachment_of(encrypted), tmp_path / "out.jpg")
+    assert list(tmp_path.glob("*out.jpg*")) == []

@@ -595,8 +595,22 @@ class RingfenceClient:
 
     # -- download ------------------------------------------------------------------------------
 
+    def _check_origin(self, url: str) -> None:
+        """Refuse a URL of another origin: the credentials go only to the own service.
+
+        An attachment's URL comes from a message, which anyone may send; fetched with this
+        client's credentials, a URL of the sender's own host would hand them the user's
+        password.
+        """
+        mine, theirs = self._http.base_url, httpx.URL(url)
+        if (theirs.scheme, theirs.host, theirs.port) != (mine.scheme, mine.host, mine.port):
+            raise ClientError(
+                f"the attachment is not on this service ({theirs.scheme}://{theirs.host}): "
+                "not fetched"
+            )
+
     def _stream_into(
-        self, url: str, progress: _Progress, decryptor: Decryptor, out: BinaryIO
+        self, url: str, progress: _Progress, decryptor: Decryptor, out: BinaryIO, size: int
     ) -> None:
         """Download `url` from byte `progress.received` on, decrypting into `out`."""
         start = progress.received
@@ -611,6 +625,8 @@ class RingfenceClient:
                     response.status_code,
                 )
             for chunk in response.iter_bytes():
+                if progress.received + len(chunk) > size:
+                    raise DecryptError(f"the file is larger than the {size} bytes announced")
                 # Counted as soon as it is decrypted: a resumed download starts after it.
                 out.write(decryptor.update(chunk))
                 progress.received += len(chunk)
@@ -660,6 +676,7 @@ class RingfenceClient:
         return dest
 
     def _download(self, attachment: transfer.Attachment, out: BinaryIO) -> int:
+        self._check_origin(attachment.url)
         decryptor = Decryptor(attachment.key)
         progress = _Progress()
         try:
@@ -667,7 +684,7 @@ class RingfenceClient:
                 if attempt:
                     time.sleep(min(0.2 * attempt, 2.0))
                 try:
-                    self._stream_into(attachment.url, progress, decryptor, out)
+                    self._stream_into(attachment.url, progress, decryptor, out, attachment.size)
                     break
                 except httpx.TransportError as exc:
                     # What came is decrypted already: the next attempt goes on after it.

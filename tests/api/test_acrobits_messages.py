@@ -60,6 +60,25 @@ async def test_fetch_gives_received_and_sent_after_their_ids(
     assert [m["sms_id"] for m in other.json()["sent_smss"]] == [str(sent)]
 
 
+async def test_a_device_that_never_sends_still_gets_what_came(
+    client: httpx.AsyncClient, runtime: Runtime, demo: Demo
+) -> None:
+    # Past a page of sent messages (500), what came after last_id still comes.
+    received, _ = await _conversation(runtime, demo)
+    alice = await runtime.provisioning.account_id(demo.tenant, "alice")
+    bob = await runtime.provisioning.account_id(demo.tenant, "bob")
+    for n in range(510):
+        await runtime.history.record(Parties(alice, bob), ALICE, BOB, "text/plain", b"%d" % n)
+    late = await runtime.history.record(Parties(bob, alice), BOB, ALICE, "text/plain", b"late")
+    body = (
+        await client.post(
+            "/acrobits/fetch-messages", data=login(demo, last_id=str(received), last_sent_id="0")
+        )
+    ).json()
+    assert [m["sms_id"] for m in body["received_smss"]] == [str(late.received)]
+    assert len(body["sent_smss"]) == 500
+
+
 @pytest.mark.parametrize("field", ["last_id", "last_sent_id"])
 async def test_a_bad_id_is_refused_with_a_message(
     client: httpx.AsyncClient, demo: Demo, field: str
@@ -69,6 +88,7 @@ async def test_a_bad_id_is_refused_with_a_message(
     assert field in response.json()["message"]
 
 
+@pytest.mark.promise("P1")
 async def test_wrong_password_and_messaging_off_are_refused(
     client: httpx.AsyncClient, runtime: Runtime, demo: Demo
 ) -> None:
@@ -102,3 +122,15 @@ async def test_send_needs_a_running_sip_node_and_a_proper_recipient(
     )
     assert bad.status_code == 422
     assert bad.json()["message"].startswith("to:")
+
+
+async def test_a_content_type_cannot_carry_sip_headers(
+    client: httpx.AsyncClient, demo: Demo
+) -> None:
+    # It becomes the MESSAGE's Content-Type: a line break would add headers, or a request.
+    response = await client.post(
+        "/acrobits/send-message",
+        data=login(demo, sms_to="bob", sms_body="hi", content_type="text/plain\r\nX-Evil: 1"),
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "body.content_type"

@@ -193,6 +193,8 @@ async def test_bad_requests_name_the_field(client: httpx.AsyncClient, demo: Demo
     auth = (demo.login, demo.password)
     for body, field in (
         ({"size": 1000, "recipients": ["nobody"]}, "recipients[0]"),
+        ({"size": 1000, "recipients": ["bob", "sip:bob;x@sip.acme.example:5060"]}, "recipients[1]"),
+        ({"size": 1000, "recipients": ["bob@elsewhere"]}, "recipients[0]"),
         ({"size": 1000, "recipients": []}, "body.recipients"),
         ({"size": 0, "recipients": ["bob"]}, "body.size"),
         ({"size": 10, "recipients": ["bob"]}, "size"),
@@ -225,6 +227,7 @@ async def test_deleted_by_every_recipient_or_the_sender_then_gone(
 
 
 @pytest.mark.promise("P15")
+@pytest.mark.promise("P19")
 @pytest.mark.usefixtures("people")
 async def test_files_expire_and_go_with_their_senders_account(
     client: httpx.AsyncClient, runtime: Runtime, demo: Demo, clock: FakeClock, tmp_path: Path

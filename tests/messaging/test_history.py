@@ -30,6 +30,7 @@ async def _rows(runtime: Runtime) -> list[bytes]:
 
 
 @pytest.mark.promise("P16")
+@pytest.mark.usefixtures("backend")
 async def test_a_message_between_users_is_kept_on_both_sides_sealed(
     runtime: Runtime, demo: Demo
 ) -> None:
@@ -121,6 +122,19 @@ async def test_acrobits_dispositions_name_the_message_by_its_seq(
     )
     [sent, _] = await runtime.history.after(alice, 0)
     assert sent.status == "delivered"
+    # Someone the message was not sent to cannot mark it read; nor can a malformed id
+    # ("²" is a digit to str.isdigit, not to int) fail the MESSAGE that carries it.
+    await runtime.provisioning.create_account(demo.tenant, "mallory", "mallory's secret 1")
+    mallory = await runtime.provisioning.account_id(demo.tenant, "mallory")
+    forged = b'{"sms_id": %d, "status": "displayed"}' % recorded.sent
+    mallory_uri = "sip:mallory@sip.acme.example"
+    acro = "application/x-acro-disposition-notification"
+    await runtime.history.record(Parties(mallory, alice), mallory_uri, ALICE, acro, forged)
+    long_id = b'{"sms_id": "' + b"9" * 30 + b'", "status": "displayed"}'
+    superscript = '{"sms_id": "\u00b2", "status": "displayed"}'.encode()
+    for odd in (superscript, long_id):
+        await runtime.history.record(Parties(mallory, alice), mallory_uri, ALICE, acro, odd)
+    assert (await runtime.history.after(alice, 0))[0].status == "delivered"
 
 
 @pytest.mark.promise("P15")

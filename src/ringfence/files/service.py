@@ -258,14 +258,18 @@ class FileService:
         staged = await self._blobs.staged_size(file_id) or 0
         if offset != staged:
             raise OffsetError(staged)
-        checked = _Checked(chunks, file.size - offset, need_header=offset == 0)
+        checked = _Checked(chunks, file.size, offset, need_header=offset == 0)
         try:
             received = await self._blobs.append(file_id, offset, checked)
         except FormatError as exc:
             await self._blobs.delete(file_id)
             raise NotAnEnvelopeError(str(exc), "body") from None
+        finally:
+            # Kept even when the upload broke off (the client went away): the header is
+            # staged, and the resumed upload, which starts after it, completes on it.
+            if checked.header is not None:
+                await self._store.set_header(file_id, checked.header.chunk_exp)
         if checked.header is not None:
-            await self._store.set_header(file_id, checked.header.chunk_exp)
             file = await self._own(account_id, file_id)
         if received < file.size:
             return self._info(file, received)
@@ -357,9 +361,12 @@ class FileService:
 class _Checked:
     """The upload's chunks, checked as they pass: the envelope header first, the size."""
 
-    def __init__(self, chunks: AsyncIterable[bytes], room: int, *, need_header: bool) -> None:
+    def __init__(
+        self, chunks: AsyncIterable[bytes], size: int, offset: int, *, need_header: bool
+    ) -> None:
         self._chunks = chunks
-        self._room = room
+        self._size = size
+        self._room = size - offset
         self._need_header = need_header
         self._head = b""
         self.header: Header | None = None
@@ -373,7 +380,7 @@ class _Checked:
                 continue
             if len(chunk) > self._room:
                 raise TooLargeError(
-                    "more bytes than the size the upload was opened with", self._room
+                    f"more bytes than the {self._size} the upload was opened with", self._size
                 )
             self._room -= len(chunk)
             if self._need_header:

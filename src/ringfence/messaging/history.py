@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +60,8 @@ SWEEP_BATCH = 1000
 
 IN = "in"
 OUT = "out"
+#: A sequence number as Acrobits apps give it back: ASCII digits, within a 64-bit integer.
+_SEQ = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +170,12 @@ class HistoryStore(Protocol):
         ...
 
     async def messages_after(
-        self, account_id: str, after: int, now: datetime, limit: int
+        self, account_id: str, after: int, now: datetime, limit: int, direction: str | None
     ) -> list[StoredMessage]:
-        """The account's unexpired messages with seq > `after`, oldest first."""
+        """The account's unexpired messages with seq > `after`, oldest first.
+
+        Only those of `direction` (IN or OUT) when it is given.
+        """
         ...
 
     async def raise_status(
@@ -280,24 +286,47 @@ class MessageHistory:
             zip([m.direction for m in new], await self._store.add_messages(new), strict=True)
         )
         if disposition is not None and parties.recipient is not None:
-            await self._dispose(parties.recipient, disposition)
+            await self._dispose(parties.recipient, disposition, sender_uri)
         return Recorded(seqs.get(IN), seqs.get(OUT))
 
-    async def _dispose(self, account_id: str, disposition: Disposition) -> None:
-        """The notification's addressee sent the message it names: raise its status."""
+    async def _dispose(self, account_id: str, disposition: Disposition, notifier: str) -> None:
+        """The notification's addressee sent the message it names: raise its status.
+
+        Only a message sent to the notifier changes: nobody marks another's messages read.
+        """
         rank = STATUS_RANK[disposition.status]
         lower = [status for status, r in STATUS_RANK.items() if r < rank]
+        # An IMDN Message-ID is the sender's own, and the keyed hash is the account's: a
+        # notifier can only name messages of this account, sent with that id.
         ref = self._ref(account_id, disposition.message_id)
         changed = await self._store.raise_status(account_id, disposition.status, lower, ref_key=ref)
-        if not changed and disposition.message_id.isdigit():
-            # Acrobits names its messages by the service's own id (`sms_id`), the seq.
-            seq = int(disposition.message_id)
-            await self._store.raise_status(account_id, disposition.status, lower, seq=seq)
+        if changed or not _SEQ.fullmatch(disposition.message_id):
+            return
+        # Acrobits names its messages by the service's own id (`sms_id`), the seq; any
+        # notifier could name any seq, so the message must be one sent to them.
+        seq = int(disposition.message_id)
+        found = await self._store.messages_after(account_id, seq - 1, self._clock.now(), 1, OUT)
+        if not found or found[0].seq != seq:
+            return
+        cipher = await self._keyring.cipher(account_subject(account_id))
+        if json.loads(cipher.open(CTX_MESSAGE, found[0].sealed))["peer"] != notifier:
+            return
+        await self._store.raise_status(account_id, disposition.status, lower, seq=seq)
 
-    async def after(self, account_id: str, cursor: int, limit: int = MAX_FETCH) -> list[Entry]:
-        """The account's messages after `cursor`, oldest first, at most `limit`."""
+    async def after(
+        self,
+        account_id: str,
+        cursor: int,
+        limit: int = MAX_FETCH,
+        direction: str | None = None,
+    ) -> list[Entry]:
+        """The account's messages after `cursor`, oldest first, at most `limit`.
+
+        With `direction` (IN or OUT) only those: a client that keeps a cursor per direction
+        (Acrobits' `last_id` and `last_sent_id`) pages each on its own.
+        """
         stored = await self._store.messages_after(
-            account_id, cursor, self._clock.now(), max(1, min(limit, MAX_FETCH))
+            account_id, cursor, self._clock.now(), max(1, min(limit, MAX_FETCH)), direction
         )
         if not stored:
             return []

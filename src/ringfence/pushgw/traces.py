@@ -109,6 +109,15 @@ class PushTraces:
             self._dropped = 0
         if not pending:
             return 0
+        try:
+            return await self._write(pending)
+        except Exception:
+            # Kept for the next round (within MAX_PENDING): a database that failed once
+            # does not lose a second of traces.
+            self._pending[:0] = pending[: max(0, MAX_PENDING - len(self._pending))]
+            raise
+
+    async def _write(self, pending: list[tuple[str, datetime, bytes]]) -> int:
         subjects = sorted({account_subject(account_id) for account_id, _, _ in pending})
         ciphers = await self._keyring.ciphers(subjects)
         traces = []

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, delete, func, insert, or_, select, update
+from sqlalchemy import Row, Select, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -1171,24 +1171,32 @@ class SqlHistoryStore(_Store):
             for m in new
         ]
         async with self._tx() as tx:
+            if tx.dialect.name == "postgresql":
+                # Devices page an account's history by `seq`, so its rows must commit in
+                # `seq` order: a row numbered before another but committed after it would
+                # be skipped by a device that read the other. One writer per account at a
+                # time (SQLite has one writer in all); accounts in order, against deadlocks.
+                for account_id in sorted({m.account_id for m in new}):
+                    await tx.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:account))"),
+                        {"account": f"messages:{account_id}"},
+                    )
             result = await tx.execute(
                 insert(messages).returning(messages.c.seq, sort_by_parameter_order=True), rows
             )
             return [int(row.seq) for row in result]
 
     async def messages_after(
-        self, account_id: str, after: int, now: datetime, limit: int
+        self, account_id: str, after: int, now: datetime, limit: int, direction: str | None
     ) -> list[StoredMessage]:
-        query = (
-            select(messages)
-            .where(
-                messages.c.account_id == account_id,
-                messages.c.seq > after,
-                messages.c.expires_at > now,
-            )
-            .order_by(messages.c.seq)
-            .limit(limit)
+        query = select(messages).where(
+            messages.c.account_id == account_id,
+            messages.c.seq > after,
+            messages.c.expires_at > now,
         )
+        if direction is not None:
+            query = query.where(messages.c.direction == direction)
+        query = query.order_by(messages.c.seq).limit(limit)
         return await self._all(
             query,
             lambda row: StoredMessage(

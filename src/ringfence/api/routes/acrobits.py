@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ringfence.api.deps import Responses, ServicesDep, source_address
-from ringfence.api.routes.messages import MAX_SEND_BYTES, recipient_uri
+from ringfence.api.routes.messages import CONTENT_TYPE_PATTERN, MAX_SEND_BYTES, recipient_uri
 from ringfence.auth.errors import (
     AccountSuspendedError,
     AuthError,
@@ -264,7 +264,9 @@ async def send_message(
     cloud_password: CloudPassword,
     sms_to: Annotated[str, Form(min_length=1, max_length=320)],
     sms_body: Annotated[str, Form(max_length=MAX_SEND_BYTES)],
-    content_type: Annotated[str, Form(min_length=3, max_length=128)] = "text/plain",
+    content_type: Annotated[
+        str, Form(min_length=3, max_length=128, pattern=CONTENT_TYPE_PATTERN)
+    ] = "text/plain",
     disposition_notification: Annotated[str | None, Form(max_length=1024)] = None,
     # Whether the app recognised sms_to as a Smart Contact: accepted, no use here.
     smart: Annotated[str | None, Form(max_length=8)] = None,
@@ -313,7 +315,12 @@ async def fetch_messages(
         after_out = _acro_id(last_sent_id, "last_sent_id")
     except (AuthError, ProvisioningError) as exc:
         return _refusal(exc)
-    entries = await svc.history.after(account.id, min(after_in, after_out))
+    # One cursor per direction: a device that never sends keeps `last_sent_id` at 0, and must
+    # still get what came after `last_id`.
+    entries = [
+        *await svc.history.after(account.id, after_in, direction=IN),
+        *await svc.history.after(account.id, after_out, direction=OUT),
+    ]
     received, sent = [], []
     for entry in entries:
         item = {
@@ -324,9 +331,9 @@ async def fetch_messages(
             "disposition_notification": entry.disposition or "",
         }
         peer = entry.peer.removeprefix("sip:").removeprefix("sips:")
-        if entry.direction == IN and entry.seq > after_in:
+        if entry.direction == IN:
             received.append({**item, "sender": peer})
-        elif entry.direction == OUT and entry.seq > after_out:
+        else:
             sent.append({**item, "recipient": peer})
     return JSONResponse(
         {"date": _acro_date(svc.clock.now()), "received_smss": received, "sent_smss": sent}

@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from ringfence.api.deps import AccountDep, Responses, ServicesDep, feature_route
 from ringfence.api.errors import error_body
+from ringfence.api.routes.messages import recipient_uri
 from ringfence.blobs import BlobError, OffsetMismatchError
 from ringfence.files.service import (
     MAX_RECIPIENTS,
@@ -43,6 +44,7 @@ from ringfence.files.service import (
 from ringfence.provisioning.errors import InvalidInputError
 from ringfence.provisioning.features import ATTACHMENT_MAX_BYTES_CEILING, Feature
 from ringfence.provisioning.models import Account
+from ringfence.sip.uri import SipURI, URIError, parse_uri
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -116,12 +118,15 @@ async def _recipient_ids(svc: ServicesDep, account: Account, names: list[str]) -
     ids = []
     for index, name in enumerate(names):
         field = f"recipients[{index}]"
-        if name.startswith(("sip:", "sips:")):
-            user, _, domain = name.split(":", 1)[1].partition("@")
-        else:
-            user, domain = name, account.tenant.sip_domain
-        found = await svc.provisioning.sip_credentials(domain.lower(), user) if user else None
-        if found is None or not user or not domain:
+        try:
+            uri = parse_uri(recipient_uri(name, account.tenant.sip_domain))
+        except (InvalidInputError, URIError):
+            uri = None
+        user = uri.user_unescaped if isinstance(uri, SipURI) else None
+        found = None
+        if isinstance(uri, SipURI) and user:
+            found = await svc.provisioning.sip_credentials(uri.host.lower(), user)
+        if found is None:
             raise InvalidInputError(f"{field}: no user {name!r} of this service", field=field)
         ids.append(found.account_id)
     return ids
@@ -148,7 +153,9 @@ async def create_file(
     return file_out(info, request)
 
 
-@router.get("/{file_id}", response_model=FileOut, responses=ERRORS)
+@router.get(
+    "/{file_id}", response_model=FileOut, responses=ERRORS, **feature_route(Feature.ATTACHMENTS)
+)
 async def file_state(
     file_id: FileId, account: AccountDep, svc: ServicesDep, request: Request
 ) -> Response | FileOut:
@@ -259,8 +266,15 @@ async def download(
         return refusal(exc)
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in found.chunks:
-            yield chunk
+        try:
+            async for chunk in found.chunks:
+                yield chunk
+        finally:
+            # A client gone mid-download: the blob's file (or S3 stream) is closed now, not
+            # whenever the collector gets to it.
+            close = getattr(found.chunks, "aclose", None)
+            if close is not None:
+                await close()
 
     headers = {"Content-Length": str(found.end - found.start), "Accept-Ranges": "bytes"}
     code = 200

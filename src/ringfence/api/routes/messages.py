@@ -27,6 +27,10 @@ from ringfence.provisioning.features import Feature
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
+#: A media type and its parameters (RFC 9110 §8.3), printable: it becomes the Content-Type
+#: header of a MESSAGE, so no CR or LF may come through.
+CONTENT_TYPE_PATTERN = r"^[!-~]+/[!-~]+( *;[ -~]*)?$"
+
 #: The largest body the API sends: page-mode messages carry text, and a file's message only
 #: its link and key (RFC 3428 §9 keeps larger ones off UDP).
 MAX_SEND_BYTES = 64 * 1024
@@ -62,7 +66,7 @@ class MessageIn(BaseModel):
         description="The recipient: `sip:user@domain`, or a user name of the same tenant"
     )
     content_type: Annotated[
-        str, Field(min_length=3, max_length=128, pattern=r"^[!-~]+/[!-~]+( *;[ -~]*)?$")
+        str, Field(min_length=3, max_length=128, pattern=CONTENT_TYPE_PATTERN)
     ] = "text/plain;charset=utf-8"
     body: str | None = Field(default=None, description="A text body")
     body_base64: str | None = Field(default=None, description="Or any body, in base64")
