@@ -627,6 +627,12 @@ class Runtime:
             keys=self.keyring,
             codes=self.codes,
         )
+        self.subject_rights.exporters.update(
+            {
+                messaging_inventory.MESSAGE_HISTORY.name: self.history.export,
+                files_inventory.ATTACHMENTS.name: self.files.export,
+            }
+        )
         self.postmortem = PostMortem(
             privacy_store, self.keyring, self.provisioning, self.subject_rights, self.clock
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from sqlalchemy import select
 
@@ -173,3 +175,49 @@ async def test_a_user_deletes_one_message_for_every_device(runtime: Runtime, dem
     assert await runtime.history.delete(alice, recorded.sent)
     assert await runtime.history.after(alice, 0) == []
     assert len(await runtime.history.after(bob, 0)) == 1
+
+
+@pytest.mark.promise("P19")
+async def test_the_access_bundle_carries_the_history_and_the_files(
+    runtime: Runtime, demo: Demo
+) -> None:
+    alice, bob = await _ids(runtime, demo)
+    await runtime.history.record(Parties(alice, bob), ALICE, BOB, "text/plain", "grüß".encode())
+    await runtime.history.record(Parties(bob, alice), BOB, ALICE, "image/png", b"\x89PNG\xff")
+    slot = await runtime.files.create(alice, 1000, [bob], 10_000)
+    bundle = (await runtime.subject_rights.bundle(alice))["categories"]
+    history = bundle["message history"]
+    assert [(m["direction"], m["peer"]) for m in history] == [("out", BOB), ("in", BOB)]
+    assert history[0]["body"] == "grüß"
+    assert base64.b64decode(history[1]["body_base64"]) == b"\x89PNG\xff"
+    assert [f["id"] for f in bundle["attachments"]["sent"]] == [slot.id]
+    assert (await runtime.subject_rights.bundle(bob))["categories"]["attachments"] == {
+        "sent": [],
+        "received": [slot.id],
+    }
+
+
+@pytest.mark.promise("P15")
+async def test_a_legal_hold_stops_the_retention_sweep(
+    runtime: Runtime, demo: Demo, clock: FakeClock
+) -> None:
+    alice, bob = await _ids(runtime, demo)
+    await runtime.history.record(Parties(alice, bob), ALICE, BOB, "text/plain", b"evidence")
+    slot = await runtime.files.create(alice, 1000, [bob], 10_000)
+    hold = await runtime.erasure.place_hold(
+        demo.tenant, "alice", reason="court order", reference="2026/17", placed_by="legal"
+    )
+    clock.advance(91 * 86_400)
+    await runtime.housekeeping()
+    # Alice's copy and her file stay while the hold is in force; Bob's copy goes.
+    async with runtime.engine.connect() as connection:
+        kept = (await connection.execute(select(messages.c.account_id))).all()
+    assert [row.account_id for row in kept] == [alice]
+    assert await runtime.files.export(alice) != {"sent": [], "received": []}
+    await runtime.erasure.release_hold(hold.id, released_by="legal")
+    await runtime.housekeeping()
+    assert await _rows(runtime) == []
+    assert (await runtime.files.export(alice))["sent"] == []
+    received = (await runtime.files.export(bob))["received"]
+    assert isinstance(received, list)
+    assert slot.id not in received

@@ -310,6 +310,28 @@ class FileService:
             raise FileError(f"Range: outside the file's {file.size} bytes", "Range")
         return Download(file.size, start, stop, self._blobs.read(file_id, start, stop))
 
+    async def export(self, account_id: str) -> dict[str, object]:
+        """What is kept of the account's files, for its access request (P19).
+
+        The bytes are ciphertext whose keys are in the account's messages (the history's
+        part of the bundle); they are named here, not copied.
+        """
+        sent = []
+        for file_id in await self._store.files_of(account_id):
+            file = await self._store.get_file(file_id)
+            if file is not None:
+                sent.append(
+                    {
+                        "id": file.id,
+                        "size": file.size,
+                        "complete": file.complete,
+                        "recipients": len(file.recipients),
+                        "created_at": file.created_at.isoformat(),
+                        "expires_at": file.expires_at.isoformat(),
+                    }
+                )
+        return {"sent": sent, "received": await self._store.files_to(account_id)}
+
     async def delete(self, account_id: str, file_id: str) -> None:
         """The sender deletes the file; a recipient deletes their copy (the last one, the file).
 

@@ -204,6 +204,9 @@ class SubjectRights:
         self._codes = codes
         self._documents = documents
         self._keys = keys
+        #: Categories other services keep, by name: each gives its data of an account for
+        #: the access bundle (the message history, attachments...). The runtime fills it.
+        self.exporters: dict[str, Callable[[str], Awaitable[Any]]] = {}
         self._store = store
         self._accounts = accounts
         self._data = data
@@ -535,6 +538,8 @@ class SubjectRights:
                 for r in await self._store.requests(subject=subject)
             ],
         }
+        for category, export in self.exporters.items():
+            bundle[category] = await export(subject)
         return {"subject": subject, "generated_at": self._clock.now(), "categories": bundle}
 
     async def open_request(

@@ -83,6 +83,11 @@ class _Row:
             raise AttributeError(name) from exc
 
 
+def _held_subjects() -> Select[Any]:
+    """The accounts under a legal hold in force: retention sweeps pass them by (P15)."""
+    return select(legal_holds.c.subject).where(legal_holds.c.released_at.is_(None))
+
+
 class _Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -1244,7 +1249,11 @@ class SqlHistoryStore(_Store):
         return bool(result.rowcount)
 
     async def delete_messages_expired(self, now: datetime, limit: int) -> int:
-        seqs = select(messages.c.seq).where(messages.c.expires_at <= now).limit(limit)
+        seqs = (
+            select(messages.c.seq)
+            .where(messages.c.expires_at <= now, messages.c.account_id.not_in(_held_subjects()))
+            .limit(limit)
+        )
         async with self._tx() as tx:
             result = await tx.execute(delete(messages).where(messages.c.seq.in_(seqs)))
         return result.rowcount or 0
@@ -1334,9 +1343,9 @@ class SqlFileStore(_Store):
         )
 
     async def expired_files(self, now: datetime, limit: int) -> list[str]:
+        expired = files.c.expires_at <= now, files.c.owner_id.not_in(_held_subjects())
         return await self._all(
-            select(files.c.id).where(files.c.expires_at <= now).limit(limit),
-            lambda row: str(row.id),
+            select(files.c.id).where(*expired).limit(limit), lambda row: str(row.id)
         )
 
 
