@@ -131,6 +131,30 @@ def test_a_message_for_a_user_without_devices_is_refused_and_not_kept(server: Se
     assert history(server, "carol") == []
 
 
+def test_a_sip_message_nobody_took_is_not_kept(server: Server) -> None:
+    # Ken has no device: the proxy answers 480, and neither history keeps the message.
+    refused = run_scenario(
+        SCENARIOS / "uac_message_unavailable.xml",
+        server.port,
+        inf=injection(server, "judy", "ken"),
+    )
+    assert refused == (1, 0)
+    # Now Ken's phone is registered but refuses it (480 from the device, relayed).
+    phone = free_udp_port()
+    assert run_scenario(
+        "register_auth.xml", server.port, inf=injection(server, "ken", "ken"), local_port=phone
+    ) == (1, 0)
+    with uas(server.port, phone, scenario=SCENARIOS / "uas_message_refuse.xml"):
+        again = run_scenario(
+            SCENARIOS / "uac_message_unavailable.xml",
+            server.port,
+            inf=injection(server, "judy", "ken"),
+        )
+    assert again == (1, 0)
+    assert history(server, "judy") == []
+    assert history(server, "ken") == []
+
+
 def test_the_history_api_needs_credentials(server: Server) -> None:
     response = httpx.get(f"{server.http_url}/v1/messages", timeout=10)
     assert response.status_code == 401

@@ -434,12 +434,14 @@ class ProxyEngine:
         now: float,
         record_route: bool = True,
         hold: bool = False,
+        report: bool = False,
     ) -> None:
         """Fork `request` (already stripped of our Route) to `targets` in parallel.
 
         With `hold`, more targets may follow (devices woken by push): the request is not
         answered when `targets` is empty or every branch fails, until `release`. Called again
-        for the same request, it adds branches.
+        for the same request, it adds branches. A held request's final status is reported by
+        `settled`; with `report`, that of one not held too.
         """
         context = self._contexts.get(key)
         source = context.source if context else None
@@ -452,7 +454,9 @@ class ProxyEngine:
         if context.final_sent:
             return
         if hold:
-            context.held = context.parked = True
+            context.held = True
+        if hold or report:
+            context.parked = True
         if context.cancelled:
             self.reply(key, 487, now=now)
             return

@@ -60,6 +60,8 @@ class SipNode:
         # Every MESSAGE routed between users is kept in their histories (when they have
         # messaging on): what each device fetches later.
         self._history = history
+        # MESSAGEs routed whose final status will say whether the histories keep them.
+        self._keeping: dict[str, tuple[Request, Parties]] = {}
         # RFC 3428 §7: MESSAGEs for users whose devices all sleep wait here, in the database.
         self._messages = messages
         self._outcomes: dict[str, asyncio.Future[int]] = {}
@@ -253,7 +255,8 @@ class SipNode:
             request.body,
         )
 
-    async def _hold(self, incoming: Incoming, request: Request, decision: Hold) -> None:
+    async def _hold(self, incoming: Incoming, request: Request, decision: Hold) -> bool:
+        """Hold a MESSAGE for sleeping devices; whether it was (202) or refused."""
         headers = request.headers
         outcome = await self._hold_message(
             decision,
@@ -264,6 +267,7 @@ class SipNode:
         )
         # RFC 3428 §7: 202, the message was accepted for delivery later.
         self._engine.reply(incoming.key, outcome.status, outcome.reason, now=self._now())
+        return 200 <= outcome.status < 300
 
     async def _deliver(self, aor: str, targets: list[Target]) -> None:
         """Send `aor`'s held messages, in order, to its registered devices."""
@@ -307,6 +311,9 @@ class SipNode:
             self._unsettled.pop(next(iter(self._unsettled)))
 
     def _settled(self, key: str, status: int) -> None:
+        keep = self._keeping.pop(key, None)
+        if keep is not None and 200 <= status < 300:
+            self._spawn(self._keep(*keep))
         parked = self._parking.remove(key)
         ending = self._unsettled.pop(key, None)
         if parked is None and ending is not None:
@@ -374,8 +381,9 @@ class SipNode:
             return
         decision = await self._router.decide(incoming, self._now())
         now = self._now()
-        if isinstance(decision, (Forward, Hold)) and decision.history and self._history:
-            self._spawn(self._keep(request, decision.history))
+        keep = decision.history if isinstance(decision, (Forward, Hold)) else None
+        if not self._history:
+            keep = None
         if isinstance(decision, Forward):
             if decision.consumed_realm is not None:
                 request = _consume_credentials(request, decision.consumed_realm)
@@ -388,11 +396,18 @@ class SipNode:
                 now=now,
                 record_route=decision.record_route,
                 hold=hold,
+                # A MESSAGE is kept in the histories once a device took it (its 2xx).
+                report=bool(keep),
             )
+            if keep:
+                self._keeping[incoming.key] = (request, keep)
+                while len(self._keeping) > UNSETTLED_KEPT:
+                    self._keeping.pop(next(iter(self._keeping)))
             if hold:
                 self._park(incoming, request, decision, now)
         elif isinstance(decision, Hold):
-            await self._hold(incoming, request, decision)
+            if await self._hold(incoming, request, decision) and keep:
+                self._spawn(self._keep(request, keep))
         else:
             self._engine.reply(
                 incoming.key, decision.status, decision.reason, decision.headers, now=now
