@@ -10,6 +10,7 @@ a null player, loopback only.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,19 @@ module_app menu.so
 """
 
 
+def baresip_port() -> int:
+    """A port baresip can listen on: UDP and TCP on it, TLS on the next (sip_listen)."""
+    while True:
+        port = free_udp_port()
+        try:
+            for candidate in (port, port + 1):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                    tcp.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue  # a free UDP port whose TCP twin is taken: baresip would fail to start
+        return port
+
+
 @pytest.fixture(scope="module")
 def baresip_binary() -> str:
     found = shutil.which("baresip")
@@ -67,7 +81,7 @@ def baresip(
     """
     home = server.workdir / f"baresip-{user}"
     home.mkdir(exist_ok=True)
-    config = CONFIG.format(port=free_udp_port())
+    config = CONFIG.format(port=baresip_port())
     if tls:
         config += f"sip_cafile {server.workdir / 'var' / 'tls' / CERT_FILE_NAME}\n"
         outbound = f"sip:127.0.0.1:{server.tls_port};transport=tls"
