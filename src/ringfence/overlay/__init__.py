@@ -1,0 +1,1 @@
+"""Overlay mode: keeping sleeping devices registered on an existing PBX (SIPIS-style)."""

@@ -1,0 +1,193 @@
+"""The upstream registration of overlay mode, against a registrar played with the project's
+own digest server (sans-IO: requests in, responses out, time as numbers)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ringfence.overlay.registration import (
+    BACKOFF_BASE_S,
+    BACKOFF_MAX_S,
+    GIVE_UP_S,
+    State,
+    UpstreamAccount,
+    UpstreamRegistration,
+)
+from ringfence.sip.digest import DigestAlgorithm, DigestRealms, VerifyStatus, ha1
+from ringfence.sip.message import Request, Response, make_response
+
+REALM = "pbx.example"
+ACCOUNT = UpstreamAccount(
+    aor="sip:201@pbx.example",
+    registrar="sip:pbx.example",
+    contact="sip:rf-0a1b2c@203.0.113.5:5060;transport=udp",
+    auth_username="201",
+    password="s3cret-201",
+    expires=600,
+)
+HA1 = {
+    algorithm: ha1(algorithm, "201", REALM, "s3cret-201")
+    for algorithm in (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
+}
+
+
+def rng(seed: int) -> random.Random:
+    """Reproducible jitter (not secrets)."""
+    return random.Random(seed)  # noqa: S311
+
+
+def state_of(registration: UpstreamRegistration) -> State:
+    """The state now (a call, so that type narrowing from an earlier check does not stick)."""
+    return registration.state
+
+
+class Registrar:
+    """A registrar that challenges (401), checks the answer, and grants `granted` seconds."""
+
+    def __init__(self, granted: int = 600) -> None:
+        self.realms = DigestRealms(b"k" * 32, nonce_lifetime_s=3600)
+        self.granted = granted
+        self.seen: list[Request] = []
+
+    def handle(self, request: Request, now: float) -> Response:
+        self.seen.append(request)
+        credentials = self.realms.credentials_for(request.headers.get_all("Authorization"), REALM)
+        if credentials is not None:
+            result = self.realms.server(REALM).verify(credentials, "REGISTER", HA1, now)
+            if result.status is VerifyStatus.OK:
+                contact = request.headers.get("Contact")
+                return make_response(
+                    request,
+                    200,
+                    headers=(("Contact", f"{contact};expires={self.granted}"),),
+                )
+        challenges = self.realms.challenge_headers(REALM, "WWW-Authenticate", now)
+        return make_response(request, 401, headers=challenges)
+
+
+def register(registration: UpstreamRegistration, registrar: Registrar, now: float) -> None:
+    request: Request | None = registration.start(now)
+    while request is not None:
+        request = registration.on_response(registrar.handle(request, now), now)
+
+
+def test_it_answers_the_challenge_and_refreshes_before_the_binding_lapses() -> None:
+    registrar = Registrar(granted=600)
+    registration = UpstreamRegistration(ACCOUNT, rng(7))
+    register(registration, registrar, 1000.0)
+    assert registration.state is State.REGISTERED
+    assert registration.expires_at == 1600.0
+    first, second = registrar.seen
+    assert first.headers.get("Authorization") is None
+    assert "Digest" in (second.headers.get("Authorization") or "")
+    assert second.headers.get("Contact") == f"<{ACCOUNT.contact}>"
+    assert second.headers.get("Expires") == "600"
+    # The refresh comes in the interval's later half, before it lapses (RFC 5626 §4.4.1).
+    assert registration.due_at is not None
+    assert 1300.0 <= registration.due_at <= 1480.0
+    assert registration.due(registration.due_at - 1) is None
+    refresh = registration.due(registration.due_at)
+    assert refresh is not None
+    # Same Call-ID, a higher CSeq (RFC 3261 §10.2.4); the nonce answered again, nc 2.
+    assert refresh.headers.get("Call-ID") == first.headers.get("Call-ID")
+    assert int((refresh.headers.get("CSeq") or "").split()[0]) == 3
+    assert "nc=00000002" in (refresh.headers.get("Authorization") or "")
+    assert registration.on_response(registrar.handle(refresh, 1400.0), 1400.0) is None
+    assert registration.expires_at == 2000.0
+    # The password never shows in what is sent or in the account's repr.
+    assert all("s3cret" not in str(r.headers) for r in registrar.seen)
+    assert "s3cret" not in repr(ACCOUNT)
+
+
+def test_refreshes_of_many_registrations_spread_out() -> None:
+    due = []
+    for seed in range(200):
+        registration = UpstreamRegistration(ACCOUNT, rng(seed))
+        register(registration, Registrar(granted=3600), 0.0)
+        assert registration.due_at is not None
+        due.append(registration.due_at)
+    assert min(due) >= 1800.0
+    assert max(due) <= 2880.0
+    assert max(due) - min(due) > 800.0  # not all at once after a restart
+
+
+def test_a_wrong_password_backs_off_doubling_then_gives_up_after_12_hours() -> None:
+    wrong = UpstreamAccount(**{**ACCOUNT.__dict__, "password": "not it"})
+    registrar = Registrar()
+    registration = UpstreamRegistration(wrong, rng(3))
+    now = 0.0
+    register(registration, registrar, now)
+    assert registration.state is State.BACKING_OFF
+    waits = []
+    while state_of(registration) is not State.ENDED:
+        assert registration.due_at is not None
+        waits.append(registration.due_at - now)
+        now = registration.due_at
+        request = registration.due(now)
+        while request is not None:
+            request = registration.on_response(registrar.handle(request, now), now)
+    # RFC 5626 §4.5: base 30 s doubling to 30 min, each times [0.5, 1].
+    assert BACKOFF_BASE_S * 0.5 <= waits[0] <= BACKOFF_BASE_S
+    assert BACKOFF_BASE_S <= waits[1] <= 2 * BACKOFF_BASE_S
+    assert max(waits) <= BACKOFF_MAX_S
+    assert GIVE_UP_S <= now < GIVE_UP_S + BACKOFF_MAX_S
+    assert registration.due(now + 10_000) is None  # ended: nothing more is sent
+
+
+def test_a_registrar_that_wants_a_longer_interval_gets_it() -> None:
+    registration = UpstreamRegistration(ACCOUNT, rng(1))
+    request = registration.start(0.0)
+    too_brief = make_response(request, 423, headers=(("Min-Expires", "1800"),))
+    again = registration.on_response(too_brief, 0.0)
+    assert again is not None
+    assert again.headers.get("Expires") == "1800"
+    absurd = make_response(again, 423, headers=(("Min-Expires", "999999"),))
+    assert registration.on_response(absurd, 0.0) is None
+    assert registration.state is State.BACKING_OFF
+
+
+def test_a_timeout_is_a_failure_and_unregister_ends_it() -> None:
+    registration = UpstreamRegistration(ACCOUNT, rng(2))
+    registration.start(0.0)
+    registration.timed_out(32.0)
+    assert registration.state is State.BACKING_OFF
+    assert registration.failing_for == 0.0
+    register(registration, Registrar(), 100.0)
+    bye = registration.unregister()
+    assert bye.headers.get("Expires") == "0"
+    assert "Digest" in (bye.headers.get("Authorization") or "")
+    assert state_of(registration) is State.ENDED
+    assert registration.on_response(make_response(bye, 200), 101.0) is None
+
+
+def test_an_account_needs_a_secret() -> None:
+    with pytest.raises(ValueError, match="password or an HA1"):
+        UpstreamAccount("sip:1@x", "sip:x", "sip:c@y", "1")
+    with_ha1 = UpstreamAccount(
+        **{**ACCOUNT.__dict__, "password": None, "ha1": HA1[DigestAlgorithm.MD5]}
+    )
+    registrar = Registrar()
+    registrar.realms = DigestRealms(b"k" * 32, algorithms=(DigestAlgorithm.MD5,))
+    # Stale nonces are answered afresh: a later refresh with an expired nonce is challenged
+    # and answered again.
+    registration = UpstreamRegistration(with_ha1, rng(4))
+    register(registration, registrar, 0.0)
+    assert registration.state is State.REGISTERED
+
+
+def test_a_stale_nonce_is_answered_afresh() -> None:
+    registrar = Registrar()
+    registrar.realms = DigestRealms(b"k" * 32, nonce_lifetime_s=60)
+    registration = UpstreamRegistration(ACCOUNT, rng(5))
+    register(registration, registrar, 0.0)
+    assert registration.due_at is not None
+    now = registration.due_at  # long after the nonce's 60 s
+    request = registration.due(now)
+    sent = 0
+    while request is not None:
+        sent += 1
+        request = registration.on_response(registrar.handle(request, now), now)
+    assert sent == 2  # refused as stale, then the new challenge answered
+    assert state_of(registration) is State.REGISTERED
