@@ -353,6 +353,8 @@ class SipService:
                     await self._instances.refresh()
                 if self._traces is not None:
                     await self._traces.flush()
+                if self._history is not None:
+                    await self._history.flush()
                 while await self._provisioning.refresh_sip_credentials():
                     pass
             except Exception:
@@ -522,9 +524,10 @@ class SipService:
                 await self._credentials
         if self.node is not None:
             await self.node.aclose()
-        if self._traces is not None:
-            with contextlib.suppress(Exception):
-                await self._traces.flush()
+        for queued in (self._traces, self._history):
+            if queued is not None:
+                with contextlib.suppress(Exception):
+                    await queued.flush()
         await self.waker.aclose()
         await self.transports.aclose()
         if self.cluster is not None:

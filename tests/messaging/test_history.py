@@ -221,3 +221,23 @@ async def test_a_legal_hold_stops_the_retention_sweep(
     received = (await runtime.files.export(bob))["received"]
     assert isinstance(received, list)
     assert slot.id not in received
+
+
+async def test_the_proxys_messages_are_written_together_in_the_order_they_came(
+    runtime: Runtime, demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await _ids(runtime, demo)
+    for n in range(50):
+        runtime.history.keep(Parties(alice, bob), ALICE, BOB, "text/plain", b"m%d" % n)
+    assert await _rows(runtime) == []  # nothing written per message
+    # A message sent through the API meanwhile comes after them all.
+    api = await runtime.history.record(Parties(alice, bob), ALICE, BOB, "text/plain", b"api")
+    bodies = [e.body for e in await runtime.history.after(bob, 0)]
+    assert bodies == [b"m%d" % n for n in range(50)] + [b"api"]
+    assert api.received == (await runtime.history.after(bob, 0))[-1].seq
+    # Past the queue's bound (a stalled store) messages are delivered but not kept.
+    monkeypatch.setattr("ringfence.messaging.history.MAX_QUEUED", 3)
+    for n in range(5):
+        runtime.history.keep(Parties(alice, bob), ALICE, BOB, "text/plain", b"late%d" % n)
+    assert await runtime.history.flush() == 3
+    assert await runtime.history.flush() == 0

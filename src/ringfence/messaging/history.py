@@ -57,6 +57,9 @@ MAX_KEPT_BYTES = 256 * 1024
 #: Messages one fetch returns at most; the app asks again from the last one.
 MAX_FETCH = 500
 SWEEP_BATCH = 1000
+#: MESSAGEs waiting for a flush, at most: past it (the store is down or too slow) they are
+#: delivered but not kept, so a stalled database cannot grow the process without bound.
+MAX_QUEUED = 50_000
 
 IN = "in"
 OUT = "out"
@@ -204,6 +207,9 @@ class MessageHistory:
         self._keyring = keyring
         self._clock = clock
         self._refs: BlindIndex = keyring.blind_index("message.imdn")
+        # MESSAGEs the proxy routed, written by the next `flush`.
+        self._queue: list[_Item] = []
+        self._dropped = 0
 
     def _ref(self, account_id: str, imdn_id: str) -> str:
         return self._refs.of(f"{account_id}\x00{imdn_id}")
@@ -217,77 +223,102 @@ class MessageHistory:
         body: bytes,
         disposition_request: str | None = None,
     ) -> Recorded:
-        """Keep a MESSAGE in the histories of `parties`; the sequence numbers given.
+        """Keep a MESSAGE in the histories of `parties` now; the sequence numbers given.
 
         Nothing is kept of an "is typing" indication or of a body over MAX_KEPT_BYTES.
         A notification (IMDN or Acrobits') also raises the status of the message it is
         about in the history of the account it is addressed to (that message's sender).
         """
-        kind = base_type(content_type)
-        if kind == IS_COMPOSING or len(body) > MAX_KEPT_BYTES:
-            return Recorded()
-        imdn_id: str | None = None
-        notify: tuple[str, ...] = ()
-        disposition: Disposition | None = None
-        inner = kind
-        content = body
-        if kind == CPIM:
-            try:
-                cpim = parse_cpim(body)
-            except ValueError:
-                cpim = None
-            if cpim is not None:
-                imdn_id, notify = cpim.message_id, cpim.notify
-                inner, content = base_type(cpim.content_type), cpim.content
-                if inner == IS_COMPOSING:
-                    return Recorded()
-        try:
-            if inner == IMDN_XML:
-                disposition = parse_imdn(content)
-            elif inner == ACRO_DISPOSITION:
-                disposition = parse_acro_disposition(content)
-        except ValueError:
-            disposition = None  # kept as it came; it changes no status
-        now = self._clock.now()
-        rows: list[tuple[str, str, str, int]] = []  # (account, direction, peer, days)
-        if parties.recipient is not None:
-            rows.append((parties.recipient, IN, sender_uri, parties.recipient_retention_days))
-        if parties.sender is not None:
-            rows.append((parties.sender, OUT, recipient_uri, parties.sender_retention_days))
-        if not rows:
-            return Recorded()
-        ciphers = await self._keyring.ciphers(sorted({account_subject(r[0]) for r in rows}))
-        new = []
-        for account_id, direction, peer, days in rows:
-            cipher = ciphers.get(account_subject(account_id))
-            if cipher is None:
-                continue  # the account is being erased
-            document = {
-                "peer": peer,
-                "ct": content_type,
-                "body": base64.b64encode(body).decode(),
-                "imdn": imdn_id,
-                "notify": list(notify),
-                "dn": disposition_request,
-            }
-            sealed = cipher.seal(CTX_MESSAGE, json.dumps(document, separators=(",", ":")).encode())
-            new.append(
-                NewMessage(
-                    account_id,
-                    direction,
-                    self._ref(account_id, imdn_id) if imdn_id and direction == OUT else None,
-                    "received" if direction == IN else "sent",
-                    sealed,
-                    now,
-                    now + timedelta(days=days),
-                )
+        item = _Item(parties, sender_uri, recipient_uri, content_type, body, disposition_request)
+        # What came before it, queued by the proxy, is written first: the history keeps the
+        # order in which messages came.
+        queued, self._queue = self._queue, []
+        recorded = await self._write([*queued, item])
+        return recorded[-1]
+
+    def keep(
+        self,
+        parties: Parties,
+        sender_uri: str,
+        recipient_uri: str,
+        content_type: str,
+        body: bytes,
+    ) -> None:
+        """`record`, written by the next `flush` (the proxy's path: no wait per MESSAGE).
+
+        A busy node routes thousands of MESSAGEs a second: one transaction (and two key
+        unwraps) each would fall behind, so the messages of one second are sealed and
+        written together.
+        """
+        if len(self._queue) >= MAX_QUEUED:
+            self._dropped += 1
+            return
+        self._queue.append(_Item(parties, sender_uri, recipient_uri, content_type, body, None))
+
+    async def flush(self) -> int:
+        """Write what `keep` queued; how many messages."""
+        queue, self._queue = self._queue, []
+        if self._dropped:
+            logger.warning(
+                "%d message(s) not kept in a history: the store fell behind", self._dropped
             )
-        seqs = dict(
-            zip([m.direction for m in new], await self._store.add_messages(new), strict=True)
-        )
-        if disposition is not None and parties.recipient is not None:
-            await self._dispose(parties.recipient, disposition, sender_uri)
-        return Recorded(seqs.get(IN), seqs.get(OUT))
+            self._dropped = 0
+        if not queue:
+            return 0
+        await self._write(queue)
+        return len(queue)
+
+    async def _write(self, items: list[_Item]) -> list[Recorded]:
+        prepared = [_prepare(item) for item in items]
+        accounts = {account_id for rows, _ in prepared for account_id, *_ in rows}
+        if not accounts:
+            return [Recorded() for _ in items]
+        ciphers = await self._keyring.ciphers(sorted(account_subject(a) for a in accounts))
+        now = self._clock.now()
+        new: list[NewMessage] = []
+        owners: list[int] = []  # the item each new row belongs to
+        for index, (item, (rows, meta)) in enumerate(zip(items, prepared, strict=True)):
+            for account_id, direction, peer, days in rows:
+                cipher = ciphers.get(account_subject(account_id))
+                if cipher is None:
+                    continue  # the account is being erased
+                document = {
+                    "peer": peer,
+                    "ct": item.content_type,
+                    "body": base64.b64encode(item.body).decode(),
+                    "imdn": meta.imdn_id,
+                    "notify": list(meta.notify),
+                    "dn": item.disposition_request,
+                }
+                sealed = cipher.seal(
+                    CTX_MESSAGE, json.dumps(document, separators=(",", ":")).encode()
+                )
+                ref = (
+                    self._ref(account_id, meta.imdn_id)
+                    if meta.imdn_id and direction == OUT
+                    else None
+                )
+                new.append(
+                    NewMessage(
+                        account_id,
+                        direction,
+                        ref,
+                        "received" if direction == IN else "sent",
+                        sealed,
+                        now,
+                        now + timedelta(days=days),
+                    )
+                )
+                owners.append(index)
+        seqs = await self._store.add_messages(new) if new else []
+        found: list[dict[str, int]] = [{} for _ in items]
+        for index, row, seq in zip(owners, new, seqs, strict=True):
+            found[index][row.direction] = seq
+        for item, (_, meta) in zip(items, prepared, strict=True):
+            recipient = item.parties.recipient
+            if meta.disposition is not None and recipient is not None:
+                await self._dispose(recipient, meta.disposition, item.sender_uri)
+        return [Recorded(f.get(IN), f.get(OUT)) for f in found]
 
     async def _dispose(self, account_id: str, disposition: Disposition, notifier: str) -> None:
         """The notification's addressee sent the message it names: raise its status.
@@ -325,6 +356,8 @@ class MessageHistory:
         With `direction` (IN or OUT) only those: a client that keeps a cursor per direction
         (Acrobits' `last_id` and `last_sent_id`) pages each on its own.
         """
+        # What this process queued is written first; another SIP worker's within a second.
+        await self.flush()
         stored = await self._store.messages_after(
             account_id, cursor, self._clock.now(), max(1, min(limit, MAX_FETCH)), direction
         )
@@ -386,3 +419,59 @@ class MessageHistory:
             if count < SWEEP_BATCH:
                 break
         return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    parties: Parties
+    sender_uri: str
+    recipient_uri: str
+    content_type: str
+    body: bytes
+    disposition_request: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    imdn_id: str | None = None
+    notify: tuple[str, ...] = ()
+    disposition: Disposition | None = None
+
+
+def _prepare(item: _Item) -> tuple[list[tuple[str, str, str, int]], _Meta]:
+    """The rows a MESSAGE makes, and what its body says.
+
+    Rows are (account, direction, peer, retention days); what the body says is its IMDN id,
+    the notifications it asks for, and the disposition it reports.
+    """
+    kind = base_type(item.content_type)
+    if kind == IS_COMPOSING or len(item.body) > MAX_KEPT_BYTES:
+        return [], _Meta()
+    imdn_id: str | None = None
+    notify: tuple[str, ...] = ()
+    inner, content = kind, item.body
+    if kind == CPIM:
+        try:
+            cpim = parse_cpim(item.body)
+        except ValueError:
+            cpim = None
+        if cpim is not None:
+            imdn_id, notify = cpim.message_id, cpim.notify
+            inner, content = base_type(cpim.content_type), cpim.content
+            if inner == IS_COMPOSING:
+                return [], _Meta()
+    disposition: Disposition | None = None
+    try:
+        if inner == IMDN_XML:
+            disposition = parse_imdn(content)
+        elif inner == ACRO_DISPOSITION:
+            disposition = parse_acro_disposition(content)
+    except ValueError:
+        disposition = None  # kept as it came; it changes no status
+    parties = item.parties
+    rows: list[tuple[str, str, str, int]] = []
+    if parties.recipient is not None:
+        rows.append((parties.recipient, IN, item.sender_uri, parties.recipient_retention_days))
+    if parties.sender is not None:
+        rows.append((parties.sender, OUT, item.recipient_uri, parties.sender_retention_days))
+    return rows, _Meta(imdn_id, notify, disposition)

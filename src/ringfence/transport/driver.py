@@ -243,11 +243,11 @@ class SipNode:
             self._waker.message_waiting(decision.aor, decision.sleepers)
         return Sent(202, "Accepted")
 
-    async def _keep(self, request: Request, parties: Parties) -> None:
+    def _keep(self, request: Request, parties: Parties) -> None:
         """Keep a routed MESSAGE in the sender's and the recipient's histories."""
         assert self._history is not None
         headers = request.headers
-        await self._history.record(
+        self._history.keep(
             parties,
             _uri_of(headers.get("From")),
             _uri_of(headers.get("To")),
@@ -313,7 +313,7 @@ class SipNode:
     def _settled(self, key: str, status: int) -> None:
         keep = self._keeping.pop(key, None)
         if keep is not None and 200 <= status < 300:
-            self._spawn(self._keep(*keep))
+            self._keep(*keep)
         parked = self._parking.remove(key)
         ending = self._unsettled.pop(key, None)
         if parked is None and ending is not None:
@@ -407,7 +407,7 @@ class SipNode:
                 self._park(incoming, request, decision, now)
         elif isinstance(decision, Hold):
             if await self._hold(incoming, request, decision) and keep:
-                self._spawn(self._keep(request, keep))
+                self._keep(request, keep)
         else:
             self._engine.reply(
                 incoming.key, decision.status, decision.reason, decision.headers, now=now
