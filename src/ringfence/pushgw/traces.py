@@ -32,6 +32,8 @@ SWEEP_BATCH = 500
 #: Traces waiting for a flush, at most: past it (the store is down) new ones are dropped,
 #: so a stalled database cannot grow the process without bound.
 MAX_PENDING = 20_000
+#: Traces sealed between two waits for keys (see `_write`).
+SEAL_SLICE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +120,26 @@ class PushTraces:
             raise
 
     async def _write(self, pending: list[tuple[str, datetime, bytes]]) -> int:
-        subjects = sorted({account_subject(account_id) for account_id, _, _ in pending})
-        ciphers = await self._keyring.ciphers(subjects)
         traces = []
-        for account_id, started_at, body in pending:
-            cipher = ciphers.get(account_subject(account_id))
-            if cipher is None:
-                continue  # the account was erased meanwhile
-            traces.append(
-                StoredTrace(
-                    str(uuid.uuid4()),
-                    account_id,
-                    started_at,
-                    started_at + timedelta(days=TRACE_DAYS),
-                    cipher.seal(CTX_TRACE, body),
+        # In slices: each awaits its keys, so the calls arriving meanwhile are routed between
+        # slices instead of waiting for a second's worth of unwrapping and sealing.
+        for first in range(0, len(pending), SEAL_SLICE):
+            part = pending[first : first + SEAL_SLICE]
+            subjects = sorted({account_subject(account_id) for account_id, _, _ in part})
+            ciphers = await self._keyring.ciphers(subjects)
+            for account_id, started_at, body in part:
+                cipher = ciphers.get(account_subject(account_id))
+                if cipher is None:
+                    continue  # the account was erased meanwhile
+                traces.append(
+                    StoredTrace(
+                        str(uuid.uuid4()),
+                        account_id,
+                        started_at,
+                        started_at + timedelta(days=TRACE_DAYS),
+                        cipher.seal(CTX_TRACE, body),
+                    )
                 )
-            )
         await self._store.add_traces(traces)
         return len(traces)
 
