@@ -77,7 +77,8 @@ def test_encrypt_file_round_trips(tmp_path: Path, size: int) -> None:
     source.write_bytes(data)
     encrypted = RingfenceClient.encrypt_file(source, tmp_path)
     envelope = encrypted.path.read_bytes()
-    assert data[:64] not in envelope or size == 0
+    if size >= 16:  # a shorter plaintext may turn up in random ciphertext by chance
+        assert data[:64] not in envelope
     assert decrypt(envelope, encrypted.key, hashlib.sha256(data).digest()) == data
     assert encrypted.crc32 == zlib.crc32(data)
     assert encrypted.content_type == "application/pdf"
