@@ -263,6 +263,19 @@ class PushSettings(_Section):
     call_wait_s: float = Field(default=30.0, ge=1, le=180)
 
 
+class OverlaySettings(_Section):
+    """Overlay mode: devices' accounts kept registered on their tenant's PBX (`upstream`)."""
+
+    #: How long a call from the PBX waits, ringing, for the woken device (then 480 with
+    #: X-Sipis-Reason). Acrobits' SIPIS waits 2 minutes.
+    call_wait_s: float = Field(default=120.0, ge=1, le=300)
+    #: The most REGISTERs per second this node sends to all PBXes together (first ones,
+    #: refreshes, retries and challenge answers alike).
+    max_register_rate: float = Field(default=50.0, gt=0, le=10_000)
+    #: After a restart, every registration is restored at a random point of this window.
+    restore_window_s: float = Field(default=60.0, ge=0, le=3600)
+
+
 class PrivacySettings(_Section):
     #: Days between publishing a policy version and its taking effect, at least (P18).
     min_notice_days: int = Field(default=30, ge=1, le=365)
@@ -307,6 +320,7 @@ class Settings(BaseSettings):
     sms: SMSSettings = SMSSettings()
     files: FilesSettings = FilesSettings()
     push: PushSettings = PushSettings()
+    overlay: OverlaySettings = OverlaySettings()
     privacy: PrivacySettings = PrivacySettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -34,6 +34,7 @@ from ringfence.mail import SMTPMailer
 from ringfence.messaging import inventory as messaging_inventory
 from ringfence.messaging.held import HeldMessages
 from ringfence.messaging.history import MessageHistory, Outgoing, Sent
+from ringfence.overlay.contact import ContactTokens
 from ringfence.privacy import (
     disclosures,
     erasure,
@@ -51,9 +52,10 @@ from ringfence.privacy.requests import SubjectRights
 from ringfence.privacy.retention import RetentionRules, RetentionSweeper
 from ringfence.privacy.verification import CodeVerifier
 from ringfence.provisioning import inventory as provisioning_inventory
+from ringfence.provisioning.models import UpstreamTransport
 from ringfence.provisioning.service import ProvisioningService
 from ringfence.proxy import inventory as proxy_inventory
-from ringfence.proxy.engine import Identity, Listener, ProxyEngine
+from ringfence.proxy.engine import Identity, Listener, ProxyEngine, Target
 from ringfence.proxy.parking import Parking, Sleeper, sleepers_of
 from ringfence.proxy.refresh import RefreshSchedule
 from ringfence.proxy.router import Router, RouterConfig
@@ -67,7 +69,7 @@ from ringfence.registrar.rules import RegistrarPolicy
 from ringfence.registrar.service import Registrar
 from ringfence.sip.digest import DigestAlgorithm
 from ringfence.sip.errors import ParseError
-from ringfence.sip.message import Message, serialize
+from ringfence.sip.message import Message, Request, Response, serialize
 from ringfence.sip.parser import parse_datagram
 from ringfence.sip.transaction import Address
 from ringfence.sms import SMSGateway
@@ -115,6 +117,7 @@ from ringfence.transport.config import TransportConfig
 from ringfence.transport.dns import SipResolver
 from ringfence.transport.driver import SipNode
 from ringfence.transport.manager import TransportManager, bind_sockets
+from ringfence.transport.overlay import InstanceDirectory, OverlayService
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +255,11 @@ class SipService:
             push_services=dispatcher.services,
         )
         self.node: SipNode | None = None
+        #: Overlay mode's upstream registrations (the first worker only).
+        self.overlay: OverlayService | None = None
+        self._overlay_settings = settings.overlay
+        self._clock = clock
+        self._resolver = SipResolver(sip.dns_servers)
         self.fast_register: FastRegister
         self._credentials: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[int]] = set()
@@ -269,6 +277,7 @@ class SipService:
         listeners = [Listener(transport, host, port) for transport, _, port in self._bound()]
         identity = Identity(tuple(listeners), aliases=frozenset({host.lower(), sip.host}))
         engine = ProxyEngine(identity, self._kek.derive("flow-token"))
+        overlay = self._overlay_for(listeners)
         router = Router(
             self._provisioning,
             self.location,
@@ -282,8 +291,9 @@ class SipService:
             ),
             flow_open=self.transports.is_open if self.cluster is None else self._is_open,
             guard=self.auth_guard,
-            resolve=SipResolver(sip.dns_servers).resolve,
+            resolve=self._resolver.resolve,
             devices=self._instances,
+            overlay=overlay,
         )
         self.node = SipNode(
             engine,
@@ -326,6 +336,49 @@ class SipService:
         self._credentials = asyncio.get_running_loop().create_task(
             self._keep_credentials(), name="sip-credentials"
         )
+        if self.overlay is not None:
+            await self.overlay.start()
+
+    def _overlay_for(
+        self, listeners: Sequence[Listener]
+    ) -> OverlayService | InstanceDirectory | None:
+        """Overlay mode: who recognises the Contacts registered on PBXes for devices.
+
+        The first worker keeps the upstream registrations; the others read the store.
+        """
+        if self._instances is None:
+            return None
+        tokens = ContactTokens(self._kek.derive("overlay-contact"))
+        if self.worker != 0:
+            return InstanceDirectory(
+                self._instances, self._provisioning, tokens, self._overlay_settings, self._clock
+            )
+        by_transport = {listener.transport: listener for listener in listeners}
+
+        def contact(user: str, transport: UpstreamTransport) -> str:
+            # The PBX reaches us the way we reach it (RFC 3261 §18.1.1: TCP and TLS
+            # connections are ours to open again; UDP needs the port).
+            listener = by_transport.get(transport.value.upper()) or listeners[0]
+            name = listener.transport.lower()
+            return f"sip:{user}@{listener.host}:{listener.port};transport={name}"
+
+        async def send(request: Request, target: Target) -> tuple[int, Response | None]:
+            assert self.node is not None
+            return await self.node.request(request, target)
+
+        self.overlay = OverlayService(
+            self._instances,
+            self._provisioning,
+            tokens,
+            send,
+            self._resolver.resolve,
+            contact,
+            self._clock,
+            self._overlay_settings,
+            notifier=self.waker,
+        )
+        self._instances.listeners.append(self.overlay)
+        return self.overlay
 
     async def _keep_credentials(self) -> None:
         """Warm the SIP credentials cache, then reload what it answered from stale.
@@ -522,6 +575,10 @@ class SipService:
             self._credentials.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._credentials
+        if self.overlay is not None:
+            if self._instances is not None and self.overlay in self._instances.listeners:
+                self._instances.listeners.remove(self.overlay)
+            await self.overlay.aclose()
         if self.node is not None:
             await self.node.aclose()
         for queued in (self._traces, self._history):

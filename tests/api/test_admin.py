@@ -127,6 +127,7 @@ async def test_create_a_tenant_then_list_and_get_it(admin: Admin, clock: FakeClo
     created = response.json()
     assert created == {
         **GLOBEX,
+        "upstream": None,
         "defaults": DEFAULTS,
         "created_at": clock.now().isoformat().replace("+00:00", "Z"),
     }

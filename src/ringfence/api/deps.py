@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -63,6 +64,23 @@ def services(request: Request) -> Services:
 
 def source_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def is_confidential(request: Request) -> bool:
+    """Whether the request came over HTTPS or over loopback (P2).
+
+    Loopback is development, or a TLS-terminating proxy on this host. Behind a proxy
+    elsewhere, uvicorn's `proxy_headers` takes the scheme and the client from
+    X-Forwarded-Proto/For, for the proxies `FORWARDED_ALLOW_IPS` trusts (127.0.0.1 by
+    default): a forged header from any other address changes nothing.
+    """
+    if request.url.scheme in ("https", "wss"):
+        return True
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /v1/auth/login")

@@ -28,6 +28,7 @@ from ringfence.privacy.verification import CodeNotSentError
 from ringfence.provisioning.errors import (
     ConflictError,
     FeatureDisabledError,
+    InsecureTransportError,
     InvalidInputError,
     NotFoundError,
     ProvisioningError,
@@ -73,6 +74,7 @@ _PROVISIONING_STATUS: dict[type[ProvisioningError], tuple[int, str]] = {
     LegalHoldError: (409, "legal_hold"),
     CodeNotSentError: (502, "not_sent"),
     InvalidInputError: (422, "invalid_input"),
+    InsecureTransportError: (403, "https_required"),
 }
 
 

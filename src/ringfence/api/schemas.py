@@ -12,7 +12,14 @@ from ringfence.privacy.postmortem import DirectiveAction
 from ringfence.privacy.requests import RequestKind
 from ringfence.privacy.text import MAX_SHORT, MAX_TEXT
 from ringfence.provisioning.features import FeatureConfig, LocationMode, PushMode
-from ringfence.provisioning.models import Account, AccountStatus, Platform, Tenant
+from ringfence.provisioning.models import (
+    Account,
+    AccountStatus,
+    Platform,
+    Tenant,
+    UpstreamPbx,
+    UpstreamTransport,
+)
 from ringfence.provisioning.service import (
     DISPLAY_NAME_MAX_CHARS,
     PASSWORD_MAX_CHARS,
@@ -143,6 +150,26 @@ class PushInstanceIn(_In):
         description="The +sip.instance of the app's REGISTER (urn:uuid:…): tells the "
         "server when the device is awake",
     )
+    sip_account: SipAccountIn | None = Field(
+        default=None,
+        description="Overlay mode: the account on the tenant's PBX that ringfence keeps "
+        "registered while the app sleeps. Accepted over HTTPS only (P2); sealed with the "
+        "instance's own key and erased with it (P3)",
+    )
+
+
+class SipAccountIn(_In):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    domain: Annotated[str, StringConstraints(min_length=1, max_length=259)] = Field(
+        description="The domain of the address-of-record on the PBX", examples=["pbx.example.com"]
+    )
+    auth_username: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="The password, or"
+    )
+    ha1: Annotated[str, StringConstraints(min_length=32, max_length=32)] | None = Field(
+        default=None, description="MD5(username:realm:password) in hex"
+    )
 
 
 class PushInstanceOut(BaseModel):
@@ -153,6 +180,8 @@ class PushInstanceOut(BaseModel):
     has_other_token: bool
     sandbox: bool
     sip_instance: str | None
+    #: Overlay mode: the address-of-record kept registered on the PBX (never the secret).
+    sip_aor: str | None = None
     created_at: datetime
     updated_at: datetime
     expires_at: datetime
@@ -203,16 +232,63 @@ class FeatureOverrides(_In):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+class UpstreamIn(_In):
+    """Overlay mode: the PBX the tenant's accounts live on (DESIGN.md, "Two ways to deploy")."""
+
+    host: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="The PBX's DNS name or IP address, where REGISTERs go",
+        examples=["pbx.example.com"],
+    )
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Absent: RFC 3263 (SRV, else 5060/5061)"
+    )
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    outbound_proxy: Annotated[str, StringConstraints(max_length=260)] | None = Field(
+        default=None,
+        description="host[:port] of a proxy every request to the PBX goes through first",
+    )
+    expires_s: int = Field(
+        default=3600, ge=60, le=86_400, description="The registration interval asked for"
+    )
+
+    def model(self) -> UpstreamPbx:
+        return UpstreamPbx(
+            host=self.host.lower(),
+            port=self.port,
+            transport=UpstreamTransport(self.transport),
+            outbound_proxy=self.outbound_proxy.lower() if self.outbound_proxy else None,
+            expires_s=self.expires_s,
+        )
+
+    @classmethod
+    def of(cls, upstream: UpstreamPbx | None) -> UpstreamIn | None:
+        if upstream is None:
+            return None
+        return cls(
+            host=upstream.host,
+            port=upstream.port,
+            transport=upstream.transport.value,
+            outbound_proxy=upstream.outbound_proxy,
+            expires_s=upstream.expires_s,
+        )
+
+
 class TenantIn(_In):
     code: TenantCode
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     sip_domain: SipDomain
     defaults: FeatureConfig | None = None
+    upstream: UpstreamIn | None = Field(
+        default=None, description="Overlay mode: the tenant's PBX; absent: standalone"
+    )
 
 
 class TenantPatch(_In):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     defaults: FeatureConfig | None = None
+    upstream: UpstreamIn | None = Field(
+        default=None, description="The tenant's PBX; null makes the tenant standalone again"
+    )
 
 
 class TenantOut(BaseModel):
@@ -221,6 +297,7 @@ class TenantOut(BaseModel):
     sip_domain: str
     defaults: FeatureConfig
     created_at: datetime
+    upstream: UpstreamIn | None = None
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantOut:
@@ -230,6 +307,7 @@ class TenantOut(BaseModel):
             sip_domain=tenant.sip_domain,
             defaults=tenant.defaults,
             created_at=tenant.created_at,
+            upstream=UpstreamIn.of(tenant.upstream),
         )
 
 

@@ -4,6 +4,7 @@ ProvisioningError
 ├── NotFoundError          no such tenant / account
 ├── ConflictError          the code, domain or username is taken
 ├── InvalidInputError      a value breaks a rule that the schema alone cannot express
+├── InsecureTransportError a secret came over plain HTTP (P2)
 └── FeatureDisabledError   the account's configuration switches this feature off (P1)
 """
 
@@ -29,6 +30,10 @@ class ConflictError(ProvisioningError):
 
 class InvalidInputError(ProvisioningError):
     pass
+
+
+class InsecureTransportError(ProvisioningError):
+    """Secrets (a SIP account, P2) sent over a channel that is not confidential."""
 
 
 class FeatureDisabledError(ProvisioningError):

@@ -42,6 +42,54 @@ class Platform(enum.StrEnum):
     WEB = "web"
 
 
+class UpstreamTransport(enum.StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPbx:
+    """The provider's own PBX, in overlay mode (DESIGN.md, "Two ways to deploy").
+
+    The tenant's devices hand ringfence their SIP account on this PBX; ringfence keeps it
+    registered there on their behalf (ringfence.overlay).
+
+    Attributes:
+        host: The PBX's DNS name or IP address: where REGISTERs go.
+        port: Its port; None: RFC 3263 (SRV, else 5060, or 5061 for TLS).
+        transport: How ringfence reaches it.
+        outbound_proxy: A proxy every request to the PBX goes through first (RFC 3261
+            §8.1.2), as `host[:port]`; None: straight to `host`.
+        expires_s: The registration interval asked for; the PBX may grant less.
+    """
+
+    host: str
+    port: int | None = None
+    transport: UpstreamTransport = UpstreamTransport.UDP
+    outbound_proxy: str | None = None
+    expires_s: int = 3600
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "transport": self.transport.value,
+            "outbound_proxy": self.outbound_proxy,
+            "expires_s": self.expires_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UpstreamPbx:
+        return cls(
+            host=data["host"],
+            port=data.get("port"),
+            transport=UpstreamTransport(data.get("transport", "udp")),
+            outbound_proxy=data.get("outbound_proxy"),
+            expires_s=int(data.get("expires_s", 3600)),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
@@ -50,6 +98,8 @@ class Tenant:
     sip_domain: str
     defaults: FeatureConfig
     created_at: datetime
+    #: Overlay mode: the PBX the tenant's accounts live on. None: standalone.
+    upstream: UpstreamPbx | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import EllipsisType
 from typing import Any, Literal, Protocol
 
 from ringfence.clock import Clock
@@ -32,8 +33,10 @@ from ringfence.provisioning.models import (
     AccountStatus,
     StoredAccount,
     Tenant,
+    UpstreamPbx,
 )
 from ringfence.sip.digest import DigestAlgorithm, ha1
+from ringfence.sip.uri import URIError, is_valid_host, split_hostport
 
 #: How long the SIP credentials cache may answer for another node's change (see __init__);
 #: each entry gets between half of it and all of it.
@@ -57,6 +60,9 @@ SIP_LOAD_BATCH = 200
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
 DISPLAY_NAME_MAX_CHARS = 128
+#: The registration intervals an upstream PBX may be asked for (RFC 3261 §10.2.1.1).
+UPSTREAM_MIN_EXPIRES_S = 60
+UPSTREAM_MAX_EXPIRES_S = 86_400
 #: Accounts written per transaction by `import_accounts`.
 IMPORT_BATCH = 500
 #: Envelope contexts: each sealed field is bound to its own name (see crypto.envelope).
@@ -151,6 +157,35 @@ def _check(pattern_ok: bool, field: str, reason: str) -> None:
         raise InvalidInputError(f"{field}: {reason}", field=field)
 
 
+def _check_upstream(upstream: UpstreamPbx) -> None:
+    """The PBX must be a host ringfence can reach, named without a scheme or a port."""
+    host = upstream.host.lower()
+    _check(
+        len(host) <= 253 and is_valid_host(host),
+        "upstream.host",
+        "must be the PBX's DNS name or IP address (its port goes in upstream.port)",
+    )
+    _check(
+        upstream.port is None or 1 <= upstream.port <= 65535,
+        "upstream.port",
+        "must be 1 to 65535, or absent for RFC 3263 (SRV) lookup",
+    )
+    _check(
+        UPSTREAM_MIN_EXPIRES_S <= upstream.expires_s <= UPSTREAM_MAX_EXPIRES_S,
+        "upstream.expires_s",
+        f"must be {UPSTREAM_MIN_EXPIRES_S} to {UPSTREAM_MAX_EXPIRES_S} seconds",
+    )
+    if upstream.outbound_proxy is not None:
+        try:
+            split_hostport(upstream.outbound_proxy)
+        except URIError:
+            _check(
+                False,
+                "upstream.outbound_proxy",
+                "must be host[:port], such as sbc.example.com:5060",
+            )
+
+
 def _check_password(password: str) -> None:
     _check(
         PASSWORD_MIN_CHARS <= len(password) <= PASSWORD_MAX_CHARS,
@@ -204,7 +239,12 @@ class ProvisioningService:
     # -- tenants ---------------------------------------------------------------------------
 
     async def create_tenant(
-        self, code: str, name: str, sip_domain: str, defaults: FeatureConfig | None = None
+        self,
+        code: str,
+        name: str,
+        sip_domain: str,
+        defaults: FeatureConfig | None = None,
+        upstream: UpstreamPbx | None = None,
     ) -> Tenant:
         _check(
             bool(TENANT_CODE_RE.fullmatch(code)),
@@ -221,6 +261,8 @@ class ProvisioningService:
             "name",
             "must be 1 to 128 printable characters",
         )
+        if upstream is not None:
+            _check_upstream(upstream)
         if await self._store.find_tenant(code) is not None:
             raise ConflictError(f"code: tenant {code!r} exists", field="code")
         if await self._store.find_tenant(sip_domain) is not None:
@@ -232,6 +274,7 @@ class ProvisioningService:
             sip_domain=sip_domain,
             defaults=defaults or FeatureConfig(),
             created_at=self._clock.now(),
+            upstream=upstream,
         )
         await self._store.add_tenant(tenant)
         self._domains = None
@@ -252,9 +295,17 @@ class ProvisioningService:
         return await self._store.list_tenants()
 
     async def update_tenant(
-        self, code: str, *, name: str | None = None, defaults: FeatureConfig | None = None
+        self,
+        code: str,
+        *,
+        name: str | None = None,
+        defaults: FeatureConfig | None = None,
+        upstream: UpstreamPbx | EllipsisType | None = ...,
     ) -> Tenant:
+        """Change what is given; `upstream=None` makes the tenant standalone again."""
         tenant = await self.tenant(code)
+        if isinstance(upstream, UpstreamPbx):
+            _check_upstream(upstream)
         if name is not None:
             _check(
                 0 < len(name) <= 128 and name.isprintable(),
@@ -281,7 +332,10 @@ class ProvisioningService:
                         ) from exc
                 offset += len(batch)
         updated = replace(
-            tenant, name=name if name is not None else tenant.name, defaults=new_defaults
+            tenant,
+            name=name if name is not None else tenant.name,
+            defaults=new_defaults,
+            upstream=tenant.upstream if isinstance(upstream, EllipsisType) else upstream,
         )
         await self._store.update_tenant(updated)
         # The defaults decide each account's push mode (SipCredentials.push).

@@ -268,7 +268,7 @@ class ProxyEngine:
         # Requests of our own (held messages delivered): client key -> None, and the final
         # status of those that ended since the last `outcomes`.
         self._originated: dict[str, None] = {}
-        self._outcomes: list[tuple[str, int]] = []
+        self._outcomes: list[tuple[str, int, Response | None]] = []
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -338,10 +338,11 @@ class ProxyEngine:
         out, self._settled = self._settled, []
         return out
 
-    def outcomes(self) -> list[tuple[str, int]]:
-        """Requests of our own (`originate`) that ended since the last call, with the status.
+    def outcomes(self) -> list[tuple[str, int, Response | None]]:
+        """Requests of our own (`originate`) that ended since the last call.
 
-        A timeout is 408, a transport failure 503 (RFC 3261 §8.1.3.1).
+        Each with its final status and response; a timeout is 408, a transport failure 503
+        (RFC 3261 §8.1.3.1), both without a response.
         """
         out, self._outcomes = self._outcomes, []
         return out
@@ -365,12 +366,12 @@ class ProxyEngine:
         self._pump(now)
         return key
 
-    def _originated_ended(self, key: str, status: int) -> bool:
+    def _originated_ended(self, key: str, status: int, response: Response | None = None) -> bool:
         if key not in self._originated:
             return False
         if status >= 200:
             del self._originated[key]
-            self._outcomes.append((key, status))
+            self._outcomes.append((key, status, response))
         return True
 
     def is_answered(self, key: str) -> bool:
@@ -378,8 +379,11 @@ class ProxyEngine:
         context = self._contexts.get(key)
         return context is None or context.final_sent
 
-    def release(self, key: str, *, now: float) -> None:
-        """Stop holding `key`: answer it if every branch has ended (480 when it has none)."""
+    def release(self, key: str, *, now: float, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Stop holding `key`: answer it if every branch has ended (480 when it has none).
+
+        `headers` go in that 480.
+        """
         context = self._contexts.get(key)
         if context is None or not context.held:
             return
@@ -387,7 +391,7 @@ class ProxyEngine:
         if context.final_sent:
             return
         if not context.branches:
-            self.reply(key, 480, now=now)
+            self.reply(key, 480, headers=headers, now=now)
         elif all(branch.final is not None for branch in context.branches):
             self._send_best(context, now)
         self._pump(now)
@@ -582,7 +586,7 @@ class ProxyEngine:
             if isinstance(event, RequestReceived):
                 self._on_request(event, now)
             elif isinstance(event, ResponseReceived):
-                if not self._originated_ended(event.key, event.response.status):
+                if not self._originated_ended(event.key, event.response.status, event.response):
                     self._on_response(event.key, event.response, now)
             elif isinstance(event, TransactionTimedOut | TransportFailed):
                 status = 408 if isinstance(event, TransactionTimedOut) else 503

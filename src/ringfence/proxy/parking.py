@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -104,6 +104,14 @@ class Sleeper:
         return params is not None and params.device_key == self.push.device_key
 
 
+#: Acrobits' SIPIS push statuses (X-Sipis-Push-Status in the 180 to the PBX).
+ALERTING_DEVICE = "Alerting-Device"
+PUSH_SENT = "Push-Notification-Sent"
+DEVICE_PROGRESS = "Device-Making-Progress"
+#: X-Sipis-Reason of the 480 when no device came back in time.
+NO_RESPONSE_FROM_DEVICE = "No-Response-From-Device"
+
+
 @dataclass(slots=True)
 class ParkedRequest:
     """A request waiting for woken devices.
@@ -130,6 +138,14 @@ class ParkedRequest:
     started: float = 0.0
     account_id: str | None = None
     trace: list[tuple[float, str, str]] = field(default_factory=list)
+    #: Told of the call's progress (overlay mode: the PBX hears it as
+    #: X-Sipis-Push-Status in a 180); None: nobody listens.
+    on_progress: Callable[[str], None] | None = None
+
+    def progress(self, status: str) -> None:
+        """The call made progress: `PUSH_SENT` or `DEVICE_PROGRESS`."""
+        if self.on_progress is not None:
+            self.on_progress(status)
 
     def note(self, now: float, step: str, detail: str = "") -> None:
         """Add a step to the call's push trace (bounded: a trace is a summary)."""
@@ -256,12 +272,12 @@ class Parking:
         sleepers: list[Sleeper],
         now: float,
         account_id: str | None = None,
+        wait_s: float | None = None,
     ) -> ParkedRequest:
         # Opaque: the push crosses Apple's or Google's servers, the Call-ID may name a host.
         push_id = random_hex(16)
-        parked = ParkedRequest(
-            key, request, aor, push_id, now + self.wait_s, sleepers, now, account_id
-        )
+        deadline = now + (self.wait_s if wait_s is None else wait_s)
+        parked = ParkedRequest(key, request, aor, push_id, deadline, sleepers, now, account_id)
         self._parked[key] = parked
         self._by_aor.setdefault(aor, set()).add(key)
         heapq.heappush(self._deadlines, (parked.deadline, key))

@@ -34,6 +34,7 @@ from ringfence.sip.digest import (
     DigestRealms,
     VerifyStatus,
 )
+from ringfence.sip.message import Request
 from ringfence.sip.pn import is_push_contact
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI, URIError, is_ip_address, parse_name_addr, parse_uri
@@ -98,6 +99,9 @@ class WakeUp:
     sleepers: tuple[Sleeper, ...]
     #: The callee's account (its push trace).
     account_id: str | None = None
+    #: Overlay mode: the call came from the PBX for this device; the PBX hears its
+    #: progress (X-Sipis-Push-Status) and waits this long.
+    overlay: OverlayTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,37 @@ class PushDevices(Protocol):
     async def push_devices(self, account_id: str) -> Sequence[PushDevice]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OverlayTarget:
+    """The device an upstream registration stands for (overlay mode, `ringfence.overlay`).
+
+    Attributes:
+        username: The device's account here (a user of `domain`).
+        domain: The account's tenant domain.
+        instance: The `+sip.instance` the app registers here with when it wakes.
+        wait_s: How long a call from the PBX waits for it (then 480).
+    """
+
+    username: str
+    domain: str
+    instance: str
+    wait_s: float
+
+
+class Overlay(Protocol):
+    """Recognises the Contacts ringfence registered on a PBX for sleeping devices."""
+
+    async def overlay_target(self, user: str) -> OverlayTarget | None:
+        """The device a Request-URI user part stands for; None: not one of ours."""
+        ...
+
+
+#: The user part of an upstream registration's Contact starts so (`overlay.contact`).
+OVERLAY_PREFIX = "rfo-"
+#: RFC 3994 typing indications: an overlay device that sleeps is not woken for them.
+IS_COMPOSING = "application/im-iscomposing+xml"
+
+
 class Accounts(Protocol):
     """What the router needs of provisioning (`ProvisioningService`)."""
 
@@ -168,6 +203,11 @@ def _always_open(_flow: str) -> bool:
     return True
 
 
+def _media_type(request: Request) -> str:
+    value = request.headers.get("Content-Type") or ""
+    return value.split(";", 1)[0].strip().lower()
+
+
 #: The reason phrase when DNS gives no next hop (RFC 3263 §4.3: the request fails).
 NO_DNS = "Next hop not found in DNS"
 
@@ -183,7 +223,9 @@ class Router:
         guard: AuthFailureGuard | None = None,
         resolve: Callable[[SipURI], Awaitable[list[Address]]] | None = None,
         devices: PushDevices | None = None,
+        overlay: Overlay | None = None,
     ) -> None:
+        self._overlay = overlay
         self._accounts = accounts
         self._devices = devices
         self._resolve = resolve
@@ -216,6 +258,13 @@ class Router:
             caller = parse_name_addr(request.headers.get("From") or "").uri
         except URIError:
             return Reply(400, "Bad Request-URI or From")
+        if (
+            self._overlay is not None
+            and isinstance(target, SipURI)
+            and target.user is not None
+            and target.user.startswith(OVERLAY_PREFIX)
+        ):
+            return await self._from_upstream(request, target.user, now)
         local_caller = False
         consumed: str | None = None
         if isinstance(caller, SipURI) and await self._accounts.is_tenant_domain(caller.host):
@@ -232,7 +281,9 @@ class Router:
         if request.method == "MESSAGE" and consumed is not None and isinstance(caller, SipURI):
             sender = await self._sender_party(caller)
         if isinstance(target, SipURI) and await self._accounts.is_tenant_domain(target.host):
-            decision = await self._to_user(target, request.method, now)
+            decision = await self._to_user(
+                target.user_unescaped, target.host.lower(), request.method, now
+            )
             if isinstance(decision, (Forward, Hold)) and decision.history is not None:
                 history = replace(
                     decision.history,
@@ -259,7 +310,22 @@ class Router:
         """
         if not await self._accounts.is_tenant_domain(target.host):
             return Reply(404, "Not a user of this service")
-        return await self._to_user(target, "MESSAGE", now)
+        return await self._to_user(target.user_unescaped, target.host.lower(), "MESSAGE", now)
+
+    async def _from_upstream(self, request: Request, user: str, now: float) -> Decision:
+        """A request from the PBX to the Contact of a device's upstream registration.
+
+        It goes to that device alone: straight to it when it is registered here (awake),
+        else it is woken by push, and the request waits (a call) or is held (a message).
+        No authentication: the Contact itself, MAC and all, is known to the PBX only.
+        """
+        assert self._overlay is not None
+        found = await self._overlay.overlay_target(user)
+        if found is None:
+            return Reply(404, "Not Found")
+        return await self._to_user(
+            found.username, found.domain, request.method, now, overlay=found, request=request
+        )
 
     async def _sender_party(self, caller: SipURI) -> Parties:
         """The authenticated sender of a MESSAGE, as a party whose history keeps it."""
@@ -272,15 +338,26 @@ class Router:
             sender=account.account_id, sender_retention_days=account.message_retention_days
         )
 
-    async def _to_user(self, target: SipURI, method: str, now: float) -> Decision:
-        user = target.user_unescaped
+    async def _to_user(
+        self,
+        user: str | None,
+        domain: str,
+        method: str,
+        now: float,
+        *,
+        overlay: OverlayTarget | None = None,
+        request: Request | None = None,
+    ) -> Decision:
         if not user:
             return Reply(404, "Not Found")
-        credentials = await self._accounts.sip_credentials(target.host.lower(), user)
+        credentials = await self._accounts.sip_credentials(domain, user)
         if credentials is None:
             return Reply(404, "Not Found")
-        aor = f"sip:{user}@{target.host.lower()}"
+        aor = f"sip:{user}@{domain}"
         every = await self._locations.lookup(aor, now)
+        if overlay is not None:
+            # The PBX reached this device's registration: its other devices have their own.
+            every = [b for b in every if b.instance == overlay.instance]
         bindings = every
         sleepers: list[Sleeper] = []
         if method in WAKING_METHODS or method == "MESSAGE":
@@ -294,6 +371,8 @@ class Router:
                 # Devices that reported their tokens over HTTPS instead (P4: only with push
                 # as the account's background mode).
                 devices = await self._devices.push_devices(credentials.account_id)
+                if overlay is not None:
+                    devices = [d for d in devices if d.instance == overlay.instance]
                 awake = [b for b in bindings if b.expires_at > now]
                 sleepers = sleepers_with(sleepers, devices, every, awake)
         # A sleeping push binding is kept past its registration: only registered ones count.
@@ -304,12 +383,22 @@ class Router:
                 recipient=credentials.account_id if credentials.messaging else None,
                 recipient_retention_days=credentials.message_retention_days,
             )
+        if (
+            overlay is not None
+            and method == "MESSAGE"
+            and not direct
+            and request is not None
+            and _media_type(request) == IS_COMPOSING
+        ):
+            # RFC 3994 §3: typing indications are advisory; a sleeping device is not woken
+            # for one (Acrobits' SIPIS drops them too). Taken, so the PBX does not retry.
+            return Reply(200, "OK")
         if method == "MESSAGE" and not direct and sleepers and credentials.messaging:
             # Every device sleeps: the message waits for one of them (RFC 3428 §7), which an
             # alert push tells. Waiting here would outlast the sender's transaction (64*T1).
             return Hold(aor, credentials.account_id, tuple(sleepers), history)
         wake = (
-            WakeUp(aor, tuple(sleepers), credentials.account_id)
+            WakeUp(aor, tuple(sleepers), credentials.account_id, overlay)
             if sleepers and method in WAKING_METHODS
             else None
         )

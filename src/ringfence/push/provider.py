@@ -33,6 +33,12 @@ class PushKind(enum.StrEnum):
     MESSAGE = "message"
     #: Refresh your registration (RFC 8599 `+sip.pnsreg`): a silent background push.
     WAKE = "wake"
+    #: Overlay mode: the instance (and the account kept on the PBX for it) ends in about
+    #: 12 hours unless the app reports again: a visible alert.
+    INSTANCE_EXPIRING = "instance_expiring"
+    #: Overlay mode: the instance ended (expired, or the PBX refused it for 12 hours): no
+    #: more calls reach the device until the app reports again. A visible alert.
+    INSTANCE_ENDED = "instance_ended"
 
 
 class ProviderName(enum.StrEnum):

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from ringfence.clock import Clock
-from ringfence.proxy.parking import EndReason, ParkedRequest, Sleeper
+from ringfence.proxy.parking import PUSH_SENT, EndReason, ParkedRequest, Sleeper
 from ringfence.push.dispatcher import PushDispatcher
 from ringfence.push.provider import (
     Delivered,
@@ -115,8 +115,18 @@ class PushWaker:
         # A background push (priority 5), asking the app to REGISTER again.
         self._on_other_token(aor, sleeper, PushKind.WAKE, ttl_s, "rf-refresh")
 
+    def notice(self, aor: str, sleeper: Sleeper, kind: PushKind, ttl_s: int, reason: str) -> None:
+        """Tell a device about its push instance (overlay: expiring, ended), never by VoIP."""
+        self._on_other_token(aor, sleeper, kind, ttl_s, f"rf-{reason}", {"reason": reason})
+
     def _on_other_token(
-        self, aor: str, sleeper: Sleeper, kind: PushKind, ttl_s: int, collapse_id: str
+        self,
+        aor: str,
+        sleeper: Sleeper,
+        kind: PushKind,
+        ttl_s: int,
+        collapse_id: str,
+        data: dict[str, str] | None = None,
     ) -> None:
         """A push that is not a call: to the alert token, never the VoIP one.
 
@@ -126,7 +136,9 @@ class PushWaker:
         if target is None:
             logger.info("a device has no token for %s pushes", kind.value)
             return
-        notification = Notification(kind, random_hex(16), ttl_s=ttl_s, collapse_id=collapse_id)
+        notification = Notification(
+            kind, random_hex(16), ttl_s=ttl_s, collapse_id=collapse_id, data=data or {}
+        )
         self._spawn(aor, sleeper, target, notification)
 
     def _spawn(
@@ -165,6 +177,8 @@ class PushWaker:
         if parked is not None:
             answer = "accepted" if isinstance(result, Delivered) else repr(result)
             parked.note(self._clock.monotonic(), f"{kind} push {target.provider.value}", answer)
+            if isinstance(result, Delivered) and notification.kind is PushKind.CALL:
+                parked.progress(PUSH_SENT)
         if not isinstance(result, Delivered):
             logger.info("%s push to %s: %s", notification.kind.value, target.fingerprint, result)
         if isinstance(result, TokenDead) and self._prune is not None:

@@ -20,7 +20,7 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -53,12 +53,43 @@ APP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 #: The `+sip.instance` URN the app registers with (RFC 5626 §4.1), without brackets.
 SIP_INSTANCE_RE = re.compile(r"^urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:[\x21-\x7e]{1,200}$")
 WEBHOOK_URL_MAX = 2048
+#: The SIP account a device hands over in overlay mode: RFC 3261 §25.1 user characters
+#: (unreserved and user-unreserved, no escapes), a lowercase host, an MD5 HA1 in hex.
+SIP_USER_RE = re.compile(r"^[A-Za-z0-9._~+&=$,;?/!*'()-]{1,64}$")
+SIP_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+HA1_RE = re.compile(r"^[0-9a-f]{32}$")
+SIP_PASSWORD_MAX = 128
 
 
 class PushService(enum.StrEnum):
     APNS = "apns"
     FCM = "fcm"
     WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class SipAccount:
+    """The device's account on the tenant's PBX (overlay mode), sealed with the instance.
+
+    Attributes:
+        username: The user part of the address-of-record.
+        domain: Its domain (the PBX's SIP domain, or its address).
+        auth_username: The digest user name, when it is not `username`.
+        password: The password; or
+        ha1: MD5(username:realm:password) in hex, for apps that keep no password.
+    """
+
+    username: str
+    domain: str
+    auth_username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ha1: str | None = field(default=None, repr=False)
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.username}@{self.domain}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +107,7 @@ class InstanceReport:
             https URL.
         sandbox: An APNs development-environment token.
         sip_instance: The `+sip.instance` of the app's REGISTER: says when it is awake.
+        sip_account: Overlay mode: the SIP account ringfence keeps registered on the PBX.
     """
 
     selector: str
@@ -85,6 +117,7 @@ class InstanceReport:
     other_token: str | None = None
     sandbox: bool = False
     sip_instance: str | None = None
+    sip_account: SipAccount | None = None
 
     def parameters(self) -> PushParameters:
         """The instance as RFC 8599 push parameters, the form the waker pushes to."""
@@ -138,11 +171,27 @@ class InstanceStore(Protocol):
 
     async def count_instances(self, account_id: str) -> int: ...
 
+    async def instance_by_id(self, instance_id: str) -> StoredInstance | None: ...
+
+    async def instances_page(
+        self, after_id: str | None, now: datetime, limit: int
+    ) -> list[StoredInstance]:
+        """Live instances in id order, after `after_id`."""
+        ...
+
     async def delete_instances(self, ids: Sequence[str]) -> int: ...
 
     async def expired_instances(self, now: datetime, limit: int) -> list[StoredInstance]: ...
 
     async def accounts_with_instances(self, now: datetime) -> set[str]: ...
+
+
+class InstanceListener(Protocol):
+    """Told of instances reported and erased (the overlay keeps their registrations)."""
+
+    async def instance_reported(self, instance: PushInstance) -> None: ...
+
+    async def instances_erased(self, ids: Sequence[str]) -> None: ...
 
 
 def subject_of(instance_id: str) -> str:
@@ -162,6 +211,8 @@ def check_report(report: InstanceReport) -> InstanceReport:
         if not SIP_INSTANCE_RE.fullmatch(instance):
             raise _invalid("sip_instance", "must be a URN such as urn:uuid:…")
         report = replace(report, sip_instance=instance)
+    if report.sip_account is not None:
+        report = replace(report, sip_account=check_sip_account(report.sip_account))
     if report.service is PushService.APNS:
         return _check_apns(report)
     if report.service is PushService.FCM:
@@ -179,6 +230,30 @@ def check_report(report: InstanceReport) -> InstanceReport:
     if report.call_token is not None:
         raise _invalid("call_token", "a webhook has one endpoint: send it as other_token")
     return replace(report, app_id=report.app_id or "", sandbox=False)
+
+
+def check_sip_account(account: SipAccount) -> SipAccount:
+    """The account with its domain lowercased, or `InvalidInputError` naming the field."""
+    if not SIP_USER_RE.fullmatch(account.username):
+        raise _invalid("sip_account.username", "must be 1 to 64 SIP user characters")
+    domain = account.domain.lower()
+    host, _, port = domain.rpartition(":") if domain.count(":") == 1 else (domain, "", "")
+    if not SIP_HOST_RE.fullmatch(host) or (port and not (port.isdigit() and len(port) <= 5)):
+        raise _invalid("sip_account.domain", "must be the SIP domain, such as pbx.example.com")
+    if account.auth_username is not None and not SIP_USER_RE.fullmatch(account.auth_username):
+        raise _invalid("sip_account.auth_username", "must be 1 to 64 SIP user characters")
+    if (account.password is None) == (account.ha1 is None):
+        raise _invalid("sip_account.password", "give the password or its HA1, one of them")
+    if account.password is not None and not (
+        0 < len(account.password) <= SIP_PASSWORD_MAX and account.password.isprintable()
+    ):
+        raise _invalid(
+            "sip_account.password", f"must be 1 to {SIP_PASSWORD_MAX} printable characters"
+        )
+    ha1 = account.ha1.lower() if account.ha1 is not None else None
+    if ha1 is not None and not HA1_RE.fullmatch(ha1):
+        raise _invalid("sip_account.ha1", "must be the MD5 HA1 in hex (32 digits)")
+    return replace(account, domain=domain, ha1=ha1)
 
 
 def _check_apns(report: InstanceReport) -> InstanceReport:
@@ -208,6 +283,15 @@ def _to_json(report: InstanceReport) -> bytes:
         "sandbox": report.sandbox,
         "sip_instance": report.sip_instance,
     }
+    if report.sip_account is not None:
+        account = report.sip_account
+        fields["sip_account"] = {
+            "username": account.username,
+            "domain": account.domain,
+            "auth_username": account.auth_username,
+            "password": account.password,
+            "ha1": account.ha1,
+        }
     return json.dumps(fields, separators=(",", ":")).encode()
 
 
@@ -221,6 +305,7 @@ def _from_json(data: bytes) -> InstanceReport:
         other_token=fields["other_token"],
         sandbox=fields["sandbox"],
         sip_instance=fields["sip_instance"],
+        sip_account=SipAccount(**fields["sip_account"]) if fields.get("sip_account") else None,
     )
 
 
@@ -237,6 +322,8 @@ class PushInstances:
         #: HTTP process; SIP workers learn of them there).
         self._accounts: set[str] = set()
         self._added: set[str] = set()
+        #: Told of each report and erasure, in this process (`ringfence.overlay`).
+        self.listeners: list[InstanceListener] = []
 
     async def refresh(self) -> None:
         """Learn which accounts have instances (reported through any process)."""
@@ -268,6 +355,7 @@ class PushInstances:
             if existing is not None:
                 updated = await self._renew(existing, report, now, expires)
                 if updated is not None:
+                    await self._reported(updated)
                     return updated, False
                 continue
             if await self._store.count_instances(account_id) >= MAX_INSTANCES_PER_ACCOUNT:
@@ -297,7 +385,9 @@ class PushInstances:
                 raise
             self._accounts.add(account_id)
             self._added.add(account_id)
-            return PushInstance(instance_id, account_id, report, now, now, expires), True
+            instance = PushInstance(instance_id, account_id, report, now, now, expires)
+            await self._reported(instance)
+            return instance, True
         raise ConflictError("the instance changed while it was reported: retry", field="selector")
 
     async def _renew(
@@ -319,10 +409,36 @@ class PushInstances:
             existing.id, existing.account_id, report, existing.created_at, now, expires
         )
 
+    async def _reported(self, instance: PushInstance) -> None:
+        for listener in self.listeners:
+            await listener.instance_reported(instance)
+
+    async def by_id(self, instance_id: str) -> PushInstance | None:
+        """The live instance with this id (None: there is none, or it is being erased)."""
+        stored = await self._store.instance_by_id(instance_id)
+        if stored is None or stored.expires_at <= self._clock.now():
+            return None
+        opened = await self._open([stored])
+        return opened[0] if opened else None
+
+    async def page(self, after_id: str | None, limit: int) -> list[PushInstance]:
+        """Live instances in id order after `after_id` (a restart restores them all)."""
+        stored = await self._store.instances_page(after_id, self._clock.now(), limit)
+        return await self._open(stored)
+
+    async def erase(self, instance_id: str) -> None:
+        """Erase one instance at once (P3): the overlay gave it up."""
+        stored = await self._store.instance_by_id(instance_id)
+        if stored is not None:
+            await self._erase([stored])
+
     async def of(self, account_id: str) -> list[PushInstance]:
         """The account's live instances (an expired one is as good as erased)."""
         now = self._clock.now()
         stored = [i for i in await self._store.instances_of(account_id) if i.expires_at > now]
+        return await self._open(stored)
+
+    async def _open(self, stored: Sequence[StoredInstance]) -> list[PushInstance]:
         if not stored:
             return []
         ciphers = await self._keyring.ciphers([subject_of(i.id) for i in stored])
@@ -419,3 +535,6 @@ class PushInstances:
         for item in stored:
             await self._keyring.destroy(subject_of(item.id))
         await self._store.delete_instances([item.id for item in stored])
+        if stored:
+            for listener in self.listeners:
+                await listener.instances_erased([item.id for item in stored])

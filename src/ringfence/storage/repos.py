@@ -39,6 +39,7 @@ from ringfence.provisioning.models import (
     Platform,
     StoredAccount,
     Tenant,
+    UpstreamPbx,
 )
 from ringfence.pushgw.instances import StoredInstance
 from ringfence.pushgw.traces import StoredTrace
@@ -116,6 +117,7 @@ def _tenant(row: Row[Any] | _Row) -> Tenant:
         sip_domain=row.sip_domain,
         defaults=FeatureConfig.model_validate(row.defaults),
         created_at=row.created_at,
+        upstream=UpstreamPbx.from_json(row.upstream) if row.upstream else None,
     )
 
 
@@ -202,6 +204,7 @@ class SqlStore(_Store):
                         sip_domain=tenant.sip_domain,
                         defaults=tenant.defaults.model_dump(mode="json"),
                         created_at=tenant.created_at,
+                        upstream=tenant.upstream.to_json() if tenant.upstream else None,
                     )
                 )
         except IntegrityError as exc:
@@ -226,7 +229,11 @@ class SqlStore(_Store):
             await tx.execute(
                 update(tenants)
                 .where(tenants.c.id == tenant.id)
-                .values(name=tenant.name, defaults=tenant.defaults.model_dump(mode="json"))
+                .values(
+                    name=tenant.name,
+                    defaults=tenant.defaults.model_dump(mode="json"),
+                    upstream=tenant.upstream.to_json() if tenant.upstream else None,
+                )
             )
 
     async def delete_tenant(self, tenant_id: str) -> None:
@@ -986,6 +993,19 @@ class SqlInstanceStore(_Store):
             .where(push_instances.c.account_id == account_id)
             .order_by(push_instances.c.created_at, push_instances.c.id)
         )
+        return await self._all(query, _instance)
+
+    async def instance_by_id(self, instance_id: str) -> StoredInstance | None:
+        query = select(push_instances).where(push_instances.c.id == instance_id)
+        return await self._first(query, _instance)
+
+    async def instances_page(
+        self, after_id: str | None, now: datetime, limit: int
+    ) -> list[StoredInstance]:
+        query = select(push_instances).where(push_instances.c.expires_at > now)
+        if after_id is not None:
+            query = query.where(push_instances.c.id > after_id)
+        query = query.order_by(push_instances.c.id).limit(limit)
         return await self._all(query, _instance)
 
     async def count_instances(self, account_id: str) -> int:

@@ -64,6 +64,8 @@ tenants = Table(
     Column("sip_domain", String(253), nullable=False, unique=True),
     Column("defaults", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    #: Overlay mode: the tenant's PBX (provisioning.models.UpstreamPbx); NULL: standalone.
+    Column("upstream", JSON, nullable=True),
 )
 
 accounts = Table(

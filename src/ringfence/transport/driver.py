@@ -18,12 +18,20 @@ from email.utils import format_datetime
 from ringfence.messaging.held import HeldMessage, HeldMessages, HoldRefusedError
 from ringfence.messaging.history import MessageHistory, Outgoing, Sent
 from ringfence.proxy.engine import Incoming, ProxyEngine, Target
-from ringfence.proxy.parking import EndReason, ParkedRequest, Parking, Waker
+from ringfence.proxy.parking import (
+    ALERTING_DEVICE,
+    DEVICE_PROGRESS,
+    NO_RESPONSE_FROM_DEVICE,
+    EndReason,
+    ParkedRequest,
+    Parking,
+    Waker,
+)
 from ringfence.proxy.refresh import RefreshSchedule, wants_refresh
 from ringfence.proxy.router import Forward, Hold, Parties, Reply, Router
 from ringfence.pushgw.traces import PushTraces, TraceStep
 from ringfence.sip.digest import without_credentials_for
-from ringfence.sip.message import Headers, Message, Request, make_response
+from ringfence.sip.message import Headers, Message, Request, Response, make_response
 from ringfence.sip.pn import PNSREG_S
 from ringfence.sip.randomness import random_hex
 from ringfence.sip.transaction import Address
@@ -64,7 +72,7 @@ class SipNode:
         self._keeping: dict[str, tuple[Request, Parties]] = {}
         # RFC 3428 §7: MESSAGEs for users whose devices all sleep wait here, in the database.
         self._messages = messages
-        self._outcomes: dict[str, asyncio.Future[int]] = {}
+        self._outcomes: dict[str, asyncio.Future[tuple[int, Response | None]]] = {}
         # RFC 8599 +sip.pnsreg: pushes that ask devices to refresh their binding in time (one
         # process of a node schedules them: None in the others).
         self._refreshes = refreshes
@@ -119,10 +127,10 @@ class SipNode:
             self._spawn(self._decide(incoming))
         for key, status in self._engine.settled():
             self._settled(key, status)
-        for key, status in self._engine.outcomes():
+        for key, status, response in self._engine.outcomes():
             future = self._outcomes.pop(key, None)
             if future is not None and not future.done():
-                future.set_result(status)
+                future.set_result((status, response))
         self._flush()
 
     # -- requests parked for sleeping devices (RFC 8599) ------------------------------------
@@ -134,17 +142,37 @@ class SipNode:
         assert self._waker is not None
         if self._engine.is_answered(incoming.key):
             return  # cancelled meanwhile
+        overlay = wake.overlay
         parked = self._parking.park(
-            incoming.key, request, wake.aor, list(wake.sleepers), now, wake.account_id
+            incoming.key,
+            request,
+            wake.aor,
+            list(wake.sleepers),
+            now,
+            wake.account_id,
+            wait_s=overlay.wait_s if overlay is not None else None,
         )
         parked.note(
             now, "parked", f"{len(parked.sleepers)} device(s) asleep, {len(decision.targets)} awake"
         )
-        if not decision.targets:
+        if overlay is not None:
+            # Acrobits' SIPIS: the PBX hears each step as a 180 with X-Sipis-Push-Status.
+            key = incoming.key
+            parked.on_progress = lambda status: self._progress(key, status)
+            self._progress(key, ALERTING_DEVICE)
+        elif not decision.targets:
             # The caller hears ringing while the devices wake (Acrobits' SIPIS does so too).
             self._engine.reply(incoming.key, 180, "Ringing", now=now)
         for sleeper in parked.sleepers:
             self._waker.ring(parked, sleeper)
+
+    def _progress(self, key: str, status: str) -> None:
+        if self._engine.is_answered(key):
+            return
+        now = self._now()
+        headers = (("X-Sipis-Push-Status", status),)
+        self._engine.reply(key, 180, "Ringing", headers, now=now)
+        self._process()
 
     def watches(self, aor: str, bindings: Sequence[Binding] = ()) -> bool:
         """Whether a change of `aor`'s bindings concerns this node (asked on every change).
@@ -167,6 +195,7 @@ class SipNode:
             targets = [self._router.target_of(binding) for binding in ready]
             more = bool(parked.waiting())
             parked.note(now, "device back", f"{len(ready)} registered again")
+            parked.progress(DEVICE_PROGRESS)
             self._engine.forward(parked.key, parked.request, targets, now=now, hold=more)
             parked.note(now, "forwarded", f"to {len(targets)} device(s)")
             if not more:
@@ -298,7 +327,19 @@ class SipNode:
         request = replace(
             request, uri=target.uri, headers=request.headers.replace("Call-ID", random_hex(16))
         )
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        status, _ = await self.request(request, target)
+        return status
+
+    async def request(self, request: Request, target: Target) -> tuple[int, Response | None]:
+        """Send a request of the service's own (an upstream REGISTER) as it is, to `target`.
+
+        Returns:
+            The final status, and the response (None: a timeout, 408, or a transport
+            failure, 503).
+        """
+        future: asyncio.Future[tuple[int, Response | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
         key = self._engine.originate(request, target, now=self._now())
         self._outcomes[key] = future
         self._process()
@@ -340,7 +381,13 @@ class SipNode:
             if parked.waiting() and self._waker is not None:
                 self._waker.ended(parked, parked.waiting(), EndReason.NO_ANSWER)
             self._ending(parked)
-            self._engine.release(parked.key, now=now)
+            # Overlay mode: the PBX learns why (Acrobits' SIPIS reason header).
+            headers = (
+                (("X-Sipis-Reason", NO_RESPONSE_FROM_DEVICE),)
+                if parked.on_progress is not None
+                else ()
+            )
+            self._engine.release(parked.key, now=now, headers=headers)
 
     def _trace(self, parked: ParkedRequest, status: int) -> None:
         """Keep the call's push trace ("why did I miss this call"), if it is traced."""

@@ -66,7 +66,11 @@ async def list_tenants(_: AdminDep, svc: ServicesDep) -> list[TenantOut]:
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
 async def create_tenant(body: TenantIn, _: AdminDep, svc: ServicesDep) -> TenantOut:
     tenant = await svc.provisioning.create_tenant(
-        body.code, body.name, body.sip_domain, body.defaults
+        body.code,
+        body.name,
+        body.sip_domain,
+        body.defaults,
+        body.upstream.model() if body.upstream else None,
     )
     return TenantOut.of(tenant)
 
@@ -80,7 +84,15 @@ async def get_tenant(code: CodePath, _: AdminDep, svc: ServicesDep) -> TenantOut
 async def update_tenant(
     code: CodePath, body: TenantPatch, _: AdminDep, svc: ServicesDep
 ) -> TenantOut:
-    tenant = await svc.provisioning.update_tenant(code, name=body.name, defaults=body.defaults)
+    # `upstream` absent leaves it; null makes the tenant standalone again.
+    upstream = (
+        (body.upstream.model() if body.upstream else None)
+        if "upstream" in body.model_fields_set
+        else ...
+    )
+    tenant = await svc.provisioning.update_tenant(
+        code, name=body.name, defaults=body.defaults, upstream=upstream
+    )
     return TenantOut.of(tenant)
 
 

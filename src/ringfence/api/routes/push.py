@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
-from ringfence.api.deps import AccountDep, PrincipalDep, Responses, ServicesDep, feature_route
+from ringfence.api.deps import (
+    AccountDep,
+    PrincipalDep,
+    Responses,
+    ServicesDep,
+    feature_route,
+    is_confidential,
+)
 from ringfence.api.schemas import PushInstanceIn, PushInstanceOut
+from ringfence.provisioning.errors import InsecureTransportError, InvalidInputError
 from ringfence.provisioning.features import Feature
-from ringfence.pushgw.instances import InstanceReport, PushInstance, PushService
+from ringfence.pushgw.instances import InstanceReport, PushInstance, PushService, SipAccount
 from ringfence.pushgw.traces import CallTrace
 
 router = APIRouter(prefix="/v1/push", tags=["push"])
@@ -42,6 +50,7 @@ def instance_out(instance: PushInstance) -> PushInstanceOut:
         has_other_token=report.other_token is not None,
         sandbox=report.sandbox,
         sip_instance=report.sip_instance,
+        sip_aor=report.sip_account.aor if report.sip_account else None,
         created_at=instance.created_at,
         updated_at=instance.updated_at,
         expires_at=instance.expires_at,
@@ -53,7 +62,10 @@ def instance_out(instance: PushInstance) -> PushInstanceOut:
     responses={
         **ERRORS,
         201: {"description": "A new instance"},
-        403: {"description": "Push is not this account's background mode (P4)"},
+        403: {
+            "description": "Push is not this account's background mode (P4), or a SIP "
+            "account came over plain HTTP (P2)"
+        },
         409: {"description": "The account holds the most instances it may"},
     },
     **feature_route(Feature.PUSH),
@@ -62,10 +74,31 @@ async def report_instance(
     selector: Selector,
     body: PushInstanceIn,
     account: AccountDep,
+    request: Request,
     response: Response,
     svc: ServicesDep,
 ) -> PushInstanceOut:
-    """Keep this device's push tokens for the account's max age, renewed by each report."""
+    """Keep this device's push tokens for the account's max age, renewed by each report.
+
+    Overlay mode: `sip_account` is the account on the tenant's PBX, which ringfence keeps
+    registered there until the instance ends.
+    """
+    sip_account = None
+    if body.sip_account is not None:
+        if not is_confidential(request):
+            raise InsecureTransportError(
+                "sip_account: SIP account details are accepted over HTTPS only (P2)",
+                field="sip_account",
+            )
+        if account.tenant.upstream is None:
+            raise InvalidInputError(
+                "sip_account: this tenant has no upstream PBX (it is not in overlay mode)",
+                field="sip_account",
+            )
+        given = body.sip_account
+        sip_account = SipAccount(
+            given.username, given.domain, given.auth_username, given.password, given.ha1
+        )
     report = InstanceReport(
         selector=selector,
         service=PushService(body.service),
@@ -74,6 +107,7 @@ async def report_instance(
         other_token=body.other_token,
         sandbox=body.sandbox,
         sip_instance=body.sip_instance,
+        sip_account=sip_account,
     )
     instance, new = await svc.push_instances.report(account.id, account.config, report)
     response.status_code = status.HTTP_201_CREATED if new else status.HTTP_200_OK

@@ -1,0 +1,194 @@
+"""Many upstream registrations kept at once, under one REGISTER rate ceiling (sans-IO).
+
+Every REGISTER ringfence sends to the PBXes leaves through `ready`, which spaces them at
+least `1 / max_rate` seconds apart: first registrations, refreshes, retries and the answers
+to challenges alike. A restart restores every registration at a random point of
+`restore_window_s`, so that the PBX never sees a storm (and the ceiling holds even when the
+window is too short for the number of registrations: they then take longer).
+
+The caller (the I/O edge) sends what `ready` gives, hands each final response to
+`on_response` (or a timeout to `timed_out`), and calls `ready` again at `wake_at`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ringfence.overlay.registration import State, UpstreamRegistration
+from ringfence.sip.message import Request, Response
+
+K = TypeVar("K", bound=Hashable)
+
+#: How far back a slot may start when the sender was late (a busy event loop): a few slots
+#: go at once then, but never more than this much of the rate's worth.
+CATCH_UP_S = 0.05
+
+
+@dataclass(slots=True)
+class _Entry:
+    registration: UpstreamRegistration
+    #: A REGISTER of this registration is out, waiting for its final response.
+    busy: bool = False
+    #: Not registered yet: when its first REGISTER is due.
+    start_at: float | None = None
+    #: Requests ready to go as soon as a slot is free (answers to challenges, unregisters).
+    queued: list[Request] = field(default_factory=list)
+
+
+class Upkeep(Generic[K]):
+    """The registrations of every instance, keyed by the caller's key (an instance id)."""
+
+    def __init__(
+        self, max_rate: float, restore_window_s: float, rng: random.Random | None = None
+    ) -> None:
+        if max_rate <= 0:
+            raise ValueError("max_rate must be positive")
+        self._interval = 1.0 / max_rate
+        self._window = restore_window_s
+        self._rng = rng or random.SystemRandom()
+        self._entries: dict[K, _Entry] = {}
+        # (due, seq, key): lazily invalidated (an entry's due time is checked when popped).
+        self._due: list[tuple[float, int, K]] = []
+        self._seq = itertools.count()
+        #: Keys with a request queued, in order (unregisters of removed entries included).
+        self._urgent: deque[tuple[K, Request]] = deque()
+        self._next_slot = 0.0
+        #: REGISTERs sent in all (for the bench and the stats).
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def registration(self, key: K) -> UpstreamRegistration | None:
+        entry = self._entries.get(key)
+        return entry.registration if entry is not None else None
+
+    def add(self, key: K, registration: UpstreamRegistration, now: float, *, spread: bool) -> None:
+        """Keep `registration`; it starts now, or (a restore) at a random point of the window.
+
+        A registration already kept under `key` is replaced (the app handed its account
+        again: the new credentials count from now).
+        """
+        start = now + (self._rng.uniform(0.0, self._window) if spread else 0.0)
+        self._entries[key] = _Entry(registration, start_at=start)
+        heapq.heappush(self._due, (start, next(self._seq), key))
+
+    def remove(self, key: K) -> bool:
+        """Stop keeping `key`; a registration in force is removed on the PBX (Expires: 0).
+
+        Returns:
+            Whether an unregister is queued (`ready` gives it).
+        """
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        registration = entry.registration
+        if registration.state is State.REGISTERED or entry.busy:
+            self._urgent.append((key, registration.unregister()))
+            return True
+        return False
+
+    def _slot(self, now: float) -> bool:
+        slot = max(self._next_slot, now - CATCH_UP_S)
+        if slot > now:
+            return False
+        self._next_slot = slot + self._interval
+        return True
+
+    def ready(self, now: float) -> list[tuple[K, Request]]:
+        """The REGISTERs to send now, within the rate ceiling."""
+        out: list[tuple[K, Request]] = []
+        while self._urgent and self._slot(now):
+            out.append(self._urgent.popleft())
+        while not self._urgent and self._due and self._due[0][0] <= now:
+            due, _, key = self._due[0]
+            entry = self._entries.get(key)
+            if entry is None or entry.busy or self._stale(entry, due):
+                heapq.heappop(self._due)
+                continue
+            if not self._slot(now):
+                break
+            heapq.heappop(self._due)
+            if entry.start_at is not None:
+                entry.start_at = None
+                request: Request | None = entry.registration.start(now)
+            else:
+                request = entry.registration.due(now)
+            if request is not None:
+                entry.busy = True
+                out.append((key, request))
+        self.sent += len(out)
+        return out
+
+    @staticmethod
+    def _stale(entry: _Entry, due: float) -> bool:
+        if entry.start_at is not None:
+            return entry.start_at != due
+        return entry.registration.due_at != due
+
+    def on_response(self, key: K, response: Response, now: float) -> None:
+        """The final response to the REGISTER of `key` last given out."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return  # removed meanwhile (its unregister went already)
+        follow = entry.registration.on_response(response, now)
+        if follow is not None:
+            self._urgent.append((key, follow))  # still busy: the exchange goes on
+            return
+        entry.busy = False
+        self._schedule(key, entry)
+
+    def timed_out(self, key: K, now: float) -> None:
+        """No final response to the REGISTER of `key` (Timer F, or the transport failed)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        entry.registration.timed_out(now)
+        entry.busy = False
+        self._schedule(key, entry)
+
+    def _schedule(self, key: K, entry: _Entry) -> None:
+        due = entry.registration.due_at
+        if due is not None:
+            heapq.heappush(self._due, (due, next(self._seq), key))
+
+    def ended(self) -> list[K]:
+        """Keys whose registration was given up (12 hours of failures): removed here."""
+        gone = [
+            key
+            for key, entry in self._entries.items()
+            if entry.registration.state is State.ENDED and not entry.busy
+        ]
+        for key in gone:
+            del self._entries[key]
+        return gone
+
+    def wake_at(self, now: float) -> float | None:
+        """When `ready` may have something next (None: nothing is scheduled)."""
+        if self._urgent:
+            return max(self._next_slot, now)
+        while self._due:
+            due, _, key = self._due[0]
+            entry = self._entries.get(key)
+            if entry is None or entry.busy or self._stale(entry, due):
+                heapq.heappop(self._due)
+                continue
+            return max(due, self._next_slot)
+        return None
+
+    def states(self) -> dict[State, int]:
+        """How many registrations are in each state."""
+        counts: dict[State, int] = {}
+        for entry in self._entries.values():
+            state = entry.registration.state
+            counts[state] = counts.get(state, 0) + 1
+        return counts

@@ -1,0 +1,408 @@
+"""Overlay mode at the edge: devices' accounts kept registered on their tenant's PBX.
+
+The app of a tenant with an upstream PBX hands its SIP account in its push instance
+(`PUT /v1/push/instances/{selector}` with `sip_account`, over HTTPS: P2). From then until the
+instance ends, this keeps that account registered on the PBX with a Contact of ringfence's
+(`overlay.contact`), so that the PBX sends the device's calls and messages here, where the
+router wakes the device by push and relays them once it registers (`proxy.router`,
+`Router._from_upstream`).
+
+- The REGISTERs themselves, their timing and the rate ceiling are sans-IO
+  (`overlay.registration`, `overlay.upkeep`); this sends them through the SIP node and
+  hands back the responses.
+- A restart restores every registration over `[overlay] restore_window_s`; `[overlay]
+  max_register_rate` caps what the PBXes see at all times.
+- An instance reported again replaces its registration; one erased (DELETE, expiry, push
+  switched off, the account erased: P3) is unregistered, and its credentials leave memory.
+- A registration the PBX refused for 12 hours is given up: the instance is erased and the
+  app told by an alert push (it must hand its account again).
+- About 24 hours before an instance expires the app gets a silent push (it reports again
+  if it runs), about 12 hours before a visible one, and when it ends a final one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ringfence.clock import Clock
+from ringfence.config import OverlaySettings
+from ringfence.overlay.contact import ContactTokens
+from ringfence.overlay.registration import State, UpstreamAccount, UpstreamRegistration
+from ringfence.overlay.upkeep import Upkeep
+from ringfence.provisioning.errors import NotFoundError
+from ringfence.provisioning.models import Account, UpstreamPbx, UpstreamTransport
+from ringfence.proxy.engine import Target
+from ringfence.proxy.parking import Sleeper
+from ringfence.proxy.router import OverlayTarget
+from ringfence.push.provider import PushKind
+from ringfence.pushgw.instances import PushInstance, PushInstances
+from ringfence.sip.message import Request, Response
+from ringfence.sip.transaction import Address
+from ringfence.sip.uri import SipURI, parse_uri
+
+logger = logging.getLogger(__name__)
+
+#: Instances read per query when a restart restores them.
+RESTORE_PAGE = 500
+#: How long a PBX's addresses (RFC 3263) are used before they are looked up again.
+DNS_TTL_S = 300.0
+#: The notices before an instance expires: (how long before, push kind, reason).
+EXPIRY_NOTICES: tuple[tuple[timedelta, PushKind, str], ...] = (
+    (timedelta(hours=24), PushKind.WAKE, "instance_expiring_soon"),
+    (timedelta(hours=12), PushKind.INSTANCE_EXPIRING, "instance_expiring"),
+)
+#: How long a notice may wait at the push provider for an offline device.
+NOTICE_TTL_S = 6 * 3600
+
+
+class Accounts(Protocol):
+    """What the overlay needs of provisioning (`ProvisioningService`)."""
+
+    async def account_by_id(self, account_id: str) -> Account: ...
+
+
+class Notifier(Protocol):
+    """Sends instance notices (`push.waker.PushWaker.notice`)."""
+
+    def notice(
+        self, aor: str, sleeper: Sleeper, kind: PushKind, ttl_s: int, reason: str
+    ) -> None: ...
+
+
+SendRequest = Callable[[Request, Target], Awaitable[tuple[int, Response | None]]]
+Resolve = Callable[[SipURI], Awaitable[list[Address]]]
+MakeContact = Callable[[str, UpstreamTransport], str]
+
+
+@dataclass(slots=True)
+class _Kept:
+    """One instance whose account is kept registered."""
+
+    instance: PushInstance
+    target: OverlayTarget
+    upstream: UpstreamPbx
+    #: The expiry notices sent so far (indexes into EXPIRY_NOTICES).
+    noticed: int = 0
+
+
+class OverlayService:
+    """Keeps the upstream registrations of every overlay instance (module docstring)."""
+
+    def __init__(
+        self,
+        instances: PushInstances,
+        accounts: Accounts,
+        tokens: ContactTokens,
+        send: SendRequest,
+        resolve: Resolve,
+        contact: MakeContact,
+        clock: Clock,
+        settings: OverlaySettings,
+        *,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._instances = instances
+        self._accounts = accounts
+        self._tokens = tokens
+        self._send = send
+        self._resolve = resolve
+        self._contact = contact
+        self._clock = clock
+        self._settings = settings
+        self._notifier = notifier
+        self.upkeep: Upkeep[str] = Upkeep(settings.max_register_rate, settings.restore_window_s)
+        self._kept: dict[str, _Kept] = {}
+        self._hops: dict[tuple[str, int | None, str], tuple[float, list[Address]]] = {}
+        #: Instances forgotten whose unregister is still to go: the PBX it goes to.
+        self._leaving: dict[str, UpstreamPbx] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: When each REGISTER was sent (monotonic), if set to a list: the bench reads it.
+        self.sent_log: list[float] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Restore the registrations of every live overlay instance; returns how many."""
+        restored = 0
+        after: str | None = None
+        while page := await self._instances.page(after, RESTORE_PAGE):
+            after = page[-1].id
+            for instance in page:
+                if await self._keep(instance, spread=True):
+                    restored += 1
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="overlay")
+        if restored:
+            logger.info("overlay: restoring %d upstream registrations", restored)
+        return restored
+
+    async def aclose(self, *, unregister: bool = False) -> None:
+        """Stop. `unregister`: remove every binding on the PBXes first (a node leaving)."""
+        if unregister:
+            for key in list(self._kept):
+                self._forget(key)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while self._leaving and loop.time() < deadline:
+                self._wake.set()
+                await asyncio.sleep(0.05)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _now(self) -> float:
+        return self._clock.monotonic()
+
+    # -- instances ----------------------------------------------------------------------------
+
+    async def instance_reported(self, instance: PushInstance) -> None:
+        """`pushgw.InstanceListener`: a report (new or renewed) replaces the registration."""
+        kept = self._kept.get(instance.id)
+        if kept is not None and kept.instance.report == instance.report:
+            # The same account again: renewed; the registration in force goes on.
+            kept.instance = instance
+            kept.noticed = 0
+            return
+        if kept is not None:
+            self._forget(instance.id)
+        await self._keep(instance, spread=False)
+        self._wake.set()
+
+    async def instances_erased(self, ids: Sequence[str]) -> None:
+        """`pushgw.InstanceListener`: unregister, and drop the credentials from memory."""
+        for instance_id in ids:
+            self._forget(instance_id)
+        self._wake.set()
+
+    async def _keep(self, instance: PushInstance, *, spread: bool) -> bool:
+        account = instance.report.sip_account
+        sip_instance = instance.report.sip_instance
+        if account is None or sip_instance is None:
+            return False
+        try:
+            owner = await self._accounts.account_by_id(instance.account_id)
+        except NotFoundError:  # erased meanwhile
+            logger.info("overlay: the account of an instance is gone")
+            return False
+        upstream = owner.tenant.upstream
+        if upstream is None:
+            return False  # the tenant is standalone (again)
+        user = self._tokens.user_of(instance.id)
+        registration = UpstreamRegistration(
+            UpstreamAccount(
+                aor=account.aor,
+                registrar=f"sip:{account.domain}",
+                contact=self._contact(user, upstream.transport),
+                auth_username=account.auth_username or account.username,
+                password=account.password,
+                ha1=account.ha1,
+                expires=upstream.expires_s,
+            )
+        )
+        target = OverlayTarget(
+            owner.username, owner.tenant.sip_domain, sip_instance, self._settings.call_wait_s
+        )
+        self._kept[instance.id] = _Kept(instance, target, upstream)
+        self.upkeep.add(instance.id, registration, self._now(), spread=spread)
+        return True
+
+    def _forget(self, instance_id: str) -> None:
+        kept = self._kept.pop(instance_id, None)
+        if kept is not None and self.upkeep.remove(instance_id):
+            self._leaving[instance_id] = kept.upstream
+
+    # -- the router's side --------------------------------------------------------------------
+
+    async def overlay_target(self, user: str) -> OverlayTarget | None:
+        """`proxy.router.Overlay`: the device a Request-URI user part stands for."""
+        instance_id = self._tokens.instance_of(user)
+        if instance_id is None:
+            return None
+        kept = self._kept.get(instance_id)
+        return kept.target if kept is not None else None
+
+    def stats(self) -> dict[str, int]:
+        counts = self.upkeep.states()
+        return {
+            "instances": len(self._kept),
+            "registered": counts.get(State.REGISTERED, 0),
+            "registering": counts.get(State.REGISTERING, 0),
+            "backing_off": counts.get(State.BACKING_OFF, 0),
+            "sent": self.upkeep.sent,
+        }
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        next_check = 0.0
+        while True:
+            now = self._now()
+            for key, request in self.upkeep.ready(now):
+                self._spawn(self._exchange(key, request))
+            if now >= next_check:
+                next_check = now + 1.0
+                await self._chores()
+            wake_at = self.upkeep.wake_at(self._now())
+            timeout = 1.0 if wake_at is None else min(1.0, max(0.0, wake_at - self._now()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _chores(self) -> None:
+        """Once a second: registrations given up, and instances nearing their end."""
+        for instance_id in self.upkeep.ended():
+            kept = self._kept.pop(instance_id, None)
+            if kept is None:
+                continue
+            logger.info("overlay: the PBX refused a registration for 12 hours; instance ended")
+            self._notify(kept, PushKind.INSTANCE_ENDED, "upstream_refused")
+            await self._instances.erase(instance_id)
+        now = self._clock.now()
+        for kept in list(self._kept.values()):
+            await self._expiry_notices(kept, now)
+
+    async def _expiry_notices(self, kept: _Kept, now: datetime) -> None:
+        left = kept.instance.expires_at - now
+        if left <= timedelta(0):
+            # Past its age (P3): the final notice, then erased at once (the sweeper would).
+            self._notify(kept, PushKind.INSTANCE_ENDED, "instance_expired")
+            instance_id = kept.instance.id
+            self._forget(instance_id)
+            await self._instances.erase(instance_id)
+            return
+        while kept.noticed < len(EXPIRY_NOTICES):
+            before, kind, reason = EXPIRY_NOTICES[kept.noticed]
+            if left > before:
+                return
+            kept.noticed += 1
+            # Both at once after a long stop: the visible one alone is enough.
+            if kept.noticed < len(EXPIRY_NOTICES) and left <= EXPIRY_NOTICES[kept.noticed][0]:
+                continue
+            self._notify(kept, kind, reason)
+
+    def _notify(self, kept: _Kept, kind: PushKind, reason: str) -> None:
+        if self._notifier is None:
+            return
+        report = kept.instance.report
+        sleeper = Sleeper(
+            report.sip_instance,
+            report.parameters(),
+            ("", 0),
+            registered_at=kept.instance.updated_at.timestamp(),
+        )
+        aor = f"sip:{kept.target.username}@{kept.target.domain}"
+        self._notifier.notice(aor, sleeper, kind, NOTICE_TTL_S, reason)
+
+    def _spawn(self, job: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await job
+            except Exception:
+                logger.exception("overlay: an upstream REGISTER failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _exchange(self, key: str, request: Request) -> None:
+        kept = self._kept.get(key)
+        # An unregister goes after the instance was forgotten: its PBX is remembered apart.
+        upstream = kept.upstream if kept is not None else self._leaving.get(key)
+        if self.sent_log is not None:
+            self.sent_log.append(self._now())
+        hops = await self._hops_of(upstream) if upstream is not None else []
+        response: Response | None = None
+        if hops:
+            target = Target(request.uri, hops[0], alternates=tuple(hops[1:]))
+            _, response = await self._send(request, target)
+        now = self._now()
+        if kept is None:
+            if response is None or response.status >= 200:
+                self._leaving.pop(key, None)
+        elif response is None:
+            self.upkeep.timed_out(key, now)
+        else:
+            self.upkeep.on_response(key, response, now)
+        self._wake.set()
+
+    async def _hops_of(self, upstream: UpstreamPbx) -> list[Address]:
+        """Where requests to the PBX go: its outbound proxy, else itself (RFC 3263)."""
+        cache_key = (upstream.outbound_proxy or upstream.host, upstream.port, upstream.transport)
+        cached = self._hops.get(cache_key)
+        now = self._now()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if upstream.outbound_proxy is not None:
+            text = f"sip:{upstream.outbound_proxy};transport={upstream.transport.value}"
+        else:
+            port = f":{upstream.port}" if upstream.port is not None else ""
+            text = f"sip:{upstream.host}{port};transport={upstream.transport.value}"
+        uri = parse_uri(text)
+        assert isinstance(uri, SipURI)
+        hops = await self._resolve(uri)
+        if not hops:
+            logger.warning("overlay: the PBX's address could not be resolved")
+        else:
+            self._hops[cache_key] = (now + DNS_TTL_S, hops)
+        return hops
+
+
+class InstanceDirectory:
+    """`proxy.router.Overlay` for the SIP workers that keep no registrations.
+
+    All but the first: a Contact is checked by its MAC, its instance read from the store.
+    """
+
+    def __init__(
+        self,
+        instances: PushInstances,
+        accounts: Accounts,
+        tokens: ContactTokens,
+        settings: OverlaySettings,
+        clock: Clock,
+    ) -> None:
+        self._instances = instances
+        self._accounts = accounts
+        self._tokens = tokens
+        self._settings = settings
+        self._clock = clock
+        self._cache: dict[str, tuple[float, OverlayTarget | None]] = {}
+
+    async def overlay_target(self, user: str) -> OverlayTarget | None:
+        instance_id = self._tokens.instance_of(user)
+        if instance_id is None:
+            return None
+        now = self._clock.monotonic()
+        cached = self._cache.get(instance_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found: OverlayTarget | None = None
+        instance = await self._instances.by_id(instance_id)
+        if instance is not None and instance.report.sip_instance is not None:
+            try:
+                owner = await self._accounts.account_by_id(instance.account_id)
+            except NotFoundError:
+                owner = None
+            if owner is not None and owner.tenant.upstream is not None:
+                found = OverlayTarget(
+                    owner.username,
+                    owner.tenant.sip_domain,
+                    instance.report.sip_instance,
+                    self._settings.call_wait_s,
+                )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        # Briefly: an erased instance's calls stop being relayed within the minute.
+        self._cache[instance_id] = (now + 30.0, found)
+        return found
