@@ -25,10 +25,17 @@ from ringfence.privacy.report import collect, render
 from ringfence.privacy.requests import RequestKind, SubjectRequest, Verification
 from ringfence.privacy.text import required_text
 from ringfence.provisioning.errors import ProvisioningError
-from ringfence.provisioning.models import Account, AccountChange, AccountStatus
+from ringfence.provisioning.models import (
+    Account,
+    AccountChange,
+    AccountStatus,
+    UpstreamPbx,
+    UpstreamTransport,
+)
 from ringfence.provisioning.service import NewAccount
 from ringfence.runtime import DemoCredentials, Runtime, WorkerError, WorkerPlan, data_inventory
 from ringfence.sandbox.server import PushSandbox, SandboxPorts
+from ringfence.sip.uri import URIError, split_hostport
 from ringfence.transport.loop import install_uvloop
 
 app = typer.Typer(
@@ -408,11 +415,33 @@ def tenant_add(
     code: str,
     domain: Annotated[str, typer.Option("--domain", help="The tenant's SIP domain.")],
     name: Annotated[str | None, typer.Option(help="Display name; default: the code.")] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="Overlay mode: the tenant's PBX as HOST[:PORT] (default: standalone)."),
+    ] = None,
+    upstream_transport: Annotated[
+        str, typer.Option(help="How to reach the PBX: udp, tcp or tls.")
+    ] = "udp",
+    upstream_expires: Annotated[
+        int, typer.Option(help="The registration interval to ask the PBX for, in seconds.")
+    ] = 3600,
     config: ConfigOption = None,
 ) -> None:
-    """Create a tenant."""
-    tenant = _run(config, lambda rt: rt.provisioning.create_tenant(code, name or code, domain))
-    _echo(f"tenant {tenant.code} ({tenant.sip_domain}) created")
+    """Create a tenant (with --upstream: in overlay mode, beside the provider's PBX)."""
+    pbx = None
+    if upstream is not None:
+        try:
+            host, port = split_hostport(upstream)
+            transport = UpstreamTransport(upstream_transport.lower())
+        except (URIError, ValueError) as exc:
+            raise _fail(f"--upstream/--upstream-transport: {exc}") from exc
+        pbx = UpstreamPbx(host.lower(), port, transport, expires_s=upstream_expires)
+    tenant = _run(
+        config,
+        lambda rt: rt.provisioning.create_tenant(code, name or code, domain, upstream=pbx),
+    )
+    mode = f", overlay on {upstream}" if upstream else ""
+    _echo(f"tenant {tenant.code} ({tenant.sip_domain}{mode}) created")
 
 
 @tenant_app.command("list")

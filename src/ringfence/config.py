@@ -53,9 +53,22 @@ class HTTPSettings(_Section):
     port: int = Field(default=8080, ge=1, le=65535)
     #: Base URL under which apps reach the HTTP API (used in printed hints and Account XML).
     public_url: str | None = None
+    #: Serve HTTPS with this certificate chain and key (PEM). Outside loopback, SIP accounts
+    #: are accepted over HTTPS only (P2): here, or from a TLS-terminating proxy.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     def base_url(self) -> str:
-        return self.public_url.rstrip("/") if self.public_url else f"http://{self.host}:{self.port}"
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HTTPSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
 
 
 class StorageSettings(_Section):

@@ -997,6 +997,8 @@ class Runtime:
             log_config=None,
             access_log=False,
             server_header=False,
+            ssl_certfile=self.settings.http.tls_cert_file,
+            ssl_keyfile=self.settings.http.tls_key_file,
         )
         await uvicorn.Server(config).serve()
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from ringfence.provisioning.features import FeatureConfig
 from ringfence.runtime import Runtime
 from ringfence.storage.tables import accounts
+from tests.api.shared import error_of
 from tests.conftest import Demo
 from tests.support.clock import FakeClock
 
@@ -94,14 +95,6 @@ async def test_the_snapshot_sees_any_write(admin: Admin, clock: FakeClock) -> No
     assert await admin.snapshot() != before
 
 
-def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
-    return error
-
-
 async def _login(client: httpx.AsyncClient, login: str, password: str) -> httpx.Response:
     return await client.post("/v1/auth/login", json={"login": login, "password": password})
 
@@ -173,7 +166,7 @@ async def test_delete_a_tenant_erases_its_accounts_and_their_keys(
     response = await admin.delete(ACME)
     assert response.status_code == 204
     assert response.content == b""
-    _error(await admin.get(ACME), 404, "not_found")
+    error_of(await admin.get(ACME), 404, "not_found")
     assert [t["code"] for t in await admin.ok("GET", f"{A}/tenants")] == ["globex"]
     assert await runtime.key_store.get_wrapped_key(subject) is None
     async with runtime.engine.connect() as connection:
@@ -216,7 +209,7 @@ async def test_put_tenant_config_that_would_break_an_account_is_a_conflict(
     clock.advance(60)
 
     response = await admin.put(f"{ACME}/config", DEFAULTS)
-    error = _error(response, 409, "conflict")
+    error = error_of(response, 409, "conflict")
     assert error["field"] == "config"
     assert "alice" in error["message"]
     assert await admin.snapshot() == before
@@ -328,7 +321,7 @@ async def test_patch_an_account_with_null_clears_and_omitted_keeps(admin: Admin)
 
 async def test_patch_an_account_status(admin: Admin, demo: Demo) -> None:
     assert (await admin.ok("PATCH", ALICE, {"status": "suspended"}))["status"] == "suspended"
-    _error(await _login(admin.http, demo.login, demo.password), 403, "account_suspended")
+    error_of(await _login(admin.http, demo.login, demo.password), 403, "account_suspended")
     assert (await admin.ok("PATCH", ALICE, {"status": "active"}))["status"] == "active"
     assert (await _login(admin.http, demo.login, demo.password)).status_code == 200
 
@@ -344,7 +337,7 @@ async def test_delete_an_account_destroys_its_key(admin: Admin, runtime: Runtime
     assert response.status_code == 204
     assert response.content == b""
     assert await runtime.key_store.get_wrapped_key(subject) is None
-    _error(await admin.get(ALICE), 404, "not_found")
+    error_of(await admin.get(ALICE), 404, "not_found")
     assert await admin.ok("GET", f"{ACME}/accounts") == []
     # The username is free again, for a new account with a new key.
     again = await admin.ok(
@@ -439,10 +432,10 @@ async def test_a_new_password_revokes_the_accounts_tokens(
 
     await admin.ok("PATCH", ALICE, {"password": "battery staple"})
 
-    _error(await client.get("/v1/provisioning", headers=old), 401, "unauthorized")
+    error_of(await client.get("/v1/provisioning", headers=old), 401, "unauthorized")
     refresh = await client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
-    _error(refresh, 401, "unauthorized")
-    _error(await _login(client, demo.login, demo.password), 401, "unauthorized")
+    error_of(refresh, 401, "unauthorized")
+    error_of(await _login(client, demo.login, demo.password), 401, "unauthorized")
     assert (await _login(client, demo.login, "battery staple")).status_code == 200
 
 
@@ -451,7 +444,7 @@ async def test_a_suspension_revokes_the_accounts_tokens(
 ) -> None:
     old = _bearer(await _access_token(client, demo))
     await admin.ok("PATCH", ALICE, {"status": "suspended"})
-    _error(await client.get("/v1/provisioning", headers=old), 401, "unauthorized")
+    error_of(await client.get("/v1/provisioning", headers=old), 401, "unauthorized")
 
 
 async def test_other_changes_keep_the_accounts_tokens(
@@ -555,7 +548,7 @@ async def test_admin_api_refuses_without_an_admin_token(
     for authorization in NOT_ADMIN:
         headers = {} if authorization is None else {"Authorization": authorization}
         response = await admin.http.request(method, path, headers=headers, json=body)
-        _error(response, 401, "unauthorized")
+        error_of(response, 401, "unauthorized")
         assert response.headers["www-authenticate"] == "Bearer"
     assert await admin.snapshot() == before
 
@@ -564,8 +557,8 @@ async def test_a_device_access_token_is_not_an_admin_token(
     admin: Admin, client: httpx.AsyncClient, demo: Demo
 ) -> None:
     token = await _access_token(client, demo)
-    _error(await client.get(ALICE, headers=_bearer(token)), 401, "unauthorized")
-    _error(await client.delete(ALICE, headers=_bearer(token)), 401, "unauthorized")
+    error_of(await client.get(ALICE, headers=_bearer(token)), 401, "unauthorized")
+    error_of(await client.delete(ALICE, headers=_bearer(token)), 401, "unauthorized")
     assert (await admin.ok("GET", ALICE))["username"] == "alice"
 
 
@@ -575,7 +568,7 @@ async def test_a_revoked_admin_token_is_refused(
     token, secret = await runtime.auth.create_admin_token("temporary")
     assert (await client.get(f"{A}/tenants", headers=_bearer(secret))).status_code == 200
     assert await runtime.auth.revoke_admin_token(token.id)
-    _error(await client.get(f"{A}/tenants", headers=_bearer(secret)), 401, "unauthorized")
+    error_of(await client.get(f"{A}/tenants", headers=_bearer(secret)), 401, "unauthorized")
 
 
 # -- conflicts ----------------------------------------------------------------------------
@@ -596,7 +589,7 @@ async def test_duplicates_are_a_conflict(
 ) -> None:
     before = await admin.snapshot()
     clock.advance(60)
-    error = _error(await admin.post(path, body), 409, "conflict")
+    error = error_of(await admin.post(path, body), 409, "conflict")
     assert error["field"] == field
     assert await admin.snapshot() == before
 
@@ -642,7 +635,7 @@ async def test_unknown_tenant_or_account_is_not_found(
 ) -> None:
     before = await admin.snapshot()
     clock.advance(60)
-    error = _error(await admin.request(method, path, body), 404, "not_found")
+    error = error_of(await admin.request(method, path, body), 404, "not_found")
     assert error["field"] == field
     assert await admin.snapshot() == before
 
@@ -650,7 +643,7 @@ async def test_unknown_tenant_or_account_is_not_found(
 async def test_a_tenant_is_not_addressed_by_another_tenants_sip_domain(admin: Admin) -> None:
     # A dotless SIP domain is a valid DNS name, and so also a valid tenant code in a path.
     await admin.ok("POST", f"{A}/tenants", {**GLOBEX, "sip_domain": "globex-pbx"}, 201)
-    _error(await admin.get(f"{A}/tenants/globex-pbx"), 404, "not_found")
+    error_of(await admin.get(f"{A}/tenants/globex-pbx"), 404, "not_found")
 
 
 # -- invalid input ------------------------------------------------------------------------
@@ -746,7 +739,7 @@ async def test_invalid_input_names_the_field_and_changes_nothing(
     await admin.ok("PATCH", f"{ALICE}/config", {"blf": {"enabled": True}})
     before = await admin.snapshot()
     clock.advance(60)
-    error = _error(await admin.request(method, path, body), 422, "invalid_input")
+    error = error_of(await admin.request(method, path, body), 422, "invalid_input")
     assert error["field"] == field
     assert await admin.snapshot() == before
 
@@ -755,7 +748,7 @@ async def test_a_refused_password_change_keeps_the_old_password(
     admin: Admin, client: httpx.AsyncClient, demo: Demo
 ) -> None:
     old = _bearer(await _access_token(client, demo))
-    _error(await admin.patch(ALICE, {"password": "short"}), 422, "invalid_input")
+    error_of(await admin.patch(ALICE, {"password": "short"}), 422, "invalid_input")
     assert (await client.get("/v1/provisioning", headers=old)).status_code == 200
     assert (await _login(client, demo.login, demo.password)).status_code == 200
 

@@ -10,15 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from ringfence.crypto import Keyring
 from ringfence.provisioning.features import PushMode
 from ringfence.provisioning.models import AccountChange
-from ringfence.pushgw.instances import CTX_REPORT, subject_of
-from ringfence.runtime import Runtime, load_kek
-from ringfence.storage.repos import SqlKeyStore
+from ringfence.runtime import Runtime
 from ringfence.storage.tables import push_instances, subject_keys
+from tests.api.shared import open_with, sealed_rows
 from tests.conftest import Demo
 from tests.support.clock import FakeClock
 
@@ -86,7 +83,7 @@ async def test_delete_erases_row_and_key_at_once(
     client: httpx.AsyncClient, demo: Demo, runtime: Runtime, tmp_path: Path
 ) -> None:
     assert (await _put(client, demo)).status_code == 201
-    [row] = await _sealed_rows(runtime)
+    [row] = await sealed_rows(runtime)
     # A copy of the key store taken before the erasure.
     backup = tmp_path / "keys-before.db"
     for suffix in ("", "-wal"):  # the key is in the write-ahead log until a checkpoint
@@ -101,29 +98,12 @@ async def test_delete_erases_row_and_key_at_once(
     assert again.status_code == 404
     assert again.json()["error"]["field"] == "selector"
     # The old key store still opens the row (the copy predates it) ...
-    old = await _open_with(backup, runtime, row)
+    old = await open_with(backup, runtime, row)
     assert old is not None
     assert VOIP.encode() in old
     # ... and the live one cannot: the key is gone.
-    live = await _open_with(runtime.settings.storage.data_dir / "keys.db", runtime, row)
+    live = await open_with(runtime.settings.storage.data_dir / "keys.db", runtime, row)
     assert live is None
-
-
-async def _sealed_rows(runtime: Runtime) -> list[tuple[str, bytes]]:
-    async with runtime.engine.connect() as connection:
-        rows = await connection.execute(select(push_instances.c.id, push_instances.c.sealed))
-        return [(row.id, bytes(row.sealed)) for row in rows]
-
-
-async def _open_with(keys_file: Path, runtime: Runtime, row: tuple[str, bytes]) -> bytes | None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{keys_file}")
-    try:
-        kek = load_kek(runtime.settings)
-        ciphers = await Keyring(kek, SqlKeyStore(engine)).ciphers([subject_of(row[0])])
-        cipher = ciphers.get(subject_of(row[0]))
-        return None if cipher is None else cipher.open(CTX_REPORT, row[1])
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.promise("P3")

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +60,11 @@ def _free_udp_and_tcp_port() -> int:
 
 
 @contextmanager
-def serving(workdir: Path, **settings: str) -> Iterator[Server]:
-    """`ringfence serve` in `workdir` with the e2e accounts; `settings`: more RINGFENCE_ env."""
+def serving(workdir: Path, tenant_options: Sequence[str] = (), **settings: str) -> Iterator[Server]:
+    """`ringfence serve` in `workdir` with the e2e accounts; `settings`: more RINGFENCE_ env.
+
+    `tenant_options`: more options of `ringfence tenant add` (overlay mode's --upstream).
+    """
     if sipp_binary() is None:
         missing_tool("sipp", "sip-tester")
     port, tls_port, http_port = _free_udp_and_tcp_port(), free_port(), free_port()
@@ -77,7 +80,7 @@ def serving(workdir: Path, **settings: str) -> Iterator[Server]:
         **{f"RINGFENCE_{name.upper()}": value for name, value in settings.items()},
     }
     subprocess.run(
-        [str(BIN), "tenant", "add", "acme", "--domain", DOMAIN],
+        [str(BIN), "tenant", "add", "acme", "--domain", DOMAIN, *tenant_options],
         cwd=workdir,
         env=env,
         check=True,

@@ -13,8 +13,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,20 +23,15 @@ import pytest
 
 from ringfence.clock import SystemClock
 from ringfence.sandbox.record import ReceivedPush
-from ringfence.sandbox.server import PushSandbox, SandboxThread
+from ringfence.sandbox.server import PushSandbox
 from tests.e2e.conftest import DOMAIN, PASSWORDS, Server, serving
+from tests.e2e.pushing import CLOCK, Sandbox, in_background, voip_pushes, wait_for
 from tests.peers.sipp import SippResult, free_udp_port, run_scenario, uas, write_injection
 from tests.support.tools import missing_tool
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "peers" / "scenarios"
 TEAM = "SANDBOXTM1"
 WAIT_S = 8
-CLOCK = SystemClock()
-
-
-class Sandbox(SandboxThread):
-    def pushes(self) -> list[ReceivedPush]:
-        return list(self.box.apns.inbox.pushes)
 
 
 @pytest.fixture(scope="module")
@@ -86,30 +81,10 @@ def register_device(server: Server, user: str, token: str, instance: str, port: 
     )
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float = 15) -> None:
-    deadline = CLOCK.monotonic() + timeout_s
-    while not check():
-        assert CLOCK.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def voip_pushes(sandbox: Sandbox, token: str) -> list[ReceivedPush]:
-    return [
-        p for p in sandbox.pushes() if p.token == token and p.headers["apns-push-type"] == "voip"
-    ]
-
-
 def alerts(sandbox: Sandbox, token: str) -> list[ReceivedPush]:
     return [
         p for p in sandbox.pushes() if p.token == token and p.headers["apns-push-type"] == "alert"
     ]
-
-
-def in_background(job: Callable[[], SippResult]) -> Future[SippResult]:
-    pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(job)
-    pool.shutdown(wait=False)
-    return future
 
 
 def traces_of(server: Server, user: str) -> list[dict[str, Any]]:

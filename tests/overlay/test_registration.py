@@ -3,8 +3,6 @@ own digest server (sans-IO: requests in, responses out, time as numbers)."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from ringfence.overlay.registration import (
@@ -15,56 +13,14 @@ from ringfence.overlay.registration import (
     UpstreamAccount,
     UpstreamRegistration,
 )
-from ringfence.sip.digest import DigestAlgorithm, DigestRealms, VerifyStatus, ha1
-from ringfence.sip.message import Request, Response, make_response
-
-REALM = "pbx.example"
-ACCOUNT = UpstreamAccount(
-    aor="sip:201@pbx.example",
-    registrar="sip:pbx.example",
-    contact="sip:rf-0a1b2c@203.0.113.5:5060;transport=udp",
-    auth_username="201",
-    password="s3cret-201",
-    expires=600,
-)
-HA1 = {
-    algorithm: ha1(algorithm, "201", REALM, "s3cret-201")
-    for algorithm in (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
-}
-
-
-def rng(seed: int) -> random.Random:
-    """Reproducible jitter (not secrets)."""
-    return random.Random(seed)  # noqa: S311
+from ringfence.sip.digest import DigestAlgorithm, DigestRealms
+from ringfence.sip.message import Request, make_response
+from tests.overlay.upstream import ACCOUNT, HA1, Registrar, rng
 
 
 def state_of(registration: UpstreamRegistration) -> State:
     """The state now (a call, so that type narrowing from an earlier check does not stick)."""
     return registration.state
-
-
-class Registrar:
-    """A registrar that challenges (401), checks the answer, and grants `granted` seconds."""
-
-    def __init__(self, granted: int = 600) -> None:
-        self.realms = DigestRealms(b"k" * 32, nonce_lifetime_s=3600)
-        self.granted = granted
-        self.seen: list[Request] = []
-
-    def handle(self, request: Request, now: float) -> Response:
-        self.seen.append(request)
-        credentials = self.realms.credentials_for(request.headers.get_all("Authorization"), REALM)
-        if credentials is not None:
-            result = self.realms.server(REALM).verify(credentials, "REGISTER", HA1, now)
-            if result.status is VerifyStatus.OK:
-                contact = request.headers.get("Contact")
-                return make_response(
-                    request,
-                    200,
-                    headers=(("Contact", f"{contact};expires={self.granted}"),),
-                )
-        challenges = self.realms.challenge_headers(REALM, "WWW-Authenticate", now)
-        return make_response(request, 401, headers=challenges)
 
 
 def register(registration: UpstreamRegistration, registrar: Registrar, now: float) -> None:

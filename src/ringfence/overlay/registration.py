@@ -108,6 +108,11 @@ class UpstreamRegistration:
         self._challenge: tuple[Challenge, str] | None = None
         self._nc = 0
 
+    @property
+    def call_id(self) -> str:
+        """The Call-ID of every REGISTER of this registration (and of their responses)."""
+        return self._call_id
+
     # -- requests ------------------------------------------------------------------------
 
     def _register(self, expires: int, authorization: tuple[str, str] | None = None) -> Request:

@@ -58,7 +58,7 @@ class Upkeep(Generic[K]):
         self._seq = itertools.count()
         #: Keys with a request queued, in order (unregisters of removed entries included).
         self._urgent: deque[tuple[K, Request]] = deque()
-        self._next_slot = 0.0
+        self._next_slot = float("-inf")
         #: REGISTERs sent in all (for the bench and the stats).
         self.sent = 0
 
@@ -91,14 +91,18 @@ class Upkeep(Generic[K]):
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
+        # A challenge answer still queued would register the binding again: dropped.
+        self._urgent = deque(item for item in self._urgent if item[0] != key)
         registration = entry.registration
-        if registration.state is State.REGISTERED or entry.busy:
+        if registration.expires_at is not None or entry.busy:
             self._urgent.append((key, registration.unregister()))
             return True
         return False
 
     def _slot(self, now: float) -> bool:
-        slot = max(self._next_slot, now - CATCH_UP_S)
+        # Late by a little (a busy loop): the missed slots go now. Idle for longer: no
+        # credit, the next slot is now.
+        slot = self._next_slot if self._next_slot >= now - CATCH_UP_S else now
         if slot > now:
             return False
         self._next_slot = slot + self._interval
@@ -138,8 +142,8 @@ class Upkeep(Generic[K]):
     def on_response(self, key: K, response: Response, now: float) -> None:
         """The final response to the REGISTER of `key` last given out."""
         entry = self._entries.get(key)
-        if entry is None:
-            return  # removed meanwhile (its unregister went already)
+        if entry is None or response.headers.get("Call-ID") != entry.registration.call_id:
+            return  # removed, or replaced meanwhile: the new one starts afresh
         follow = entry.registration.on_response(response, now)
         if follow is not None:
             self._urgent.append((key, follow))  # still busy: the exchange goes on
@@ -147,10 +151,15 @@ class Upkeep(Generic[K]):
         entry.busy = False
         self._schedule(key, entry)
 
-    def timed_out(self, key: K, now: float) -> None:
-        """No final response to the REGISTER of `key` (Timer F, or the transport failed)."""
+    def timed_out(
+        self, key: K, now: float, registration: UpstreamRegistration | None = None
+    ) -> None:
+        """No final response to the REGISTER of `key` (Timer F, or the transport failed).
+
+        `registration`: the one that sent it, when known (a replaced one's is ignored).
+        """
         entry = self._entries.get(key)
-        if entry is None:
+        if entry is None or (registration is not None and entry.registration is not registration):
             return
         entry.registration.timed_out(now)
         entry.busy = False

@@ -177,7 +177,9 @@ def _check_upstream(upstream: UpstreamPbx) -> None:
     )
     if upstream.outbound_proxy is not None:
         try:
-            split_hostport(upstream.outbound_proxy)
+            _, proxy_port = split_hostport(upstream.outbound_proxy)
+            if proxy_port == 0:
+                raise URIError("port 0")
         except URIError:
             _check(
                 False,

@@ -237,8 +237,10 @@ def check_sip_account(account: SipAccount) -> SipAccount:
     if not SIP_USER_RE.fullmatch(account.username):
         raise _invalid("sip_account.username", "must be 1 to 64 SIP user characters")
     domain = account.domain.lower()
-    host, _, port = domain.rpartition(":") if domain.count(":") == 1 else (domain, "", "")
-    if not SIP_HOST_RE.fullmatch(host) or (port and not (port.isdigit() and len(port) <= 5)):
+    host, colon, port = domain.partition(":")
+    if not SIP_HOST_RE.fullmatch(host) or (
+        colon and not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535)
+    ):
         raise _invalid("sip_account.domain", "must be the SIP domain, such as pbx.example.com")
     if account.auth_username is not None and not SIP_USER_RE.fullmatch(account.auth_username):
         raise _invalid("sip_account.auth_username", "must be 1 to 64 SIP user characters")

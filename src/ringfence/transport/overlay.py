@@ -317,6 +317,7 @@ class OverlayService:
 
     async def _exchange(self, key: str, request: Request) -> None:
         kept = self._kept.get(key)
+        registration = self.upkeep.registration(key)
         # An unregister goes after the instance was forgotten: its PBX is remembered apart.
         upstream = kept.upstream if kept is not None else self._leaving.get(key)
         if self.sent_log is not None:
@@ -327,11 +328,10 @@ class OverlayService:
             target = Target(request.uri, hops[0], alternates=tuple(hops[1:]))
             _, response = await self._send(request, target)
         now = self._now()
-        if kept is None:
-            if response is None or response.status >= 200:
-                self._leaving.pop(key, None)
+        if kept is None or registration is None:
+            self._leaving.pop(key, None)
         elif response is None:
-            self.upkeep.timed_out(key, now)
+            self.upkeep.timed_out(key, now, registration)
         else:
             self.upkeep.on_response(key, response, now)
         self._wake.set()

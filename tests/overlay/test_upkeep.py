@@ -1,0 +1,300 @@
+"""Many upstream registrations under one REGISTER rate ceiling (sans-IO: the loop is driven
+by hand, time is plain floats, responses come from a registrar played in the test)."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+
+from ringfence.overlay.registration import (
+    BACKOFF_MAX_S,
+    GIVE_UP_S,
+    State,
+    UpstreamRegistration,
+)
+from ringfence.overlay.upkeep import Upkeep
+from ringfence.sip.message import Request, Response, make_response
+from tests.overlay.upstream import ACCOUNT, Registrar, rng
+
+
+def registration(seed: int) -> UpstreamRegistration:
+    return UpstreamRegistration(ACCOUNT, rng(seed))
+
+
+def ok(request: Request, granted: int = 600) -> Response:
+    """A 200 granting the request's Contact `granted` seconds (RFC 3261 §10.3 step 8)."""
+    contact = request.headers.get("Contact")
+    return make_response(request, 200, headers=(("Contact", f"{contact};expires={granted}"),))
+
+
+def header(request: Request, name: str) -> str:
+    return request.headers.get(name) or ""
+
+
+def cseq(request: Request) -> int:
+    return int(header(request, "CSeq").split()[0])
+
+
+def most_in_a_window(times: list[float], width: float = 1.0) -> int:
+    """The most of the (sorted) `times` that any window [t, t + width) holds."""
+    return max(
+        (bisect.bisect_left(times, start + width) - i for i, start in enumerate(times)), default=0
+    )
+
+
+# -- the rate ceiling ---------------------------------------------------------------------------
+
+
+def test_a_thousand_restored_registrations_keep_to_the_rate_ceiling() -> None:
+    upkeep: Upkeep[int] = Upkeep(max_rate=50, restore_window_s=0.0, rng=rng(0))
+    for key in range(1000):
+        upkeep.add(key, registration(key), 0.0, spread=True)
+    sent_at: list[float] = []
+    step = 0.003
+    for tick in range(round(25.0 / step) + 1):
+        now = tick * step
+        for key, request in upkeep.ready(now):
+            sent_at.append(now)
+            upkeep.on_response(key, ok(request), now)
+    assert len(sent_at) == upkeep.sent == 1000
+    assert upkeep.states() == {State.REGISTERED: 1000}
+    # 50 a second in any second (one more for a window's edge), never two at once.
+    assert most_in_a_window(sent_at) <= 51
+    assert min(b - a for a, b in itertools.pairwise(sent_at)) >= 1 / 50 - step
+    # And no slower than the ceiling allows: 1,000 at 50/s take 20 s.
+    assert 19.5 <= sent_at[-1] <= 21.0
+
+
+def test_a_restore_spreads_first_registers_over_the_window() -> None:
+    upkeep: Upkeep[int] = Upkeep(max_rate=1000, restore_window_s=60.0, rng=rng(1))
+    for key in range(500):
+        upkeep.add(key, registration(key), 0.0, spread=True)
+    first_at: dict[int, float] = {}
+    step = 0.01
+    for tick in range(round(61.0 / step) + 1):
+        now = tick * step
+        for key, request in upkeep.ready(now):
+            assert key not in first_at  # answered at once: nothing else is due for minutes
+            first_at[key] = now
+            upkeep.on_response(key, ok(request), now)
+    assert len(first_at) == 500
+    assert upkeep.states() == {State.REGISTERED: 500}
+    times = sorted(first_at.values())
+    assert times[0] >= 0.0
+    assert times[-1] <= 60.0 + step
+    assert times[-1] - times[0] > 45.0
+    assert most_in_a_window(times) <= 30  # ~8 a second on average: no storm
+
+
+def test_the_answer_to_a_challenge_waits_for_a_slot_and_counts() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=1.0, restore_window_s=0.0)
+    registrar = Registrar()
+    upkeep.add("a", registration(1), 0.0, spread=False)
+    upkeep.add("b", registration(2), 0.5, spread=False)
+    [(key, first)] = upkeep.ready(0.0)
+    assert key == "a"
+    assert header(first, "Authorization") == ""
+    upkeep.on_response("a", registrar.handle(first, 0.0), 0.0)  # 401
+    # The answer is due at once, but the ceiling (1/s) holds it until the next slot.
+    assert upkeep.ready(0.0) == []
+    assert upkeep.ready(0.99) == []
+    assert upkeep.wake_at(0.5) == 1.0
+    assert upkeep.sent == 1
+    [(key, answer)] = upkeep.ready(1.0)
+    assert key == "a"  # before "b", due since 0.5: an exchange under way goes first
+    assert "Digest" in header(answer, "Authorization")
+    assert header(answer, "Call-ID") == header(first, "Call-ID")
+    assert cseq(answer) == cseq(first) + 1
+    assert upkeep.sent == 2
+    upkeep.on_response("a", registrar.handle(answer, 1.0), 1.0)
+    assert upkeep.states() == {State.REGISTERED: 1, State.REGISTERING: 1}
+    assert upkeep.ready(1.5) == []
+    [(key, _)] = upkeep.ready(2.0)
+    assert key == "b"
+    assert upkeep.sent == 3
+
+
+# -- remove, timeouts, giving up, replacing -----------------------------------------------------
+
+
+def test_removing_a_registered_key_unregisters_it_and_later_responses_are_ignored() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    upkeep.add("a", registration(1), 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    upkeep.on_response("a", ok(first), 0.0)
+    assert upkeep.states() == {State.REGISTERED: 1}
+    assert upkeep.remove("a") is True
+    assert "a" not in upkeep
+    assert len(upkeep) == 0
+    assert upkeep.registration("a") is None
+    assert upkeep.wake_at(1.0) == 1.0  # the unregister is waiting
+    [(key, bye)] = upkeep.ready(1.0)
+    assert key == "a"
+    assert header(bye, "Expires") == "0"
+    assert header(bye, "Call-ID") == header(first, "Call-ID")
+    assert cseq(bye) > cseq(first)
+    assert upkeep.sent == 2
+    # Its response, a late timeout: nothing breaks, nothing more is sent.
+    upkeep.on_response("a", ok(bye, 0), 1.1)
+    upkeep.timed_out("a", 33.0)
+    assert upkeep.remove("a") is False
+    assert upkeep.states() == {}
+    assert upkeep.ready(10_000.0) == []
+    assert upkeep.wake_at(10_000.0) is None
+    assert upkeep.ended() == []
+
+
+def test_removing_a_key_with_its_register_out_unregisters_it() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    upkeep.add("a", registration(1), 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    assert upkeep.remove("a") is True  # the PBX may take the first REGISTER yet
+    [(key, bye)] = upkeep.ready(0.1)
+    assert key == "a"
+    assert header(bye, "Expires") == "0"
+    upkeep.on_response("a", ok(first), 0.2)  # the first one's 200, late: ignored
+    assert upkeep.ready(10_000.0) == []
+
+
+def test_removing_a_key_never_started_sends_nothing() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=60.0, rng=rng(3))
+    upkeep.add("a", registration(1), 0.0, spread=True)
+    upkeep.add("b", registration(2), 0.0, spread=True)
+    assert upkeep.remove("a") is False
+    assert upkeep.remove("never added") is False
+    keys = []
+    for tick in range(62):
+        keys += [key for key, _ in upkeep.ready(float(tick))]
+    assert keys == ["b"]
+    upkeep.on_response("a", ok(registration(9).start(62.0)), 62.0)  # stray
+    upkeep.timed_out("a", 62.0)
+    assert "a" not in upkeep
+    assert upkeep.sent == 1
+
+
+def test_a_timeout_schedules_a_retry_after_the_backoff() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    kept = registration(5)
+    upkeep.add("a", kept, 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    assert upkeep.wake_at(0.0) is None  # its REGISTER is out: nothing to wake for
+    upkeep.timed_out("a", 32.0)
+    assert upkeep.states() == {State.BACKING_OFF: 1}
+    due = kept.due_at
+    assert due is not None
+    assert 32.0 + 15.0 <= due <= 32.0 + 30.0  # RFC 5626 §4.5: 30 s times [0.5, 1]
+    assert upkeep.wake_at(32.0) == due
+    assert upkeep.ready(due - 0.01) == []
+    [(key, retry)] = upkeep.ready(due)
+    assert key == "a"
+    assert header(retry, "Call-ID") == header(first, "Call-ID")
+    assert cseq(retry) == cseq(first) + 1
+    upkeep.on_response("a", ok(retry), due + 0.1)
+    assert upkeep.states() == {State.REGISTERED: 1}
+    assert kept.due_at is not None
+    assert upkeep.wake_at(due + 0.1) == kept.due_at
+
+
+def test_after_12_hours_of_failures_the_key_ends_once() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    upkeep.add("a", registration(6), 0.0, spread=False)
+    upkeep.add("b", registration(7), 0.0, spread=False)
+    now = 0.0
+    ended: list[str] = []
+    attempts = 0
+    while not ended:
+        sent = [(key, request) for key, request in upkeep.ready(now) if key == "a"]
+        assert len(sent) == 1
+        attempts += 1
+        for key, request in upkeep.ready(now + 0.5):
+            upkeep.on_response(key, ok(request, 3600 * 24), now + 0.5)  # "b" fares well
+        now += 32.0  # Timer F
+        upkeep.timed_out("a", now)
+        ended = upkeep.ended()
+        if not ended:
+            wake = upkeep.wake_at(now)
+            assert wake is not None
+            now = wake
+    assert ended == ["a"]
+    assert attempts > 10
+    assert GIVE_UP_S <= now <= GIVE_UP_S + BACKOFF_MAX_S + 32.0
+    assert "a" not in upkeep
+    assert upkeep.registration("a") is None
+    assert upkeep.ended() == []
+    assert upkeep.states() == {State.REGISTERED: 1}
+    assert all(key == "b" for key, _ in upkeep.ready(now + 100_000.0))
+
+
+def test_adding_a_key_again_replaces_its_registration() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    old = registration(1)
+    upkeep.add("a", old, 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    upkeep.on_response("a", ok(first), 0.0)
+    old_due = old.due_at
+    assert old_due is not None
+    assert 300.0 <= old_due <= 480.0
+    # The app hands its account again just before the old refresh is due.
+    new = registration(2)
+    now = old_due - 1.0
+    upkeep.add("a", new, now, spread=False)
+    assert len(upkeep) == 1
+    assert upkeep.registration("a") is new
+    [(key, start)] = upkeep.ready(now)
+    assert key == "a"
+    assert header(start, "Call-ID") != header(first, "Call-ID")
+    assert cseq(start) == 1
+    upkeep.on_response("a", ok(start), now)
+    new_due = new.due_at
+    assert new_due is not None
+    assert new_due > old_due + 200.0
+    # The old refresh time wakes nobody, and the old registration sends nothing more.
+    assert upkeep.wake_at(now) == new_due
+    assert upkeep.ready(old_due) == []
+    assert old.due_at == old_due  # never asked for its refresh
+    [(key, refresh)] = upkeep.ready(new_due)
+    assert header(refresh, "Call-ID") == header(start, "Call-ID")
+    assert upkeep.sent == 3
+
+
+# -- replaced and removed registrations, idle clocks ---------------------------------------------
+
+
+def test_a_response_to_the_replaced_registration_is_not_taken_by_the_new_one() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    registrar = Registrar()
+    upkeep.add("a", registration(1), 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    new = registration(2)
+    upkeep.add("a", new, 0.5, spread=False)
+    # The final response to the REGISTER of "a" last given out: the old one's 401.
+    upkeep.on_response("a", registrar.handle(first, 0.5), 0.5)
+    out = upkeep.ready(1.0) + upkeep.ready(1.5) + upkeep.ready(2.0)
+    # The new registration starts afresh: one REGISTER, no answer to the old challenge.
+    assert [header(request, "Authorization") for _, request in out] == [""]
+
+
+def test_removing_a_key_mid_challenge_sends_only_the_unregister() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=1.0, restore_window_s=0.0)
+    registrar = Registrar()
+    upkeep.add("a", registration(1), 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    upkeep.on_response("a", registrar.handle(first, 0.0), 0.0)  # 401: the answer waits
+    assert upkeep.remove("a") is True
+    out = upkeep.ready(1.0) + upkeep.ready(2.0) + upkeep.ready(3.0)
+    assert [header(request, "Expires") for _, request in out] == ["0"]
+
+
+def test_the_first_registers_on_a_real_clock_keep_to_the_ceiling() -> None:
+    upkeep: Upkeep[int] = Upkeep(max_rate=50, restore_window_s=0.0)
+    start = 86_400.0  # a monotonic clock some day after boot
+    for key in range(100):
+        upkeep.add(key, registration(key), start, spread=False)
+    sent_at: list[float] = []
+    for tick in range(1000):
+        now = start + tick * 0.002
+        for key, request in upkeep.ready(now):
+            sent_at.append(now)
+            upkeep.on_response(key, ok(request), now)
+    assert len(sent_at) == 100
+    assert most_in_a_window(sent_at) <= 51
