@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check bench bench-sip bench-push bench-files fuzz system-deps clean
+.PHONY: run test check bench bench-sip bench-push bench-files bench-overlay fuzz system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-push: $(VENV)/.test-deps system-deps
 ## bench-files: a 1 GiB encrypted attachment up and down through ringfence serve (MB/s, RSS)
 bench-files: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/files.py
+
+## bench-overlay: 10,000 overlay instances held on one node, Kamailio as the PBX (RSS, REGISTERs/s)
+bench-overlay: $(VENV)/.test-deps system-deps
+	$(BIN)/python benchmarks/overlay.py
 
 ## fuzz: atheris on the SIP parsers for FUZZ_SECONDS (default 600)
 fuzz: $(VENV)/.test-deps

@@ -33,6 +33,7 @@ from ringfence.client import RingfenceClient
 # The loopback helpers the tests use (run from the repository, as `make bench-files` does).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.net import free_port, wait_for_port
+from tests.support.proc import cpu_seconds, status_kib
 
 from ringfence.files.envelope import encrypted_size
 
@@ -44,20 +45,6 @@ GIB = 1024 * MIB
 TARGET_MB_S = 200.0
 TARGET_RSS_MB = 64.0
 PASSWORDS = {"alice": "alice-bench-secret", "bob": "bob-bench-secret"}
-
-
-def status_kib(pid: int, key: str) -> int:
-    """A `kB` line of /proc/PID/status (VmRSS, VmHWM), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/{pid}/status has no {key}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak(pid: int) -> bool:

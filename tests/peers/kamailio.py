@@ -22,13 +22,25 @@ Why each piece is done the way it is:
 * Readiness is a SIP OPTIONS answered 200 (not "the port is bound"): only then are the
   modules initialised and the users' htable loaded.
 * Bindings are read with ``kamcmd`` over the ctl module's unix socket in the work dir, not
-  inferred from replies, so a test sees what the PBX itself would route to.
+  inferred from replies, so a test sees what the PBX itself would route to; `contacts` reads
+  the bindings of thousands of users through one kamcmd process.
+* ``Pbx(..., log_registers=True)`` logs every REGISTER as it arrives, and every binding
+  saved, with the time in microseconds (``-A LOG_REGISTER``): `registers` and
+  `register_times` read them back, e.g. to check a client's REGISTER rate from the PBX's
+  side::
+
+      with Pbx(tmp_path, users, log_registers=True) as pbx:
+          since = clock.now().timestamp()
+          ...
+          times = pbx.register_times(since)  # arrival times (Unix time), in order
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,7 +48,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -53,6 +66,35 @@ STOP_GRACE_S = 5.0
 _MAX_UNIX_PATH = 100
 #: kamcmd's answers when an AOR has no live binding (it exits 0 on RPC faults too).
 _NO_BINDING = ("AOR not found in location table", "AOR has no contacts")
+#: Shared memory (MB) and UDP workers: room for thousands of users and REGISTER bursts.
+SHM_MB = 128
+UDP_WORKERS = 4
+#: The cfg's LOG_REGISTER lines (xlog NOTICE, on stderr, i.e. in the log file).
+_REGISTER_LINE = re.compile(
+    r"RFREG (?P<event>arrived|saved) t=(?P<time>\d+\.\d+) ci=(?P<call_id>\S*)"
+    r" cs=(?P<cseq>\d*) u=(?P<user>\S*)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterLine:
+    """One REGISTER the PBX logged (``Pbx(log_registers=True)``).
+
+    Attributes:
+        event: ``"arrived"`` (as it came in, before authentication; retransmissions too)
+            or ``"saved"`` (save() succeeded, the REGISTER was answered 200: a binding
+            stored, refreshed, or removed by Expires: 0).
+        time: When, as Unix time with microseconds (Kamailio's ``$TV(Sn)``).
+        call_id: Its Call-ID.
+        cseq: Its CSeq number.
+        user: The To URI's user part (the AOR's user).
+    """
+
+    event: str
+    time: float
+    call_id: str
+    cseq: int
+    user: str
 
 
 class PbxError(RuntimeError):
@@ -178,6 +220,10 @@ def parse_contacts(kamcmd_output: str) -> list[str]:
     ]
 
 
+def _time_of(line: RegisterLine) -> float:
+    return line.time
+
+
 class Pbx:
     """Kamailio with kamailio_pbx.cfg on 127.0.0.1, UDP and TCP on one port.
 
@@ -186,19 +232,29 @@ class Pbx:
             short enough, the control socket live.
         users: Digest user name -> password; the AOR is ``sip:user@domain``.
         domain: The PBX's SIP domain and digest realm (an alias of the server).
+        log_registers: Log each REGISTER and each binding saved (see `registers`).
     """
 
     def __init__(
-        self, workdir: Path, users: Mapping[str, str], domain: str = DEFAULT_DOMAIN
+        self,
+        workdir: Path,
+        users: Mapping[str, str],
+        domain: str = DEFAULT_DOMAIN,
+        *,
+        log_registers: bool = False,
     ) -> None:
         self.workdir = workdir
         self.users = dict(users)
         self.domain = domain
+        self.log_registers = log_registers
         self.log = workdir / "kamailio.log"
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._ctl_dir: Path | None = None
+        #: The REGISTER lines parsed so far, and how far into the log they go.
+        self._registers: list[RegisterLine] = []
+        self._log_parsed = 0
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -261,11 +317,11 @@ class Pbx:
             "-DD",  # stay in the foreground: this Popen is the main process
             "-E",  # log to stderr, i.e. the log file
             "-m",
-            "64",
+            str(SHM_MB),
             "-M",
             "8",
             "-n",
-            "2",
+            str(UDP_WORKERS),
             "-Y",
             str(self.workdir),  # runtime dir: nothing under /run/kamailio
             "-w",
@@ -281,6 +337,8 @@ class Pbx:
             "-A",
             f'CTL_SOCK="{ctl}"',
         ]
+        if self.log_registers:
+            argv += ["-A", "LOG_REGISTER"]
         self._log_file = self.log.open("ab")
         self._log_file.write(f"==== {' '.join(argv)}\n".encode())
         self._log_file.flush()
@@ -391,3 +449,99 @@ class Pbx:
                 return []
             raise PbxError(f"kamcmd ul.lookup for {user}: {stripped}")
         return parse_contacts(output)
+
+    def contacts(self, users: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """The live contact URIs of each of `users` (default: every user of the PBX).
+
+        Like `bindings`, from ``ul.lookup``, but every lookup goes through one kamcmd
+        process (its interactive mode, the commands on its standard input): thousands of
+        users are read in a fraction of a second. (``ul.dump`` would be one RPC, but
+        kamcmd refuses its reply as too big beyond a hundred bindings or so.) Users
+        without a live binding map to [].
+        """
+        names = list(self.users if users is None else users)
+        for user in names:
+            if not user or any(c.isspace() for c in user):
+                raise ValueError(f"kamcmd cannot look up the user {user!r}")
+        found: dict[str, list[str]] = {user: [] for user in names}
+        if not names:
+            return found
+        binary = kamcmd_binary()
+        if binary is None:
+            raise PbxError("kamcmd not found: apt-get install -y kamailio")
+        commands = "".join(f"ul.lookup location {user}@{self.domain}\n" for user in names)
+        proc = subprocess.run(
+            [binary, "-s", self.ctl_socket],
+            input=commands,
+            capture_output=True,
+            text=True,
+            timeout=30.0,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise PbxError(
+                f"kamcmd ul.lookup (x{len(names)}) exited {proc.returncode}: "
+                f"{(proc.stderr or proc.stdout).strip()}; see {self.log}"
+            )
+        # Each answer is either an "error: 500 - ..." line (no live binding) or a structure
+        # that starts with "AoR: user" (use_domain=0) and lists "Address: uri" lines.
+        aor: str | None = None
+        for line in proc.stdout.splitlines():
+            name, _, value = line.strip().partition(":")
+            if name == "AoR":
+                aor = value.strip()
+            elif name == "Address" and aor in found:
+                found[aor].append(value.strip())
+            elif "error:" in line:
+                if not any(text in line for text in _NO_BINDING):
+                    raise PbxError(f"kamcmd ul.lookup: {line.strip()}")
+                aor = None
+        return found
+
+    def count_contacts(self, substring: str = "", users: Iterable[str] | None = None) -> int:
+        """How many live contacts of `users` (default: all) contain `substring`."""
+        return sum(
+            substring in contact
+            for contacts in self.contacts(users).values()
+            for contact in contacts
+        )
+
+    def registers(self, since: float | None = None) -> list[RegisterLine]:
+        """The REGISTERs logged so far (``log_registers=True``), across restarts, in order.
+
+        `since`: only those logged at or after this Unix time (the test's wall clock,
+        ``SystemClock().now().timestamp()``, is Kamailio's).
+        """
+        if not self.log_registers:
+            raise PbxError("REGISTERs are logged only with Pbx(..., log_registers=True)")
+        # Only what was appended since the last call is read (the log only grows), up to
+        # its last complete line: a test can poll this while thousands come in.
+        try:
+            with self.log.open("rb") as log:
+                log.seek(self._log_parsed)
+                chunk = log.read()
+        except FileNotFoundError:
+            chunk = b""
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._log_parsed += len(complete)
+        text = complete.decode("utf-8", errors="replace")
+        found = [
+            RegisterLine(
+                match["event"],
+                float(match["time"]),
+                match["call_id"],
+                int(match["cseq"] or 0),
+                match["user"],
+            )
+            for match in _REGISTER_LINE.finditer(text)
+        ]
+        if found:
+            self._registers.extend(found)
+            self._registers.sort(key=lambda line: line.time)  # the workers write concurrently
+        if since is None:
+            return list(self._registers)
+        return self._registers[bisect.bisect_left(self._registers, since, key=_time_of) :]
+
+    def register_times(self, since: float | None = None) -> list[float]:
+        """When each REGISTER arrived (Unix time, ascending), see `registers`."""
+        return [line.time for line in self.registers(since) if line.event == "arrived"]

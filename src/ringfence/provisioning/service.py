@@ -232,6 +232,8 @@ class ProvisioningService:
         # SIP_CACHE_TTL_S plus one background refresh.
         self._sip_cache: dict[tuple[str, str], tuple[float, SipCredentials | None]] = {}
         self._sip_stale: dict[tuple[str, str], None] = {}  # an ordered set
+        #: account id -> its key in `_sip_cache` (`sip_identity`).
+        self._sip_ids: dict[str, tuple[str, str]] = {}
         self._sip_generation = 0
         self._domains: tuple[float, frozenset[str]] | None = None
         self._domains_loading = False
@@ -845,6 +847,9 @@ class ProvisioningService:
         if len(self._sip_cache) >= SIP_CACHE_MAX_ENTRIES and key not in self._sip_cache:
             self._sip_cache.clear()
             self._sip_stale.clear()
+            self._sip_ids.clear()
+        if found is not None:
+            self._sip_ids[found.account_id] = key
         # Spread over half the TTL, so that entries loaded together (the warm-up) do not all
         # fall due for a refresh in the same second.
         ttl = SIP_CACHE_TTL_S * random.uniform(0.5, 1.0)  # noqa: S311 - load spreading
@@ -868,6 +873,25 @@ class ProvisioningService:
             for key, (_, value) in list(self._sip_cache.items()):
                 if value is not None and value.account_id == account_id:
                     del self._sip_cache[key]
+
+    async def sip_identity(self, account_id: str) -> tuple[str, Tenant] | None:
+        """An account's user name and tenant: from the SIP credentials cache when there.
+
+        The overlay restores thousands of registrations at start; the cache, warmed with
+        every account, spares it three round trips each.
+
+        Returns:
+            None when the account does not exist.
+        """
+        key = self._sip_ids.get(account_id)
+        cached = self._sip_cache.get(key) if key is not None else None
+        if cached is not None and cached[1] is not None and cached[1].account_id == account_id:
+            return cached[1].username, cached[1].tenant
+        try:
+            account = await self.account_by_id(account_id)
+        except NotFoundError:
+            return None
+        return account.username, account.tenant
 
     async def _load_sip_credentials(self, domain: str, username: str) -> SipCredentials | None:
         found = await self._store.find_sip_account(domain.lower(), self._names.of(username))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,8 +36,7 @@ from ringfence.config import OverlaySettings
 from ringfence.overlay.contact import ContactTokens
 from ringfence.overlay.registration import State, UpstreamAccount, UpstreamRegistration
 from ringfence.overlay.upkeep import Upkeep
-from ringfence.provisioning.errors import NotFoundError
-from ringfence.provisioning.models import Account, UpstreamPbx, UpstreamTransport
+from ringfence.provisioning.models import Tenant, UpstreamPbx, UpstreamTransport
 from ringfence.proxy.engine import Target
 from ringfence.proxy.parking import Sleeper
 from ringfence.proxy.router import OverlayTarget
@@ -57,6 +57,8 @@ EXPIRY_NOTICES: tuple[tuple[timedelta, PushKind, str], ...] = (
     (timedelta(hours=24), PushKind.WAKE, "instance_expiring_soon"),
     (timedelta(hours=12), PushKind.INSTANCE_EXPIRING, "instance_expiring"),
 )
+#: How often the instances are looked at for their expiry notices.
+NOTICE_CHECK = timedelta(minutes=1)
 #: How long a notice may wait at the push provider for an offline device.
 NOTICE_TTL_S = 6 * 3600
 
@@ -64,7 +66,9 @@ NOTICE_TTL_S = 6 * 3600
 class Accounts(Protocol):
     """What the overlay needs of provisioning (`ProvisioningService`)."""
 
-    async def account_by_id(self, account_id: str) -> Account: ...
+    async def sip_identity(self, account_id: str) -> tuple[str, Tenant] | None:
+        """The account's user name and tenant (None: it is gone)."""
+        ...
 
 
 class Notifier(Protocol):
@@ -116,9 +120,14 @@ class OverlayService:
         self._clock = clock
         self._settings = settings
         self._notifier = notifier
-        self.upkeep: Upkeep[str] = Upkeep(settings.max_register_rate, settings.restore_window_s)
+        # One for all: a Random of each registration's own would hold 2.5 KB of state.
+        self._rng = random.SystemRandom()
+        self.upkeep: Upkeep[str] = Upkeep(
+            settings.max_register_rate, settings.restore_window_s, self._rng
+        )
         self._kept: dict[str, _Kept] = {}
         self._hops: dict[tuple[str, int | None, str], tuple[float, list[Address]]] = {}
+        self._notices_at: datetime | None = None
         #: Instances forgotten whose unregister is still to go: the PBX it goes to.
         self._leaving: dict[str, UpstreamPbx] = {}
         self._wake = asyncio.Event()
@@ -139,8 +148,6 @@ class OverlayService:
                 if await self._keep(instance, spread=True):
                     restored += 1
         self._task = asyncio.get_running_loop().create_task(self._run(), name="overlay")
-        if restored:
-            logger.info("overlay: restoring %d upstream registrations", restored)
         return restored
 
     async def aclose(self, *, unregister: bool = False) -> None:
@@ -163,6 +170,10 @@ class OverlayService:
 
     def _now(self) -> float:
         return self._clock.monotonic()
+
+    def wake(self) -> None:
+        """Look at the registrations now (the clock moved: tests, or a chore is due)."""
+        self._wake.set()
 
     # -- instances ----------------------------------------------------------------------------
 
@@ -190,12 +201,12 @@ class OverlayService:
         sip_instance = instance.report.sip_instance
         if account is None or sip_instance is None:
             return False
-        try:
-            owner = await self._accounts.account_by_id(instance.account_id)
-        except NotFoundError:  # erased meanwhile
+        identity = await self._accounts.sip_identity(instance.account_id)
+        if identity is None:  # erased meanwhile
             logger.info("overlay: the account of an instance is gone")
             return False
-        upstream = owner.tenant.upstream
+        username, tenant = identity
+        upstream = tenant.upstream
         if upstream is None:
             return False  # the tenant is standalone (again)
         user = self._tokens.user_of(instance.id)
@@ -208,10 +219,11 @@ class OverlayService:
                 password=account.password,
                 ha1=account.ha1,
                 expires=upstream.expires_s,
-            )
+            ),
+            self._rng,
         )
         target = OverlayTarget(
-            owner.username, owner.tenant.sip_domain, sip_instance, self._settings.call_wait_s
+            username, tenant.sip_domain, sip_instance, self._settings.call_wait_s
         )
         self._kept[instance.id] = _Kept(instance, target, upstream)
         self.upkeep.add(instance.id, registration, self._now(), spread=spread)
@@ -249,7 +261,12 @@ class OverlayService:
         while True:
             now = self._now()
             for key, request in self.upkeep.ready(now):
-                self._spawn(self._exchange(key, request))
+                # Where it goes is decided now: a chore may forget the instance before the
+                # exchange starts (its unregister then follows to the same PBX).
+                kept = self._kept.get(key)
+                upstream = kept.upstream if kept is not None else self._leaving.get(key)
+                registration = self.upkeep.registration(key) if kept is not None else None
+                self._spawn(self._exchange(key, request, upstream, registration))
             if now >= next_check:
                 next_check = now + 1.0
                 await self._chores()
@@ -260,7 +277,7 @@ class OverlayService:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _chores(self) -> None:
-        """Once a second: registrations given up, and instances nearing their end."""
+        """Once a second: registrations given up; each minute: instances nearing their end."""
         for instance_id in self.upkeep.ended():
             kept = self._kept.pop(instance_id, None)
             if kept is None:
@@ -269,8 +286,15 @@ class OverlayService:
             self._notify(kept, PushKind.INSTANCE_ENDED, "upstream_refused")
             await self._instances.erase(instance_id)
         now = self._clock.now()
-        for kept in list(self._kept.values()):
+        if self._notices_at is not None and now < self._notices_at:
+            return
+        # The notices are hours apart: a look each minute is enough, and a walk over
+        # every instance each second would hold the event loop for milliseconds.
+        self._notices_at = now + NOTICE_CHECK
+        for n, kept in enumerate(list(self._kept.values())):
             await self._expiry_notices(kept, now)
+            if n % 1000 == 999:
+                await asyncio.sleep(0)
 
     async def _expiry_notices(self, kept: _Kept, now: datetime) -> None:
         left = kept.instance.expires_at - now
@@ -315,11 +339,17 @@ class OverlayService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _exchange(self, key: str, request: Request) -> None:
-        kept = self._kept.get(key)
-        registration = self.upkeep.registration(key)
-        # An unregister goes after the instance was forgotten: its PBX is remembered apart.
-        upstream = kept.upstream if kept is not None else self._leaving.get(key)
+    async def _exchange(
+        self,
+        key: str,
+        request: Request,
+        upstream: UpstreamPbx | None,
+        registration: UpstreamRegistration | None,
+    ) -> None:
+        """Send one REGISTER and hand its outcome back.
+
+        `registration` is None for the unregister of an instance no longer kept.
+        """
         if self.sent_log is not None:
             self.sent_log.append(self._now())
         hops = await self._hops_of(upstream) if upstream is not None else []
@@ -328,8 +358,9 @@ class OverlayService:
             target = Target(request.uri, hops[0], alternates=tuple(hops[1:]))
             _, response = await self._send(request, target)
         now = self._now()
-        if kept is None or registration is None:
-            self._leaving.pop(key, None)
+        if registration is None:
+            if request.headers.get("Expires") == "0":
+                self._leaving.pop(key, None)
         elif response is None:
             self.upkeep.timed_out(key, now, registration)
         else:
@@ -390,14 +421,11 @@ class InstanceDirectory:
         found: OverlayTarget | None = None
         instance = await self._instances.by_id(instance_id)
         if instance is not None and instance.report.sip_instance is not None:
-            try:
-                owner = await self._accounts.account_by_id(instance.account_id)
-            except NotFoundError:
-                owner = None
-            if owner is not None and owner.tenant.upstream is not None:
+            identity = await self._accounts.sip_identity(instance.account_id)
+            if identity is not None and identity[1].upstream is not None:
                 found = OverlayTarget(
-                    owner.username,
-                    owner.tenant.sip_domain,
+                    identity[0],
+                    identity[1].sip_domain,
                     instance.report.sip_instance,
                     self._settings.call_wait_s,
                 )

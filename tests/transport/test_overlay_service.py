@@ -1,0 +1,282 @@
+"""The overlay service over a real store and keyring, a fake PBX and a clock moved by hand.
+
+It keeps each overlay instance's account registered upstream, unregisters it when the
+instance is erased, sends the notices before the instance expires and erases it when it
+does (P3), gives up after 12 hours of refusals (the app told), and restores everything
+after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from ringfence.config import OverlaySettings
+from ringfence.overlay.contact import ContactTokens
+from ringfence.provisioning.features import FeatureConfig
+from ringfence.provisioning.models import UpstreamPbx
+from ringfence.proxy.engine import Target
+from ringfence.proxy.parking import Sleeper
+from ringfence.push.provider import PushKind
+from ringfence.pushgw.instances import InstanceReport, PushService, SipAccount
+from ringfence.runtime import Runtime
+from ringfence.sip.message import Request, Response, make_response
+from ringfence.sip.transaction import Address
+from ringfence.sip.uri import SipURI
+from ringfence.storage.tables import push_instances, subject_keys
+from ringfence.transport.overlay import OverlayService
+from tests.overlay.upstream import Registrar
+from tests.support.clock import FakeClock
+
+PBX = UpstreamPbx("pbx.example", 5060)
+TOKEN = "ab" * 32
+
+
+@dataclass
+class Pbx:
+    """Answers REGISTERs like a registrar; `refuse` makes it answer 403."""
+
+    registrar: Registrar = field(default_factory=Registrar)
+    refuse: bool = False
+    seen: list[Request] = field(default_factory=list)
+    hops: list[Address] = field(default_factory=list)
+
+    async def send(self, request: Request, target: Target) -> tuple[int, Response | None]:
+        self.seen.append(request)
+        self.hops.append(target.destination)
+        if self.refuse:
+            response = make_response(request, 403)
+        else:
+            response = self.registrar.handle(request, 0.0)
+        return response.status, response
+
+
+@dataclass
+class Notices:
+    sent: list[tuple[PushKind, str]] = field(default_factory=list)
+
+    def notice(self, aor: str, sleeper: Sleeper, kind: PushKind, ttl_s: int, reason: str) -> None:
+        self.sent.append((kind, reason))
+
+
+async def resolve(uri: SipURI) -> list[Address]:
+    return [Address("UDP", "192.0.2.10", uri.port or 5060)]
+
+
+def contact(user: str, transport: object) -> str:
+    return f"sip:{user}@198.51.100.1:5070;transport=udp"
+
+
+@pytest.fixture
+async def tenant(runtime: Runtime) -> str:
+    await runtime.provisioning.create_tenant("acme", "Acme", "sip.acme.example", upstream=PBX)
+    account = await runtime.provisioning.create_account("acme", "bob", "correct horse")
+    return account.id
+
+
+def make(runtime: Runtime, pbx: Pbx, notices: Notices) -> OverlayService:
+    return OverlayService(
+        runtime.push_instances,
+        runtime.provisioning,
+        ContactTokens(b"c" * 32),
+        pbx.send,
+        resolve,
+        contact,
+        runtime.clock,
+        OverlaySettings(max_register_rate=1000, restore_window_s=0),
+        notifier=notices,
+    )
+
+
+@pytest.fixture
+async def service(
+    runtime: Runtime, tenant: str
+) -> AsyncIterator[tuple[OverlayService, Pbx, Notices]]:
+    pbx, notices = Pbx(), Notices()
+    overlay = make(runtime, pbx, notices)
+    runtime.push_instances.listeners.append(overlay)
+    await overlay.start()
+    yield overlay, pbx, notices
+    await overlay.aclose()
+
+
+async def settle(overlay: OverlayService, clock: FakeClock) -> None:
+    """Let the service work, the clock moving 10 ms a step (the rate ceiling spaces REGISTERs)."""
+    for _ in range(20):
+        clock.advance(0.01)
+        overlay.wake()
+        await asyncio.sleep(0.005)
+
+
+async def until(check: Callable[[], bool], overlay: OverlayService, clock: FakeClock) -> None:
+    """Settle until `check` holds (the erasure's database work takes real time)."""
+    for _ in range(100):
+        if check():
+            return
+        await settle(overlay, clock)
+    raise AssertionError("never came to pass")
+
+
+async def report(runtime: Runtime, account_id: str, selector: str = "bob-phone") -> str:
+    config = FeatureConfig()
+    instance, _ = await runtime.push_instances.report(
+        account_id,
+        config,
+        InstanceReport(
+            selector=selector,
+            service=PushService.APNS,
+            app_id="org.example.phone",
+            call_token=TOKEN,
+            other_token=TOKEN[::-1],
+            sip_instance="urn:uuid:00000000-0000-4000-8000-000000000b0b",
+            sip_account=SipAccount("201", "pbx.example", password="s3cret-201"),
+        ),
+    )
+    return instance.id
+
+
+def expires_of(request: Request) -> str:
+    return request.headers.get("Expires") or ""
+
+
+async def rows(runtime: Runtime) -> tuple[int, int]:
+    async with runtime.engine.connect() as connection:
+        instances = (
+            await connection.execute(select(func.count()).select_from(push_instances))
+        ).scalar_one()
+    async with runtime.key_engine.connect() as connection:
+        keys = (
+            await connection.execute(select(func.count()).select_from(subject_keys))
+        ).scalar_one()
+    return int(instances), int(keys)
+
+
+async def test_a_reported_instance_is_registered_and_its_contact_leads_to_the_device(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, _ = service
+    instance_id = await report(runtime, tenant)
+    await settle(overlay, clock)
+    # 401, then the answer: registered, at the PBX's address.
+    assert [expires_of(r) for r in pbx.seen] == ["3600", "3600"]
+    assert pbx.seen[1].headers.get("Authorization")
+    assert pbx.hops[0] == Address("UDP", "192.0.2.10", 5060)
+    assert overlay.stats()["registered"] == 1
+    user = ContactTokens(b"c" * 32).user_of(instance_id)
+    assert f"<sip:{user}@198.51.100.1:5070;transport=udp>" == pbx.seen[0].headers.get("Contact")
+    target = await overlay.overlay_target(user)
+    assert target is not None
+    assert (target.username, target.domain) == ("bob", "sip.acme.example")
+    assert target.instance == "urn:uuid:00000000-0000-4000-8000-000000000b0b"
+    # Another instance's Contact, or a forged one, leads nowhere.
+    assert await overlay.overlay_target(user[:-1] + ("0" if user[-1] != "0" else "1")) is None
+
+
+@pytest.mark.promise("P3")
+async def test_delete_unregisters_upstream_and_leaves_no_row_and_no_key(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, _ = service
+    instance_id = await report(runtime, tenant)
+    await settle(overlay, clock)
+    await runtime.push_instances.delete(tenant, "bob-phone")
+    await settle(overlay, clock)
+    assert expires_of(pbx.seen[-1]) == "0"
+    assert overlay.stats()["instances"] == 0
+    user = ContactTokens(b"c" * 32).user_of(instance_id)
+    assert await overlay.overlay_target(user) is None
+    assert (await rows(runtime))[0] == 0
+
+
+@pytest.mark.promise("P3")
+async def test_notices_before_expiry_then_the_instance_is_erased_when_it_expires(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, notices = service
+    await report(runtime, tenant)
+    await settle(overlay, clock)
+    instances, keys = await rows(runtime)
+    assert instances == 1
+    # The default max age is 3 days: 23 hours before its end, the silent push.
+    clock.advance(timedelta(days=3, hours=-23).total_seconds())
+    await settle(overlay, clock)
+    assert notices.sent == [(PushKind.WAKE, "instance_expiring_soon")]
+    clock.advance(timedelta(hours=12).total_seconds())
+    await settle(overlay, clock)
+    assert notices.sent[-1] == (PushKind.INSTANCE_EXPIRING, "instance_expiring")
+    clock.advance(timedelta(hours=12).total_seconds())
+    await settle(overlay, clock)
+    assert notices.sent[-1] == (PushKind.INSTANCE_ENDED, "instance_expired")
+    assert len(notices.sent) == 3, notices.sent
+    # Unregistered upstream; no row and one key fewer: the credentials are gone (P3).
+    await until(lambda: expires_of(pbx.seen[-1]) == "0", overlay, clock)
+    assert await rows(runtime) == (0, keys - 1)
+
+
+async def test_a_report_again_renews_the_notices_and_keeps_the_registration(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, notices = service
+    await report(runtime, tenant)
+    await settle(overlay, clock)
+    clock.advance(timedelta(days=3, hours=-23).total_seconds())
+    await settle(overlay, clock)
+    assert len(notices.sent) == 1
+    sent = len(pbx.seen)
+    await report(runtime, tenant)  # the app ran: a new max age from now
+    clock.advance(timedelta(hours=12).total_seconds())
+    await settle(overlay, clock)
+    assert len(notices.sent) == 1
+    assert all(expires_of(r) != "0" for r in pbx.seen[sent:])
+    assert overlay.stats()["instances"] == 1
+
+
+async def test_a_pbx_that_refuses_for_12_hours_ends_the_instance_and_tells_the_app(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, notices = service
+    pbx.refuse = True
+    await report(runtime, tenant)
+    await settle(overlay, clock)
+    for _ in range(40):  # retries back off to 30 minutes
+        clock.advance(1800)
+        await settle(overlay, clock)
+    assert notices.sent[-1] == (PushKind.INSTANCE_ENDED, "upstream_refused")
+    assert (await rows(runtime))[0] == 0
+    assert overlay.stats()["instances"] == 0
+
+
+async def test_a_restart_restores_every_registration(
+    runtime: Runtime, clock: FakeClock, tenant: str
+) -> None:
+    for n in range(5):
+        account = await runtime.provisioning.create_account("acme", f"user{n}", "correct horse")
+        await report(runtime, account.id, f"phone-{n}")
+    pbx, notices = Pbx(), Notices()
+    overlay = make(runtime, pbx, notices)
+    try:
+        assert await overlay.start() == 5
+        await settle(overlay, clock)
+        assert overlay.stats()["registered"] == 5
+    finally:
+        await overlay.aclose()
+
+
+async def test_a_standalone_tenant_keeps_nothing_upstream(
+    runtime: Runtime, clock: FakeClock, tenant: str
+) -> None:
+    await report(runtime, tenant)
+    await runtime.provisioning.update_tenant("acme", upstream=None)
+    pbx = Pbx()
+    overlay = make(runtime, pbx, Notices())
+    try:
+        assert await overlay.start() == 0
+        await settle(overlay, clock)
+        assert pbx.seen == []
+    finally:
+        await overlay.aclose()
