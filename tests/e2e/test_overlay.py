@@ -31,7 +31,12 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "peers" / "scenarios"
 BENCH_SCENARIOS = Path(__file__).resolve().parents[2] / "benchmarks" / "sip" / "scenarios"
 PBX_DOMAIN = "pbx.example"
 #: The users' accounts on the PBX (not ringfence's: those are in PASSWORDS).
-PBX_USERS = {"alice": "alice-at-the-pbx", "bob": "bob-at-the-pbx", "carol": "carol-at-the-pbx"}
+PBX_USERS = {
+    "alice": "alice-at-the-pbx",
+    "bob": "bob-at-the-pbx",
+    "carol": "carol-at-the-pbx",
+    "dave": "dave-at-the-pbx",
+}
 WAIT_S = 10
 
 
@@ -85,6 +90,7 @@ def https(server: Server) -> httpx.Client:
 def report(server: Server, sandbox: Sandbox, user: str, token: str, instance: str) -> None:
     """The app hands its push tokens and its PBX account over HTTPS (P2)."""
     sandbox.box.apns.add_device(token, sandbox.box.bundle_id)
+    sandbox.box.apns.add_device(token[::-1], sandbox.box.bundle_id)
     with https(server) as client:
         response = client.put(
             f"/v1/push/instances/{user}-phone",
@@ -203,3 +209,26 @@ def test_delete_unregisters_from_the_pbx_and_kamailio_restarted_gets_it_back(
         )
     assert gone.status_code == 204
     wait_for(lambda: ours(pbx, "alice") == [])
+
+
+def test_a_message_through_the_pbx_is_held_pushed_and_in_the_history_and_typing_is_dropped(
+    server: Server, sandbox: Sandbox, pbx: Pbx
+) -> None:
+    token = "0d0d" * 16
+    report(server, sandbox, "dave", token, "00000000d0d0")
+    wait_for(lambda: len(ours(pbx, "dave")) == 1)
+    sender = pbx_caller(pbx, server.workdir, "alice", "dave")
+    # Typing: taken (200) and dropped, the device not woken.
+    assert run_scenario(SCENARIOS / "uac_typing.xml", pbx.port, inf=sender) == (1, 0)
+    # The message: held for the sleeping device (202), an alert push, kept in its history.
+    assert run_scenario(SCENARIOS / "uac_message_held.xml", pbx.port, inf=sender) == (1, 0)
+    alert = token[::-1]
+    wait_for(lambda: any(p.token == alert for p in sandbox.pushes()))
+    pushed = [p for p in sandbox.pushes() if p.token in (token, alert)]
+    assert [p.payload["rf"]["type"] for p in pushed] == ["message"]
+    with https(server) as client:
+        response = client.get("/v1/messages", auth=(f"dave@{DOMAIN}", PASSWORDS["dave"]))
+    assert response.status_code == 200, response.text
+    messages = response.json()["messages"]
+    assert [m["body"].strip() for m in messages] == ["Hello from alice, message 1."]
+    assert (messages[0]["direction"], messages[0]["peer"]) == ("in", f"sip:alice@{PBX_DOMAIN}")
