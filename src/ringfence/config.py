@@ -57,6 +57,10 @@ class HTTPSettings(_Section):
     #: are accepted over HTTPS only (P2): here, or from a TLS-terminating proxy.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: Take plain HTTP from loopback as confidential (P2): for development on one machine
+    #: only. Off, a TLS-terminating proxy must say X-Forwarded-Proto: https (a proxy on
+    #: this host that does not would otherwise pass the internet's plain HTTP as loopback).
+    trust_loopback: bool = False
 
     def base_url(self) -> str:
         if self.public_url:

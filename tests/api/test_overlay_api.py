@@ -3,7 +3,8 @@
 - The admin API keeps a tenant's `upstream` (create, get, list, patch: absent leaves it,
   null removes it, a new one replaces it) and refuses a bad one, changing nothing.
 - A push instance may carry the device's `sip_account` only over a confidential channel
-  (HTTPS, or a loopback client): otherwise 403 `https_required` and nothing stored (P2);
+  (HTTPS; plain HTTP from loopback only with `[http] trust_loopback`): otherwise 403
+  `https_required` and nothing stored (P2);
   only for a tenant with an upstream, and only a valid one (422 naming the field).
 - The SIP account is sealed with the instance's own key: nothing of it shows in the main
   database, and DELETE destroys the key, so a copy of the blob cannot be opened (P3).
@@ -16,6 +17,7 @@ import logging
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from ringfence.config import HTTPSettings
 from ringfence.pushgw.instances import PushInstance, subject_of
 from ringfence.runtime import Runtime
 from ringfence.storage.tables import metadata, push_instances, subject_keys
@@ -82,6 +85,14 @@ async def _ok(
     response = await _admin(client, headers, method, path, body)
     assert response.status_code == status, response.text
     return response.json() if response.content else None
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over HTTPS, as an app reaches it (P2), from loopback."""
+    transport = httpx.ASGITransport(app=runtime.app())
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+        yield http
 
 
 @asynccontextmanager
@@ -344,8 +355,7 @@ async def test_refused_renewal_leaves_the_instance_as_it_was(
     ("address", "base_url"),
     [
         pytest.param(REMOTE_CLIENT, "https://testserver", id="https-from-afar"),
-        pytest.param(("127.0.0.1", 4000), "http://testserver", id="http-loopback-v4"),
-        pytest.param(("::1", 4000), "http://testserver", id="http-loopback-v6"),
+        pytest.param(("127.0.0.1", 4000), "https://testserver", id="https-loopback"),
     ],
 )
 async def test_sip_account_over_a_confidential_channel_is_accepted(
@@ -365,6 +375,27 @@ async def test_sip_account_over_a_confidential_channel_is_accepted(
     assert listed["sip_aor"] == AOR
     assert await _rows(runtime) == 1
     assert await _rows(runtime, subject_keys) == 1
+
+
+@pytest.mark.promise("P2")
+@pytest.mark.parametrize("address", [("127.0.0.1", 4000), ("::1", 4000)], ids=["v4", "v6"])
+async def test_plain_http_from_loopback_counts_only_when_trusted(
+    overlay: Demo, runtime: Runtime, address: tuple[str, int]
+) -> None:
+    # By default a proxy on this host that forwards the internet's plain HTTP would look
+    # like loopback: refused.
+    async with _client_from(runtime, address, "http://testserver") as http:
+        refused = await _put(http, overlay, sip_account=SIP_ACCOUNT)
+    assert error_of(refused, 403, "https_required")["field"] == "sip_account"
+    await _nothing_stored(runtime)
+    # `[http] trust_loopback`: development on one machine.
+    trusting = replace(runtime.services, http=HTTPSettings(trust_loopback=True))
+    app = runtime.app()
+    app.state.services = trusting
+    transport = httpx.ASGITransport(app=app, client=address)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        accepted = await _put(http, overlay, sip_account=SIP_ACCOUNT)
+    assert accepted.status_code == 201, accepted.text
 
 
 # -- a SIP account in a push instance: checked, or nothing stored ------------------------------

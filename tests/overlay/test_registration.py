@@ -147,3 +147,46 @@ def test_a_stale_nonce_is_answered_afresh() -> None:
         request = registration.on_response(registrar.handle(request, now), now)
     assert sent == 2  # refused as stale, then the new challenge answered
     assert state_of(registration) is State.REGISTERED
+
+
+def test_an_unregister_with_a_stale_nonce_answers_the_new_challenge_once() -> None:
+    registrar = Registrar()
+    registrar.realms = DigestRealms(b"k" * 32, nonce_lifetime_s=60)
+    registration = UpstreamRegistration(ACCOUNT, rng(6))
+    register(registration, registrar, 0.0)
+    bye = registration.unregister()
+    assert bye.headers.get("Expires") == "0"
+    answer = registration.on_response(registrar.handle(bye, 500.0), 500.0)  # stale: 401
+    assert answer is not None
+    assert answer.headers.get("Expires") == "0"
+    assert answer.headers.get("Call-ID") == bye.headers.get("Call-ID")
+    assert registration.on_response(registrar.handle(answer, 500.0), 500.0) is None
+    assert registrar.seen[-1] is answer
+    # A second refusal is not answered again: nothing more is sent.
+    assert registration.on_response(make_response(answer, 401), 501.0) is None
+    assert state_of(registration) is State.ENDED
+
+
+def test_an_ha1_alone_answers_the_md5_challenge_though_sha256_comes_first() -> None:
+    # RFC 8760 §2.3: the registrar offers SHA-256 first; an MD5 HA1 can answer only MD5.
+    with_ha1 = UpstreamAccount(
+        ACCOUNT.aor,
+        ACCOUNT.registrar,
+        ACCOUNT.contact,
+        ACCOUNT.auth_username,
+        ha1=HA1[DigestAlgorithm.MD5],
+    )
+    registrar = Registrar()
+    registration = UpstreamRegistration(with_ha1, rng(8))
+    register(registration, registrar, 0.0)
+    assert state_of(registration) is State.REGISTERED
+    assert "algorithm=MD5" in (registrar.seen[-1].headers.get("Authorization") or "")
+
+
+def test_a_2xx_that_grants_nothing_is_a_failure() -> None:
+    registrar = Registrar(granted=0)
+    registration = UpstreamRegistration(ACCOUNT, rng(9))
+    register(registration, registrar, 0.0)
+    assert state_of(registration) is State.BACKING_OFF
+    assert registration.due_at is not None
+    assert registration.due_at >= 15.0

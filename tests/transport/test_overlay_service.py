@@ -23,13 +23,14 @@ from ringfence.provisioning.models import UpstreamPbx
 from ringfence.proxy.engine import Target
 from ringfence.proxy.parking import Sleeper
 from ringfence.push.provider import PushKind
-from ringfence.pushgw.instances import InstanceReport, PushService, SipAccount
+from ringfence.pushgw.instances import InstanceReport, PushInstances, PushService, SipAccount
 from ringfence.runtime import Runtime
 from ringfence.sip.message import Request, Response, make_response
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI
+from ringfence.storage.repos import SqlInstanceStore
 from ringfence.storage.tables import push_instances, subject_keys
-from ringfence.transport.overlay import OverlayService
+from ringfence.transport.overlay import SYNC_S, OverlayService
 from tests.overlay.upstream import Registrar
 from tests.support.clock import FakeClock
 
@@ -64,8 +65,12 @@ class Notices:
         self.sent.append((kind, reason))
 
 
+#: Where each PBX name resolves to.
+ADDRESSES = {"pbx.example": "192.0.2.10", "pbx2.example": "192.0.2.20"}
+
+
 async def resolve(uri: SipURI) -> list[Address]:
-    return [Address("UDP", "192.0.2.10", uri.port or 5060)]
+    return [Address("UDP", ADDRESSES[uri.host], uri.port or 5060)]
 
 
 def contact(user: str, transport: object) -> str:
@@ -280,3 +285,40 @@ async def test_a_standalone_tenant_keeps_nothing_upstream(
         assert pbx.seen == []
     finally:
         await overlay.aclose()
+
+
+@pytest.mark.promise("P3")
+async def test_an_instance_erased_by_another_process_is_unregistered_within_seconds(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, _ = service
+    instance_id = await report(runtime, tenant)
+    await settle(overlay, clock)
+    # A SIP worker (another process, its own PushInstances) prunes it: a dead token.
+    other = PushInstances(SqlInstanceStore(runtime.engine), runtime.keyring, runtime.clock)
+    assert await other.forget_token(tenant, TOKEN) == 1
+    clock.advance(SYNC_S)
+    await until(lambda: expires_of(pbx.seen[-1]) == "0", overlay, clock)
+    assert overlay.stats()["instances"] == 0
+    user = ContactTokens(b"c" * 32).user_of(instance_id)
+    assert await overlay.overlay_target(user) is None
+
+
+async def test_a_tenant_that_moves_to_another_pbx_or_becomes_standalone_is_followed(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, _ = service
+    await report(runtime, tenant)
+    await settle(overlay, clock)
+    assert set(pbx.hops) == {Address("UDP", "192.0.2.10", 5060)}
+    await runtime.provisioning.update_tenant("acme", upstream=UpstreamPbx("pbx2.example"))
+    clock.advance(SYNC_S)
+    await until(lambda: Address("UDP", "192.0.2.20", 5060) in pbx.hops, overlay, clock)
+    await until(lambda: overlay.stats()["registered"] == 1, overlay, clock)
+    # The old PBX lost the binding (Expires: 0 sent there).
+    old = [r for r, hop in zip(pbx.seen, pbx.hops, strict=True) if hop.host == "192.0.2.10"]
+    assert expires_of(old[-1]) == "0"
+    await runtime.provisioning.update_tenant("acme", upstream=None)
+    clock.advance(SYNC_S)
+    await until(lambda: overlay.stats()["instances"] == 0, overlay, clock)
+    assert expires_of(pbx.seen[-1]) == "0"

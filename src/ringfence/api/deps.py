@@ -67,15 +67,18 @@ def source_address(request: Request) -> str:
 
 
 def is_confidential(request: Request) -> bool:
-    """Whether the request came over HTTPS or over loopback (P2).
+    """Whether the request came over HTTPS (P2).
 
-    Loopback is development, or a TLS-terminating proxy on this host. Behind a proxy
-    elsewhere, uvicorn's `proxy_headers` takes the scheme and the client from
-    X-Forwarded-Proto/For, for the proxies `FORWARDED_ALLOW_IPS` trusts (127.0.0.1 by
-    default): a forged header from any other address changes nothing.
+    Served over TLS here, or behind a proxy that says so: uvicorn's `proxy_headers` takes
+    the scheme and the client from X-Forwarded-Proto/For for the proxies
+    `FORWARDED_ALLOW_IPS` trusts (127.0.0.1 by default), so a forged header from any other
+    address changes nothing. Plain HTTP from loopback counts only with `[http]
+    trust_loopback` (development on one machine).
     """
     if request.url.scheme in ("https", "wss"):
         return True
+    if not services(request).http.trust_loopback:
+        return False
     host = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from ringfence.sip.digest import (
     Challenge,
+    DigestAlgorithm,
     DigestError,
     answer,
     choose_challenge,
@@ -107,6 +108,7 @@ class UpstreamRegistration:
         # The challenge last answered, and the header that carries its answer.
         self._challenge: tuple[Challenge, str] | None = None
         self._nc = 0
+        self._unregistering = False
 
     @property
     def call_id(self) -> str:
@@ -151,19 +153,28 @@ class UpstreamRegistration:
         return self._register(self._expires, self._reanswer())
 
     def unregister(self) -> Request:
-        """A REGISTER that removes the binding (Expires: 0); nothing follows it."""
+        """A REGISTER that removes the binding (Expires: 0).
+
+        Only an answer to a challenge may follow it (`on_response`): the nonce of the last
+        one is likely stale by now (a PBX keeps nonces seconds to minutes).
+        """
         self.state = State.ENDED
         self.due_at = None
         self.expires_at = None
+        self._expires = 0
+        self._unregistering = True
+        self._challenges = 0
         return self._register(0, self._reanswer())
 
     # -- responses -----------------------------------------------------------------------
 
     def on_response(self, response: Response, now: float) -> Request | None:
         """Take the final response to the last REGISTER; the REGISTER to send now, if any."""
-        if self.state is State.ENDED:
-            return None
         status = response.status
+        if self.state is State.ENDED:
+            if self._unregistering and status in (401, 407) and self._challenges < 1:
+                return self._answer(response, status)
+            return None
         if status in (401, 407) and self._challenges < MAX_CHALLENGES:
             retry = self._answer(response, status)
             if retry is not None:
@@ -174,7 +185,7 @@ class UpstreamRegistration:
             if wanted.isdigit() and int(wanted) > self._expires and int(wanted) <= 86_400:
                 self._expires = int(wanted)
                 return self._register(self._expires, self._reanswer())
-        elif 200 <= status < 300:
+        elif 200 <= status < 300 and _granted(response, self.account.contact, self._expires) > 0:
             self._registered(response, now)
             return None
         self._failed(now)
@@ -188,9 +199,12 @@ class UpstreamRegistration:
     def _answer(self, response: Response, status: int) -> Request | None:
         header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
         try:
-            challenge = choose_challenge(
-                parse_challenge(value) for value in response.headers.get_all(header)
-            )
+            offered = [parse_challenge(value) for value in response.headers.get_all(header)]
+            if self.account.password is None:
+                # An MD5 HA1 answers MD5 challenges only (RFC 8760 §2.3: a SHA-256 one
+                # would need the password).
+                offered = [c for c in offered if c.digest_algorithm is DigestAlgorithm.MD5]
+            challenge = choose_challenge(offered)
         except DigestError:
             return None
         self._challenges += 1

@@ -56,6 +56,8 @@ class Upkeep(Generic[K]):
         self._urgent: deque[tuple[K, Request]] = deque()
         self._next_slot = float("-inf")
         self._ended: list[K] = []
+        #: Unregisters going on, by Call-ID: (key, registration) until answered.
+        self._leaving: dict[str, tuple[K, UpstreamRegistration]] = {}
         #: REGISTERs sent in all (for the bench and the stats).
         self.sent = 0
 
@@ -83,18 +85,27 @@ class Upkeep(Generic[K]):
         """Stop keeping `key`; a registration in force is removed on the PBX (Expires: 0).
 
         Returns:
-            Whether an unregister is queued (`ready` gives it).
+            Whether an unregister is queued (`ready` gives it; `leaving` says when it is
+            over: answered, its challenge answered, or timed out).
         """
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
-        # A challenge answer still queued would register the binding again: dropped.
-        self._urgent = deque(item for item in self._urgent if item[0] != key)
         registration = entry.registration
+        # A challenge answer still queued would register the binding again: dropped.
+        call_id = registration.call_id
+        self._urgent = deque(
+            item for item in self._urgent if item[1].headers.get("Call-ID") != call_id
+        )
         if registration.expires_at is not None or entry.busy:
+            self._leaving[call_id] = (key, registration)
             self._urgent.append((key, registration.unregister()))
             return True
         return False
+
+    def leaving(self, call_id: str) -> bool:
+        """Whether the unregister of the registration with this Call-ID is still going on."""
+        return call_id in self._leaving
 
     def _slot(self, now: float) -> bool:
         # The slots lie on a grid 1/max_rate apart. A sender late by less than a slot keeps
@@ -140,7 +151,16 @@ class Upkeep(Generic[K]):
         return entry.registration.due_at != due
 
     def on_response(self, key: K, response: Response, now: float) -> None:
-        """The final response to the REGISTER of `key` last given out."""
+        """The final response to a REGISTER of `key` (its Call-ID says whose)."""
+        call_id = response.headers.get("Call-ID") or ""
+        leaving = self._leaving.get(call_id)
+        if leaving is not None:
+            follow = leaving[1].on_response(response, now)
+            if follow is not None:
+                self._urgent.append((key, follow))  # the unregister's challenge answered
+            else:
+                del self._leaving[call_id]
+            return
         entry = self._entries.get(key)
         if entry is None or response.headers.get("Call-ID") != entry.registration.call_id:
             return  # removed, or replaced meanwhile: the new one starts afresh
@@ -151,15 +171,16 @@ class Upkeep(Generic[K]):
         entry.busy = False
         self._schedule(key, entry)
 
-    def timed_out(
-        self, key: K, now: float, registration: UpstreamRegistration | None = None
-    ) -> None:
-        """No final response to the REGISTER of `key` (Timer F, or the transport failed).
+    def timed_out(self, key: K, now: float, call_id: str | None = None) -> None:
+        """No final response to a REGISTER of `key` (Timer F, or the transport failed).
 
-        `registration`: the one that sent it, when known (a replaced one's is ignored).
+        `call_id`: the REGISTER's, when known (an unregister's, or a replaced one's, is
+        not the registration in force).
         """
+        if call_id is not None and self._leaving.pop(call_id, None) is not None:
+            return
         entry = self._entries.get(key)
-        if entry is None or (registration is not None and entry.registration is not registration):
+        if entry is None or (call_id is not None and entry.registration.call_id != call_id):
             return
         entry.registration.timed_out(now)
         entry.busy = False
@@ -175,9 +196,14 @@ class Upkeep(Generic[K]):
 
     def ended(self) -> list[K]:
         """Keys whose registration was given up (12 hours of failures): removed here."""
-        gone, self._ended = self._ended, []
-        for key in gone:
-            self._entries.pop(key, None)
+        ended, self._ended = self._ended, []
+        gone = []
+        for key in ended:
+            entry = self._entries.get(key)
+            # Added again since (the app handed its account anew): that one goes on.
+            if entry is not None and entry.registration.state is State.ENDED and not entry.busy:
+                del self._entries[key]
+                gone.append(key)
         return gone
 
     def wake_at(self, now: float) -> float | None:

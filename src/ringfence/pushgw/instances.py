@@ -31,6 +31,7 @@ from ringfence.crypto.errors import CryptoError
 from ringfence.provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from ringfence.provisioning.features import Feature, FeatureConfig
 from ringfence.proxy.parking import PushDevice
+from ringfence.registrar.rules import instance_urn
 from ringfence.sip.pn import PushParameters
 
 #: Keyring subjects of instances: one key per instance, destroyed with it.
@@ -173,6 +174,10 @@ class InstanceStore(Protocol):
 
     async def instance_by_id(self, instance_id: str) -> StoredInstance | None: ...
 
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` have a row."""
+        ...
+
     async def instances_page(
         self, after_id: str | None, now: datetime, limit: int
     ) -> list[StoredInstance]:
@@ -210,8 +215,13 @@ def check_report(report: InstanceReport) -> InstanceReport:
         instance = report.sip_instance.strip().strip('"').removeprefix("<").removesuffix(">")
         if not SIP_INSTANCE_RE.fullmatch(instance):
             raise _invalid("sip_instance", "must be a URN such as urn:uuid:…")
-        report = replace(report, sip_instance=instance)
+        # As the registrar keeps it: the woken app's binding must compare equal.
+        report = replace(report, sip_instance=instance_urn(instance))
     if report.sip_account is not None:
+        if report.sip_instance is None:
+            raise _invalid(
+                "sip_instance", "a SIP account needs the +sip.instance the app registers with"
+            )
         report = replace(report, sip_account=check_sip_account(report.sip_account))
     if report.service is PushService.APNS:
         return _check_apns(report)
@@ -422,6 +432,10 @@ class PushInstances:
             return None
         opened = await self._open([stored])
         return opened[0] if opened else None
+
+    async def live_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these instances still exist (erased ones, by any process, do not)."""
+        return await self._store.existing_ids(ids)
 
     async def page(self, after_id: str | None, limit: int) -> list[PushInstance]:
         """Live instances in id order after `after_id` (a restart restores them all)."""

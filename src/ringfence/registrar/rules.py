@@ -504,8 +504,15 @@ def _instance(value: str | None) -> str:
         text = text[1:-1]
     if not text or any(char.isspace() or char in '<>"' for char in text):
         raise RegistrarError(400, "Malformed +sip.instance in Contact")
-    # URN lexical equivalence (RFC 8141 §3.1): "urn" and the NID are case-insensitive; a
-    # UUID's hex digits too (RFC 4122 §3).
+    return instance_urn(text)
+
+
+def instance_urn(text: str) -> str:
+    """A `+sip.instance` URN in its one lexical form, so that equal ones compare equal.
+
+    URN lexical equivalence (RFC 8141 §3.1): "urn" and the NID are case-insensitive; a
+    UUID's hex digits too (RFC 4122 §3).
+    """
     scheme, _, rest = text.partition(":")
     nid, colon, nss = rest.partition(":")
     if scheme.lower() != "urn" or not colon:

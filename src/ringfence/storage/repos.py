@@ -999,6 +999,11 @@ class SqlInstanceStore(_Store):
         query = select(push_instances).where(push_instances.c.id == instance_id)
         return await self._first(query, _instance)
 
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        query = select(push_instances.c.id).where(push_instances.c.id.in_(list(ids)))
+        async with self._tx() as tx:
+            return {row.id for row in await tx.execute(query)}
+
     async def instances_page(
         self, after_id: str | None, now: datetime, limit: int
     ) -> list[StoredInstance]:

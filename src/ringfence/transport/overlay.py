@@ -57,6 +57,8 @@ EXPIRY_NOTICES: tuple[tuple[timedelta, PushKind, str], ...] = (
     (timedelta(hours=24), PushKind.WAKE, "instance_expiring_soon"),
     (timedelta(hours=12), PushKind.INSTANCE_EXPIRING, "instance_expiring"),
 )
+#: How often the kept instances are checked against the store and their tenant's PBX.
+SYNC_S = 10.0
 #: How often the instances are looked at for their expiry notices.
 NOTICE_CHECK = timedelta(minutes=1)
 #: How long a notice may wait at the push provider for an offline device.
@@ -128,8 +130,11 @@ class OverlayService:
         self._kept: dict[str, _Kept] = {}
         self._hops: dict[tuple[str, int | None, str], tuple[float, list[Address]]] = {}
         self._notices_at: datetime | None = None
-        #: Instances forgotten whose unregister is still to go: the PBX it goes to.
+        self._sync_at = 0.0
+        #: Unregisters still going on, by Call-ID: the PBX they go to.
         self._leaving: dict[str, UpstreamPbx] = {}
+        #: Bumped by each report and erasure: a `_keep` that awaited meanwhile gives way.
+        self._generation: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -145,6 +150,8 @@ class OverlayService:
         while page := await self._instances.page(after, RESTORE_PAGE):
             after = page[-1].id
             for instance in page:
+                if instance.id in self._kept:
+                    continue  # reported again while the restore ran: newer than this page
                 if await self._keep(instance, spread=True):
                     restored += 1
         self._task = asyncio.get_running_loop().create_task(self._run(), name="overlay")
@@ -179,13 +186,28 @@ class OverlayService:
 
     async def instance_reported(self, instance: PushInstance) -> None:
         """`pushgw.InstanceListener`: a report (new or renewed) replaces the registration."""
+        self._generation[instance.id] = self._generation.get(instance.id, 0) + 1
         kept = self._kept.get(instance.id)
-        if kept is not None and kept.instance.report == instance.report:
-            # The same account again: renewed; the registration in force goes on.
+        report = instance.report
+        if kept is not None and (
+            kept.instance.report.sip_account,
+            kept.instance.report.sip_instance,
+        ) == (
+            report.sip_account,
+            report.sip_instance,
+        ):
+            # The same account again (new push tokens at most): renewed; the registration
+            # in force goes on.
             kept.instance = instance
             kept.noticed = 0
             return
-        if kept is not None:
+        old = kept.instance.report.sip_account if kept is not None else None
+        if kept is not None and (
+            report.sip_account is None or old is None or old.aor != report.sip_account.aor
+        ):
+            # Another address-of-record: the old one's binding goes. The same one with new
+            # credentials is replaced by the new registration (same Contact, RFC 3261
+            # §10.3 step 7), with no unregister that could overtake it.
             self._forget(instance.id)
         await self._keep(instance, spread=False)
         self._wake.set()
@@ -201,7 +223,10 @@ class OverlayService:
         sip_instance = instance.report.sip_instance
         if account is None or sip_instance is None:
             return False
+        generation = self._generation.get(instance.id, 0)
         identity = await self._accounts.sip_identity(instance.account_id)
+        if self._generation.get(instance.id, 0) != generation:
+            return False  # reported again or erased while we looked: that one counts
         if identity is None:  # erased meanwhile
             logger.info("overlay: the account of an instance is gone")
             return False
@@ -230,9 +255,11 @@ class OverlayService:
         return True
 
     def _forget(self, instance_id: str) -> None:
+        self._generation[instance_id] = self._generation.get(instance_id, 0) + 1
         kept = self._kept.pop(instance_id, None)
-        if kept is not None and self.upkeep.remove(instance_id):
-            self._leaving[instance_id] = kept.upstream
+        registration = self.upkeep.registration(instance_id)
+        if kept is not None and registration is not None and self.upkeep.remove(instance_id):
+            self._leaving[registration.call_id] = kept.upstream
 
     # -- the router's side --------------------------------------------------------------------
 
@@ -259,22 +286,34 @@ class OverlayService:
     async def _run(self) -> None:
         next_check = 0.0
         while True:
-            now = self._now()
-            for key, request in self.upkeep.ready(now):
-                # Where it goes is decided now: a chore may forget the instance before the
-                # exchange starts (its unregister then follows to the same PBX).
-                kept = self._kept.get(key)
-                upstream = kept.upstream if kept is not None else self._leaving.get(key)
-                registration = self.upkeep.registration(key) if kept is not None else None
-                self._spawn(self._exchange(key, request, upstream, registration))
-            if now >= next_check:
-                next_check = now + 1.0
-                await self._chores()
-            wake_at = self.upkeep.wake_at(self._now())
-            timeout = 1.0 if wake_at is None else min(1.0, max(0.0, wake_at - self._now()))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            try:
+                next_check = await self._round(next_check)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A database hiccup in a chore must not stop every registration.
+                logger.exception("overlay: a round failed; going on")
+                await asyncio.sleep(1.0)
+
+    async def _round(self, next_check: float) -> float:
+        """One round of the loop; returns when the chores are due next."""
+        now = self._now()
+        for key, request in self.upkeep.ready(now):
+            # Where it goes is decided now: a chore may forget the instance before the
+            # exchange starts (its unregister then follows to the same PBX).
+            call_id = request.headers.get("Call-ID") or ""
+            kept = self._kept.get(key)
+            upstream = self._leaving.get(call_id) or (kept.upstream if kept else None)
+            self._spawn(self._exchange(key, request, upstream))
+        if now >= next_check:
+            next_check = now + 1.0
+            await self._chores()
+        wake_at = self.upkeep.wake_at(self._now())
+        timeout = 1.0 if wake_at is None else min(1.0, max(0.0, wake_at - self._now()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        return next_check
 
     async def _chores(self) -> None:
         """Once a second: registrations given up; each minute: instances nearing their end."""
@@ -285,6 +324,9 @@ class OverlayService:
             logger.info("overlay: the PBX refused a registration for 12 hours; instance ended")
             self._notify(kept, PushKind.INSTANCE_ENDED, "upstream_refused")
             await self._instances.erase(instance_id)
+        if self._now() >= self._sync_at:
+            self._sync_at = self._now() + SYNC_S
+            await self._sync()
         now = self._clock.now()
         if self._notices_at is not None and now < self._notices_at:
             return
@@ -295,6 +337,32 @@ class OverlayService:
             await self._expiry_notices(kept, now)
             if n % 1000 == 999:
                 await asyncio.sleep(0)
+
+    async def _sync(self) -> None:
+        """Catch up with what this process was not told of.
+
+        Instances erased by another process (a SIP worker pruning a dead token, the CLI)
+        are forgotten and unregistered (P3); a tenant whose PBX changed has its
+        registrations moved there, or dropped when it became standalone.
+        """
+        ids = list(self._kept)
+        for start in range(0, len(ids), RESTORE_PAGE):
+            chunk = ids[start : start + RESTORE_PAGE]
+            live = await self._instances.live_ids(chunk)
+            for instance_id in chunk:
+                if instance_id not in live:
+                    self._forget(instance_id)
+            await asyncio.sleep(0)
+        moved: list[PushInstance] = []
+        for kept in list(self._kept.values()):
+            identity = await self._accounts.sip_identity(kept.instance.account_id)
+            upstream = identity[1].upstream if identity is not None else None
+            if upstream != kept.upstream:
+                self._forget(kept.instance.id)
+                if upstream is not None:
+                    moved.append(kept.instance)
+        for instance in moved:
+            await self._keep(instance, spread=True)
 
     async def _expiry_notices(self, kept: _Kept, now: datetime) -> None:
         left = kept.instance.expires_at - now
@@ -339,33 +407,29 @@ class OverlayService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _exchange(
-        self,
-        key: str,
-        request: Request,
-        upstream: UpstreamPbx | None,
-        registration: UpstreamRegistration | None,
-    ) -> None:
-        """Send one REGISTER and hand its outcome back.
-
-        `registration` is None for the unregister of an instance no longer kept.
-        """
-        if self.sent_log is not None:
-            self.sent_log.append(self._now())
-        hops = await self._hops_of(upstream) if upstream is not None else []
+    async def _exchange(self, key: str, request: Request, upstream: UpstreamPbx | None) -> None:
+        """Send one REGISTER and hand its outcome back to the upkeep."""
+        call_id = request.headers.get("Call-ID") or ""
         response: Response | None = None
-        if hops:
-            target = Target(request.uri, hops[0], alternates=tuple(hops[1:]))
-            _, response = await self._send(request, target)
-        now = self._now()
-        if registration is None:
-            if request.headers.get("Expires") == "0":
-                self._leaving.pop(key, None)
-        elif response is None:
-            self.upkeep.timed_out(key, now, registration)
-        else:
-            self.upkeep.on_response(key, response, now)
-        self._wake.set()
+        try:
+            if self.sent_log is not None:
+                self.sent_log.append(self._now())
+            hops = await self._hops_of(upstream) if upstream is not None else []
+            if hops:
+                target = Target(request.uri, hops[0], alternates=tuple(hops[1:]))
+                _, response = await self._send(request, target)
+        except Exception:
+            logger.exception("overlay: sending an upstream REGISTER failed")
+        finally:
+            # Whatever happened, the registration is told: never left waiting for good.
+            now = self._now()
+            if response is None:
+                self.upkeep.timed_out(key, now, call_id)
+            else:
+                self.upkeep.on_response(key, response, now)
+            if not self.upkeep.leaving(call_id):
+                self._leaving.pop(call_id, None)
+            self._wake.set()
 
     async def _hops_of(self, upstream: UpstreamPbx) -> list[Address]:
         """Where requests to the PBX go: its outbound proxy, else itself (RFC 3263)."""
