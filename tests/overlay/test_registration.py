@@ -9,13 +9,14 @@ from ringfence.overlay.registration import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
     GIVE_UP_S,
+    REFUSED_WAIT_S,
     State,
     UpstreamAccount,
     UpstreamRegistration,
 )
 from ringfence.sip.digest import DigestAlgorithm, DigestRealms
 from ringfence.sip.message import Request, make_response
-from tests.overlay.upstream import ACCOUNT, HA1, Registrar, rng
+from tests.overlay.upstream import ACCOUNT, HA1, REALM, Registrar, rng
 
 
 def state_of(registration: UpstreamRegistration) -> State:
@@ -69,13 +70,10 @@ def test_refreshes_of_many_registrations_spread_out() -> None:
     assert max(due) - min(due) > 800.0  # not all at once after a restart
 
 
-def test_a_wrong_password_backs_off_doubling_then_gives_up_after_12_hours() -> None:
-    wrong = UpstreamAccount(**{**ACCOUNT.__dict__, "password": "not it"})
-    registrar = Registrar()
-    registration = UpstreamRegistration(wrong, rng(3))
-    now = 0.0
-    register(registration, registrar, now)
-    assert registration.state is State.BACKING_OFF
+def failing_waits(
+    registration: UpstreamRegistration, registrar: Registrar, now: float
+) -> tuple[list[float], float]:
+    """The waits between attempts until the registration ends, and when it ended."""
     waits = []
     while state_of(registration) is not State.ENDED:
         assert registration.due_at is not None
@@ -84,12 +82,81 @@ def test_a_wrong_password_backs_off_doubling_then_gives_up_after_12_hours() -> N
         request = registration.due(now)
         while request is not None:
             request = registration.on_response(registrar.handle(request, now), now)
+    return waits, now
+
+
+def test_a_wrong_password_is_tried_once_per_attempt_and_slowly_then_given_up() -> None:
+    wrong = UpstreamAccount(**{**ACCOUNT.__dict__, "password": "not it"})
+    registrar = Registrar()
+    registration = UpstreamRegistration(wrong, rng(3))
+    register(registration, registrar, 0.0)
+    assert registration.state is State.BACKING_OFF
+    assert registration.refused
+    # Challenged, answered once, refused: one failed login, not two.
+    assert len(registrar.seen) == 2
+    waits, ended_at = failing_waits(registration, registrar, 0.0)
+    # Each failed login waits 15 to 22.5 min: fail2ban's default (5 in 10 min) never sees
+    # more than one per account (RFC 5626 §4.5's 30 s would be 4 in the first 4 minutes).
+    assert all(REFUSED_WAIT_S <= wait <= max(1.5 * REFUSED_WAIT_S, BACKOFF_MAX_S) for wait in waits)
+    attempts = len(waits) + 1
+    # A retry offers the last credentials, is challenged afresh and answers once: at most
+    # one refused answer to a fresh nonce per attempt.
+    answered = [r for r in registrar.seen if r.headers.get("Authorization")]
+    assert len(answered) <= 2 * attempts
+    assert len(registrar.seen) <= 3 * attempts
+    assert GIVE_UP_S <= ended_at < GIVE_UP_S + BACKOFF_MAX_S
+    assert registration.due(ended_at + 10_000) is None  # ended: nothing more is sent
+
+
+def test_forbidden_is_a_refusal_and_a_success_clears_it() -> None:
+    registrar = Registrar()
+    registrar.answer = 403
+    registration = UpstreamRegistration(ACCOUNT, rng(8))
+    register(registration, registrar, 0.0)
+    assert registration.refused
+    assert registration.due_at is not None
+    assert registration.due_at >= REFUSED_WAIT_S
+    registrar.answer = None
+    now = registration.due_at
+    request = registration.due(now)
+    while request is not None:
+        request = registration.on_response(registrar.handle(request, now), now)
+    assert state_of(registration) is State.REGISTERED
+    assert not registration.refused
+
+
+def test_a_server_failure_backs_off_doubling_per_rfc_5626() -> None:
+    registrar = Registrar()
+    registrar.answer = 503
+    registration = UpstreamRegistration(ACCOUNT, rng(3))
+    register(registration, registrar, 0.0)
+    assert not registration.refused
+    waits, ended_at = failing_waits(registration, registrar, 0.0)
     # RFC 5626 §4.5: base 30 s doubling to 30 min, each times [0.5, 1].
     assert BACKOFF_BASE_S * 0.5 <= waits[0] <= BACKOFF_BASE_S
     assert BACKOFF_BASE_S <= waits[1] <= 2 * BACKOFF_BASE_S
     assert max(waits) <= BACKOFF_MAX_S
-    assert GIVE_UP_S <= now < GIVE_UP_S + BACKOFF_MAX_S
-    assert registration.due(now + 10_000) is None  # ended: nothing more is sent
+    assert GIVE_UP_S <= ended_at < GIVE_UP_S + BACKOFF_MAX_S
+
+
+def test_a_challenge_marked_stale_after_an_answer_is_answered_again() -> None:
+    registrar = Registrar()
+    registration = UpstreamRegistration(ACCOUNT, rng(9))
+    first = registration.start(0.0)
+    challenge = registrar.handle(first, 0.0)
+    answered = registration.on_response(challenge, 0.0)
+    assert answered is not None
+    # The nonce aged while the answer was in flight: stale=true (RFC 7616 §3.3).
+    stale = make_response(
+        answered,
+        401,
+        headers=registrar.realms.challenge_headers(REALM, "WWW-Authenticate", 0.0, stale=True),
+    )
+    again = registration.on_response(stale, 0.0)
+    assert again is not None
+    assert not registration.refused
+    assert registration.on_response(registrar.handle(again, 0.0), 0.0) is None
+    assert state_of(registration) is State.REGISTERED
 
 
 def test_a_registrar_that_wants_a_longer_interval_gets_it() -> None:

@@ -35,9 +35,14 @@ class Registrar:
         self.realms = DigestRealms(b"k" * 32, nonce_lifetime_s=3600)
         self.granted = granted
         self.seen: list[Request] = []
+        #: A status to answer everything with instead (403, 503, ...), when set.
+        self.answer: int | None = None
 
     def handle(self, request: Request, now: float) -> Response:
         self.seen.append(request)
+        if self.answer is not None:
+            return make_response(request, self.answer)
+        stale = False
         credentials = self.realms.credentials_for(request.headers.get_all("Authorization"), REALM)
         if credentials is not None:
             result = self.realms.server(REALM).verify(credentials, "REGISTER", HA1, now)
@@ -48,5 +53,6 @@ class Registrar:
                     200,
                     headers=(("Contact", f"{contact};expires={self.granted}"),),
                 )
-        challenges = self.realms.challenge_headers(REALM, "WWW-Authenticate", now)
+            stale = result.status is VerifyStatus.STALE
+        challenges = self.realms.challenge_headers(REALM, "WWW-Authenticate", now, stale=stale)
         return make_response(request, 401, headers=challenges)

@@ -247,11 +247,18 @@ async def test_a_pbx_that_refuses_for_12_hours_ends_the_instance_and_tells_the_a
     overlay, pbx, notices = service
     pbx.refuse = True
     await report(runtime, tenant)
-    await settle(overlay, clock)
-    for _ in range(40):  # retries back off to 30 minutes
+    await until(lambda: bool(notices.sent), overlay, clock)
+    # Told at once, and only once however often it is retried.
+    assert notices.sent == [(PushKind.INSTANCE_REFUSED, "upstream_credentials_refused")]
+    for _ in range(40):  # retries: no sooner than 15 minutes, then backing off to 30
         clock.advance(1800)
         await settle(overlay, clock)
-    assert notices.sent[-1] == (PushKind.INSTANCE_ENDED, "upstream_refused")
+    # A refusal is a failed login in the PBX's log: at most one per 15 minutes (fail2ban).
+    assert 24 <= len(pbx.seen) <= 12 * 4 + 1
+    assert notices.sent == [
+        (PushKind.INSTANCE_REFUSED, "upstream_credentials_refused"),
+        (PushKind.INSTANCE_ENDED, "upstream_refused"),
+    ]
     assert (await rows(runtime))[0] == 0
     assert overlay.stats()["instances"] == 0
 

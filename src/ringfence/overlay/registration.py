@@ -14,6 +14,11 @@ the client side of that registration, as RFC 3261 §10.2 lays it out, with no I/
   all at once), and never later than 5 s before the end;
 - a failure (another 4xx, 5xx, 6xx, a timeout) schedules a retry with the backoff of RFC 5626
   §4.5: min(max_backoff, base * 2^failures), times a random factor in [0.5, 1];
+- credentials refused (403, or a fresh challenge in answer to our answer that does not say
+  `stale=true`, RFC 7616 §3.3) are retried no sooner than `REFUSED_WAIT_S` and never answered
+  twice in one attempt: every refusal is a failed login in the PBX's log, and a guard such as
+  fail2ban bans the source after a handful, which would be ringfence's address and so every
+  user's. `refused` says so, for the caller to tell the app once;
 - after `GIVE_UP_S` (12 hours) without a successful registration the registration ends: the
   caller tells the app, which must hand its account again.
 
@@ -46,8 +51,12 @@ BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 1800.0
 #: How early at the latest a refresh goes before the binding lapses.
 REFRESH_MARGIN_S = 5.0
-#: Challenges answered in a row before a registration counts as failed (a wrong password).
+#: Challenges answered in a row before a registration counts as failed: the registrar's
+#: first, and one it marks stale (RFC 7616 §3.3) while our answer was in flight.
 MAX_CHALLENGES = 2
+#: The shortest wait after the PBX refused the credentials: at most one failed login per
+#: account in fail2ban's default window (10 minutes).
+REFUSED_WAIT_S = 900.0
 
 
 class State(enum.Enum):
@@ -109,6 +118,11 @@ class UpstreamRegistration:
         self._challenge: tuple[Challenge, str] | None = None
         self._nc = 0
         self._unregistering = False
+        # Whether the last REGISTER answered a challenge of this same attempt (not the
+        # previous one's credentials offered again, whose nonce may simply have aged).
+        self._answered_fresh = False
+        #: The PBX refused the credentials on the last attempt (see the module docstring).
+        self.refused = False
 
     @property
     def call_id(self) -> str:
@@ -119,6 +133,7 @@ class UpstreamRegistration:
 
     def _register(self, expires: int, authorization: tuple[str, str] | None = None) -> Request:
         self._cseq += 1
+        self._answered_fresh = False
         account = self.account
         items = [
             ("Max-Forwards", "70"),
@@ -175,10 +190,17 @@ class UpstreamRegistration:
             if self._unregistering and status in (401, 407) and self._challenges < 1:
                 return self._answer(response, status)
             return None
-        if status in (401, 407) and self._challenges < MAX_CHALLENGES:
-            retry = self._answer(response, status)
-            if retry is not None:
-                return retry
+        if status in (401, 407):
+            if self._answered_fresh and not _stale(response, status):
+                self._failed(now, refused=True)  # our answer to its own nonce was wrong
+                return None
+            if self._challenges < MAX_CHALLENGES:
+                retry = self._answer(response, status)
+                if retry is not None:
+                    return retry
+        elif status == 403:
+            self._failed(now, refused=True)
+            return None
         elif status == 423:
             # §10.2.8: the interval was too short; Min-Expires says what the registrar takes.
             wanted = response.headers.get("Min-Expires") or ""
@@ -210,7 +232,9 @@ class UpstreamRegistration:
         self._challenges += 1
         self._challenge = (challenge, "Authorization" if status == 401 else "Proxy-Authorization")
         self._nc = 0
-        return self._register(self._expires, self._reanswer())
+        request = self._register(self._expires, self._reanswer())
+        self._answered_fresh = True
+        return request
 
     def _reanswer(self) -> tuple[str, str] | None:
         """Credentials for the challenge last answered, with the next nonce-count."""
@@ -237,13 +261,15 @@ class UpstreamRegistration:
         self._failing_since = None
         self._failures = 0
         self._challenges = 0
+        self.refused = False
         self.expires_at = now + granted
         # RFC 5626 §4.4.1: refresh at a random point of the interval's later half, so that
         # registrations made together (a restart) do not refresh together.
         refresh = granted * self._rng.uniform(0.5, 0.8)
         self.due_at = now + min(refresh, max(granted - REFRESH_MARGIN_S, 1.0))
 
-    def _failed(self, now: float) -> None:
+    def _failed(self, now: float, *, refused: bool = False) -> None:
+        self.refused = refused
         if self._failing_since is None:
             self._failing_since = now
         if now - self._failing_since >= GIVE_UP_S:
@@ -255,7 +281,10 @@ class UpstreamRegistration:
         self.state = State.BACKING_OFF
         # RFC 5626 §4.5: wait = min(max-time, base-time * 2^(failures-1)) * random[0.5, 1].
         wait = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (self._failures - 1))
-        self.due_at = now + wait * self._rng.uniform(0.5, 1.0)
+        wait *= self._rng.uniform(0.5, 1.0)
+        if refused:
+            wait = max(wait, REFUSED_WAIT_S * self._rng.uniform(1.0, 1.5))
+        self.due_at = now + wait
         if self.expires_at is not None and self.expires_at <= now:
             self.expires_at = None
 
@@ -263,6 +292,18 @@ class UpstreamRegistration:
     def failing_for(self) -> float | None:
         """Since when registering has failed (None: it is registered or just started)."""
         return self._failing_since if self.state is not State.REGISTERED else None
+
+
+def _stale(response: Response, status: int) -> bool:
+    """Whether a challenge says only that the nonce aged (RFC 7616 §3.3 `stale=true`)."""
+    header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+    for value in response.headers.get_all(header):
+        try:
+            if parse_challenge(value).stale:
+                return True
+        except DigestError:
+            continue
+    return False
 
 
 def _granted(response: Response, contact: str, asked: int) -> int:

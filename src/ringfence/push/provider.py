@@ -39,6 +39,10 @@ class PushKind(enum.StrEnum):
     #: Overlay mode: the instance ended (expired, or the PBX refused it for 12 hours): no
     #: more calls reach the device until the app reports again. A visible alert.
     INSTANCE_ENDED = "instance_ended"
+    #: Overlay mode: the PBX refuses the account's credentials (a changed password): the app
+    #: should ask its user and report the account again. Retried meanwhile, slowly. A
+    #: visible alert.
+    INSTANCE_REFUSED = "instance_refused"
 
 
 class ProviderName(enum.StrEnum):

@@ -6,9 +6,12 @@ from ringfence.inventory import Category, Declaration, LegalBasis, Stored
 
 PUSH_INSTANCES = Category(
     name="push instances",
-    holds="each device's push tokens, app id, the app's account selector and SIP instance id",
-    purpose="wake the app by push for the user's calls and messages, and for nothing else "
-    "(P3: shared with no one)",
+    holds="each device's push tokens, app id, the app's account selector and SIP instance id; "
+    "in overlay mode also the SIP account on the provider's PBX (user name, domain, auth user "
+    "name, password or HA1)",
+    purpose="wake the app by push for the user's calls and messages, and for nothing else; in "
+    "overlay mode keep that account registered on the provider's PBX so its calls reach "
+    "ringfence (P3: shared with no one)",
     basis=LegalBasis.CONTRACT,
     retention="the account's push instance max age (3 to 6 days) from the app's last report; "
     "erased at once on DELETE, when push is switched off, and with the account",
@@ -37,5 +40,14 @@ DECLARED: tuple[Declaration, ...] = (
         "push_instances",
         ("id", "account_id", "selector_key", "created_at", "updated_at", "expires_at"),
         sealed=False,
+    ),
+    # Overlay mode: the opened SIP account lives in memory while its registration is kept,
+    # and goes with the instance (DELETE, expiry, or another process's erasure within 10 s).
+    Stored(
+        PUSH_INSTANCES,
+        None,
+        ("SIP account", "upstream registration state"),
+        sealed=False,
+        where="the overlay service (transport.overlay), one entry per registered instance",
     ),
 )

@@ -316,7 +316,12 @@ class OverlayService:
         return next_check
 
     async def _chores(self) -> None:
-        """Once a second: registrations given up; each minute: instances nearing their end."""
+        """Once a second: refusals and registrations given up; each minute: instance ends."""
+        for instance_id in self.upkeep.refused():
+            kept = self._kept.get(instance_id)
+            if kept is not None:
+                logger.info("overlay: the PBX refused a registration's credentials")
+                self._notify(kept, PushKind.INSTANCE_REFUSED, "upstream_credentials_refused")
         for instance_id in self.upkeep.ended():
             kept = self._kept.pop(instance_id, None)
             if kept is None:
