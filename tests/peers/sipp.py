@@ -52,10 +52,21 @@ def sipp_binary() -> str | None:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port free for UDP and for TCP at once (SIPp's -t t1 listens on TCP)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # an outgoing TCP connection holds it; pick another
+                return port
+
+
+#: SIPp's words when its listening port was taken between choosing and binding it.
+_BIND_RACE = "Unable to bind main socket"
 
 
 def write_injection(
@@ -160,19 +171,24 @@ def run_scenario(
             args += ["-inf", str(inf)]
         if auth_uri is not None:
             args += ["-auth_uri", auth_uri]
-        argv = _argv(
-            scenario, host, port, local_port or free_udp_port(), [*args, *extra], transport
-        )
-        proc = subprocess.run(
-            argv,
-            cwd=work,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout_s + 30,
-            check=False,
-        )
-        stderr = proc.stderr.decode(errors="replace")[-2000:]
+        # A port we chose can be taken by another process's outgoing connection before
+        # SIPp binds it; SIPp then fails before sending anything, so choosing again is safe.
+        for _ in range(3):
+            argv = _argv(
+                scenario, host, port, local_port or free_udp_port(), [*args, *extra], transport
+            )
+            proc = subprocess.run(
+                argv,
+                cwd=work,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=timeout_s + 30,
+                check=False,
+            )
+            stderr = proc.stderr.decode(errors="replace")[-2000:]
+            if local_port is not None or _BIND_RACE not in stderr:
+                break
         if proc.returncode not in (0, 1):
             raise SippError(f"sipp exited {proc.returncode}: {stderr}")
         try:
