@@ -173,7 +173,8 @@ def run_scenario(
             args += ["-auth_uri", auth_uri]
         # A port we chose can be taken by another process's outgoing connection before
         # SIPp binds it; SIPp then fails before sending anything, so choosing again is safe.
-        for _ in range(3):
+        tries = 1 if local_port is not None else 3
+        while True:
             argv = _argv(
                 scenario, host, port, local_port or free_udp_port(), [*args, *extra], transport
             )
@@ -187,7 +188,8 @@ def run_scenario(
                 check=False,
             )
             stderr = proc.stderr.decode(errors="replace")[-2000:]
-            if local_port is not None or _BIND_RACE not in stderr:
+            tries -= 1
+            if tries == 0 or _BIND_RACE not in stderr:
                 break
         if proc.returncode not in (0, 1):
             raise SippError(f"sipp exited {proc.returncode}: {stderr}")
