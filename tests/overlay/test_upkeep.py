@@ -146,15 +146,87 @@ def test_removing_a_registered_key_unregisters_it_and_later_responses_are_ignore
     assert upkeep.ended() == []
 
 
-def test_removing_a_key_with_its_register_out_unregisters_it() -> None:
+def removed_with_its_register_out() -> tuple[Upkeep[str], UpstreamRegistration, Request]:
+    """An upkeep whose only key was removed while its first REGISTER (given) was out."""
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
-    upkeep.add("a", registration(1), 0.0, spread=False)
+    kept = registration(1)
+    upkeep.add("a", kept, 0.0, spread=False)
     [(_, first)] = upkeep.ready(0.0)
     assert upkeep.remove("a") is True  # the PBX may take the first REGISTER yet
-    [(key, bye)] = upkeep.ready(0.11)
+    assert upkeep.leaving(kept.call_id)
+    return upkeep, kept, first
+
+
+def test_removing_a_key_with_its_register_out_unregisters_it_after_the_response() -> None:
+    upkeep, kept, first = removed_with_its_register_out()
+    call_id = kept.call_id
+    # RFC 3261 §10.2: no REGISTER before the one out has its final response.
+    assert upkeep.ready(0.2) == []
+    upkeep.on_response("a", ok(first), 0.2)  # it made a binding: removed next
+    assert upkeep.leaving(call_id)
+    [(key, bye)] = upkeep.ready(0.3)
     assert key == "a"
     assert header(bye, "Expires") == "0"
-    upkeep.on_response("a", ok(first), 0.2)  # the first one's 200, late: ignored
+    assert cseq(bye) == cseq(first) + 1
+    upkeep.on_response("a", ok(bye, 0), 0.4)
+    assert not upkeep.leaving(call_id)
+    assert upkeep.ready(10_000.0) == []
+
+
+def test_a_refresh_out_when_removed_does_not_end_the_unregister() -> None:
+    # The refresh's 200 came back after the removal: it was once taken for the
+    # unregister's answer, and the binding stayed on the PBX (P3).
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    registrar = Registrar()
+    kept = registration(1)
+    upkeep.add("a", kept, 0.0, spread=False)
+    now = 0.0
+    for _ in range(2):  # the first REGISTER, challenged, then answered
+        [(_, request)] = upkeep.ready(now)
+        upkeep.on_response("a", registrar.handle(request, now), now)
+        now += 1.0
+    assert upkeep.states() == {State.REGISTERED: 1}
+    assert kept.due_at is not None
+    now = kept.due_at
+    [(_, refresh)] = upkeep.ready(now)
+    assert upkeep.remove("a") is True
+    upkeep.on_response("a", registrar.handle(refresh, now), now)  # its 200
+    assert upkeep.leaving(kept.call_id)
+    [(_, bye)] = upkeep.ready(now + 1.0)
+    assert header(bye, "Expires") == "0"
+    assert header(bye, "Authorization")  # the last credentials, offered again
+    # A stray copy of the refresh's response is not the unregister's.
+    upkeep.on_response("a", ok(refresh), now + 1.0)
+    assert upkeep.leaving(kept.call_id)
+    registrar.realms = type(registrar.realms)(b"x" * 32, nonce_lifetime_s=3600)  # new nonces
+    upkeep.on_response("a", registrar.handle(bye, now + 1.0), now + 1.0)  # 401: answered
+    [(_, answer)] = upkeep.ready(now + 2.0)
+    assert header(answer, "Expires") == "0"
+    assert cseq(answer) == cseq(bye) + 1
+    assert upkeep.leaving(kept.call_id)
+    response = registrar.handle(answer, now + 2.0)
+    assert response.status == 200
+    upkeep.on_response("a", response, now + 2.0)
+    assert not upkeep.leaving(kept.call_id)
+    assert upkeep.ready(now + 10_000.0) == []
+
+
+def test_a_register_out_when_removed_that_times_out_is_unregistered_all_the_same() -> None:
+    upkeep, kept, _ = removed_with_its_register_out()
+    upkeep.timed_out("a", 32.0, kept.call_id)  # did the PBX take it? Unknown.
+    [(_, bye)] = upkeep.ready(32.0)
+    assert header(bye, "Expires") == "0"
+    assert upkeep.leaving(kept.call_id)
+    upkeep.timed_out("a", 64.0, kept.call_id)  # the unregister's own timeout ends it
+    assert not upkeep.leaving(kept.call_id)
+    assert upkeep.ready(10_000.0) == []
+
+
+def test_a_first_register_challenged_when_removed_leaves_nothing_to_unregister() -> None:
+    upkeep, kept, first = removed_with_its_register_out()
+    registrar = Registrar()
+    upkeep.on_response("a", registrar.handle(first, 0.1), 0.1)  # 401: no binding was made
+    assert not upkeep.leaving(kept.call_id)
     assert upkeep.ready(10_000.0) == []
 
 
@@ -276,15 +348,45 @@ def test_a_response_to_the_replaced_registration_is_not_taken_by_the_new_one() -
     assert [header(request, "Authorization") for _, request in out] == [""]
 
 
-def test_removing_a_key_mid_challenge_sends_only_the_unregister() -> None:
+def first_register_challenged() -> Upkeep[str]:
+    """An upkeep whose key's first REGISTER was challenged: its answer waits for a slot."""
     upkeep: Upkeep[str] = Upkeep(max_rate=1.0, restore_window_s=0.0)
-    registrar = Registrar()
     upkeep.add("a", registration(1), 0.0, spread=False)
     [(_, first)] = upkeep.ready(0.0)
-    upkeep.on_response("a", registrar.handle(first, 0.0), 0.0)  # 401: the answer waits
+    upkeep.on_response("a", Registrar().handle(first, 0.0), 0.0)  # 401
+    return upkeep
+
+
+def test_removing_a_key_mid_challenge_drops_the_answer() -> None:
+    upkeep = first_register_challenged()
+    # Never bound (its only REGISTER was challenged): nothing to unregister.
+    assert upkeep.remove("a") is False
+    assert upkeep.wake_at(1.0) is None
+    assert upkeep.ready(1.0) + upkeep.ready(2.0) + upkeep.ready(3.0) == []
+
+
+def test_removing_a_bound_key_mid_challenge_sends_only_the_unregister() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=1.0, restore_window_s=0.0)
+    registrar = Registrar()
+    kept = registration(1)
+    upkeep.add("a", kept, 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    upkeep.on_response("a", ok(first), 0.0)
+    assert kept.due_at is not None
+    now = kept.due_at
+    [(_, refresh)] = upkeep.ready(now)
+    upkeep.on_response("a", registrar.handle(refresh, now), now)  # 401: the answer waits
     assert upkeep.remove("a") is True
-    out = upkeep.ready(1.0) + upkeep.ready(2.0) + upkeep.ready(3.0)
+    out = upkeep.ready(now + 1.0) + upkeep.ready(now + 2.0) + upkeep.ready(now + 3.0)
     assert [header(request, "Expires") for _, request in out] == ["0"]
+
+
+def test_a_replaced_key_mid_challenge_sends_no_answer_with_the_old_credentials() -> None:
+    upkeep = first_register_challenged()
+    new = registration(2)
+    upkeep.add("a", new, 0.5, spread=False)
+    out = upkeep.ready(1.0) + upkeep.ready(2.0) + upkeep.ready(3.0)
+    assert [header(request, "Call-ID") for _, request in out] == [new.call_id]
 
 
 def test_the_first_registers_on_a_real_clock_keep_to_the_ceiling() -> None:

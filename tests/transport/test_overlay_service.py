@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import pytest
@@ -23,14 +23,20 @@ from ringfence.provisioning.models import UpstreamPbx
 from ringfence.proxy.engine import Target
 from ringfence.proxy.parking import Sleeper
 from ringfence.push.provider import PushKind
-from ringfence.pushgw.instances import InstanceReport, PushInstances, PushService, SipAccount
+from ringfence.pushgw.instances import (
+    InstanceReport,
+    PushInstance,
+    PushInstances,
+    PushService,
+    SipAccount,
+)
 from ringfence.runtime import Runtime
 from ringfence.sip.message import Request, Response, make_response
 from ringfence.sip.transaction import Address
 from ringfence.sip.uri import SipURI
-from ringfence.storage.repos import SqlInstanceStore
+from ringfence.storage.repos import SqlInstanceStore, SqlStore
 from ringfence.storage.tables import push_instances, subject_keys
-from ringfence.transport.overlay import SYNC_S, OverlayService
+from ringfence.transport.overlay import RESTORE_RETRY_S, SYNC_S, OverlayService
 from tests.overlay.upstream import Registrar
 from tests.support.clock import FakeClock
 
@@ -66,7 +72,11 @@ class Notices:
 
 
 #: Where each PBX name resolves to.
-ADDRESSES = {"pbx.example": "192.0.2.10", "pbx2.example": "192.0.2.20"}
+ADDRESSES = {
+    "pbx.example": "192.0.2.10",
+    "pbx2.example": "192.0.2.20",
+    "proxy.example": "192.0.2.30",
+}
 
 
 async def resolve(uri: SipURI) -> list[Address]:
@@ -285,7 +295,11 @@ async def test_a_standalone_tenant_keeps_nothing_upstream(
     await report(runtime, tenant)
     await runtime.provisioning.update_tenant("acme", upstream=None)
     pbx = Pbx()
-    overlay = make(runtime, pbx, Notices())
+    await assert_restores_nothing(make(runtime, pbx, Notices()), pbx, clock)
+
+
+async def assert_restores_nothing(overlay: OverlayService, pbx: Pbx, clock: FakeClock) -> None:
+    """Started, `overlay` keeps nothing and sends the PBX nothing."""
     try:
         assert await overlay.start() == 0
         await settle(overlay, clock)
@@ -329,3 +343,125 @@ async def test_a_tenant_that_moves_to_another_pbx_or_becomes_standalone_is_follo
     clock.advance(SYNC_S)
     await until(lambda: overlay.stats()["instances"] == 0, overlay, clock)
     assert expires_of(pbx.seen[-1]) == "0"
+
+
+async def test_a_pbx_change_made_by_another_process_is_followed(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, _ = service
+    await report(runtime, tenant)
+    await settle(overlay, clock)
+    # The CLI (another process) writes the tenant: this process's caches know nothing.
+    store = SqlStore(runtime.engine)
+    acme = await store.find_tenant("acme")
+    assert acme is not None
+    await store.update_tenant(replace(acme, upstream=UpstreamPbx("pbx2.example")))
+    clock.advance(SYNC_S)
+    await until(lambda: Address("UDP", "192.0.2.20", 5060) in pbx.hops, overlay, clock)
+    await until(lambda: overlay.stats()["registered"] == 1, overlay, clock)
+
+
+async def test_a_new_outbound_proxy_or_interval_goes_on_under_the_same_call_id(
+    runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
+) -> None:
+    overlay, pbx, _ = service
+    await report(runtime, tenant)
+    await settle(overlay, clock)
+    [registered] = [r for r in pbx.seen if r.headers.get("Authorization")]
+    await runtime.provisioning.update_tenant(
+        "acme", upstream=replace(PBX, outbound_proxy="proxy.example", expires_s=1800)
+    )
+    clock.advance(SYNC_S)
+    await settle(overlay, clock)
+    sent = len(pbx.seen)
+    clock.advance(600)  # past the refresh (the PBX granted 600 s)
+    await until(lambda: len(pbx.seen) > sent, overlay, clock)
+    refresh = pbx.seen[sent]
+    # No unregister: one could remove the binding the registration goes on with.
+    assert all(expires_of(r) != "0" for r in pbx.seen)
+    assert refresh.headers.get("Call-ID") == registered.headers.get("Call-ID")
+    assert expires_of(refresh) == "1800"
+    assert pbx.hops[sent] == Address("UDP", "192.0.2.30", 5060)
+    assert overlay.stats()["instances"] == 1
+
+
+async def test_a_restore_that_fails_is_tried_again_and_the_loop_runs(
+    runtime: Runtime, clock: FakeClock, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await report(runtime, tenant)
+    pbx = Pbx()
+    overlay = make(runtime, pbx, Notices())
+    real_page = runtime.push_instances.page
+    failures = [OSError("the database is away")]
+
+    async def page(after: str | None, limit: int) -> list[PushInstance]:
+        if failures:
+            raise failures.pop()
+        return await real_page(after, limit)
+
+    monkeypatch.setattr(runtime.push_instances, "page", page)
+    try:
+        with pytest.raises(OSError, match="away"):
+            await overlay.start()
+        # The loop runs all the same: a report is kept at once.
+        other = await runtime.provisioning.create_account("acme", "carol", "correct horse")
+        runtime.push_instances.listeners.append(overlay)
+        await report(runtime, other.id, "carol-phone")
+        await until(lambda: overlay.stats()["registered"] == 1, overlay, clock)
+        clock.advance(RESTORE_RETRY_S)
+        await until(lambda: overlay.stats()["registered"] == 2, overlay, clock)
+    finally:
+        await overlay.aclose()
+
+
+async def test_an_instance_erased_while_the_restore_reads_is_not_restored(
+    runtime: Runtime, clock: FakeClock, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance_id = await report(runtime, tenant)
+    pbx = Pbx()
+    overlay = make(runtime, pbx, Notices())
+    real_page = runtime.push_instances.page
+
+    async def page(after: str | None, limit: int) -> list[PushInstance]:
+        found = await real_page(after, limit)
+        # Erased (DELETE) while the page was on its way: the page is out of date.
+        await overlay.instances_erased([instance_id])
+        return found
+
+    monkeypatch.setattr(runtime.push_instances, "page", page)
+    await assert_restores_nothing(overlay, pbx, clock)
+
+
+@pytest.mark.promise("P3")
+async def test_an_instance_given_up_on_is_erased_even_when_the_store_fails_once(
+    runtime: Runtime,
+    clock: FakeClock,
+    tenant: str,
+    service: tuple[OverlayService, Pbx, Notices],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    overlay, pbx, notices = service
+    pbx.refuse = True
+    first = await report(runtime, tenant)
+    other = await runtime.provisioning.create_account("acme", "carol", "correct horse")
+    second = await report(runtime, other.id, "carol-phone")
+    real_erase = runtime.push_instances.erase
+    failed: list[str] = []
+
+    async def erase(instance_id: str) -> None:
+        if not failed:
+            failed.append(instance_id)
+            raise OSError("the database is away")
+        await real_erase(instance_id)
+
+    monkeypatch.setattr(runtime.push_instances, "erase", erase)
+    for _ in range(30):
+        clock.advance(1800)
+        await settle(overlay, clock)
+    await until(lambda: overlay.stats()["instances"] == 0, overlay, clock)
+    await until(lambda: len(failed) == 1, overlay, clock)
+    for _ in range(3):
+        await settle(overlay, clock)
+    assert set(failed) <= {first, second}
+    assert [kind for kind, _ in notices.sent].count(PushKind.INSTANCE_ENDED) == 2
+    assert (await rows(runtime))[0] == 0

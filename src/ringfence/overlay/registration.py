@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ringfence.sip.digest import (
     Challenge,
@@ -123,6 +123,17 @@ class UpstreamRegistration:
         self._answered_fresh = False
         #: The PBX refused the credentials on the last attempt (see the module docstring).
         self.refused = False
+
+    @property
+    def expires(self) -> int:
+        """The registration interval asked for in the next REGISTER."""
+        return self._expires
+
+    @expires.setter
+    def expires(self, seconds: int) -> None:
+        # The tenant's setting changed: the next refresh asks for it (§10.2.1.1).
+        self.account = replace(self.account, expires=seconds)
+        self._expires = seconds
 
     @property
     def call_id(self) -> str:

@@ -17,7 +17,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ringfence.overlay.registration import State, UpstreamRegistration
@@ -39,10 +39,28 @@ class _Entry:
     busy: bool = False
     #: Not registered yet: when its first REGISTER is due.
     start_at: float | None = None
-    #: Requests ready to go as soon as a slot is free (answers to challenges, unregisters).
-    queued: list[Request] = field(default_factory=list)
+    #: Its answer to a challenge, waiting in the queue for a slot (not sent yet).
+    queued: Request | None = None
     #: The app was told of the PBX refusing its credentials (once a refusal streak).
     told_refused: bool = False
+
+
+@dataclass(slots=True)
+class _Leaving(Generic[K]):
+    """A registration removed while it may hold a binding: its unregister (Expires: 0)."""
+
+    key: K
+    registration: UpstreamRegistration
+    #: Its REGISTER in flight when removed: the unregister waits for its final response
+    #: (RFC 3261 §10.2: no new REGISTER before the previous one's final response).
+    waiting: bool
+    #: The CSeq of the unregister (or of the answer to its challenge) last queued.
+    cseq: int = 0
+
+
+def _cseq(message: Request | Response) -> int:
+    number = (message.headers.get("CSeq") or "").split(maxsplit=1)
+    return int(number[0]) if number and number[0].isdigit() else -1
 
 
 class Upkeep(Generic[K]):
@@ -62,11 +80,15 @@ class Upkeep(Generic[K]):
         self._seq = itertools.count()
         #: Keys with a request queued, in order (unregisters of removed entries included).
         self._urgent: deque[tuple[K, Request]] = deque()
+        #: Queued requests not to send after all (by id: each is held by `_urgent` until
+        #: popped, so its id is not reused meanwhile); skipped as `ready` reaches them, so
+        #: that removing many keys stays linear.
+        self._dropped: set[int] = set()
         self._next_slot = float("-inf")
         self._ended: list[K] = []
         self._refused: list[K] = []
-        #: Unregisters going on, by Call-ID: (key, registration) until answered.
-        self._leaving: dict[str, tuple[K, UpstreamRegistration]] = {}
+        #: Unregisters going on, by Call-ID, until answered or timed out.
+        self._leaving: dict[str, _Leaving[K]] = {}
         #: REGISTERs sent in all (for the bench and the stats).
         self.sent = 0
 
@@ -87,6 +109,10 @@ class Upkeep(Generic[K]):
         again: the new credentials count from now).
         """
         start = now + (self._rng.uniform(0.0, self._window) if spread else 0.0)
+        old = self._entries.get(key)
+        if old is not None:
+            # The old credentials' answer to a challenge must not follow the new ones.
+            self._drop_queued(old)
         self._entries[key] = _Entry(registration, start_at=start)
         heapq.heappush(self._due, (start, next(self._seq), key))
 
@@ -102,15 +128,30 @@ class Upkeep(Generic[K]):
             return False
         registration = entry.registration
         # A challenge answer still queued would register the binding again: dropped.
-        call_id = registration.call_id
-        self._urgent = deque(
-            item for item in self._urgent if item[1].headers.get("Call-ID") != call_id
-        )
-        if registration.expires_at is not None or entry.busy:
-            self._leaving[call_id] = (key, registration)
-            self._urgent.append((key, registration.unregister()))
+        self._drop_queued(entry)
+        if entry.busy:
+            # Its REGISTER is out: the PBX may yet take it. The unregister follows its
+            # final response (`on_response`, `timed_out`).
+            self._leaving[registration.call_id] = _Leaving(key, registration, waiting=True)
+            return True
+        if registration.expires_at is not None:
+            self._unregister(_Leaving(key, registration, waiting=False))
             return True
         return False
+
+    def _drop_queued(self, entry: _Entry) -> None:
+        """Drop the entry's queued challenge answer: then none of its REGISTERs is out."""
+        if entry.queued is not None:
+            self._dropped.add(id(entry.queued))
+            entry.queued = None
+            entry.busy = False
+
+    def _unregister(self, leaving: _Leaving[K]) -> None:
+        request = leaving.registration.unregister()
+        leaving.waiting = False
+        leaving.cseq = _cseq(request)
+        self._leaving[leaving.registration.call_id] = leaving
+        self._urgent.append((leaving.key, request))
 
     def leaving(self, call_id: str) -> bool:
         """Whether the unregister of the registration with this Call-ID is still going on."""
@@ -132,8 +173,19 @@ class Upkeep(Generic[K]):
     def ready(self, now: float) -> list[tuple[K, Request]]:
         """The REGISTERs to send now, within the rate ceiling."""
         out: list[tuple[K, Request]] = []
-        while self._urgent and self._slot(now):
-            out.append(self._urgent.popleft())
+        while self._urgent:
+            key, queued = self._urgent[0]
+            if id(queued) in self._dropped:
+                self._dropped.discard(id(queued))
+                self._urgent.popleft()
+                continue
+            if not self._slot(now):
+                break
+            self._urgent.popleft()
+            entry = self._entries.get(key)
+            if entry is not None and entry.queued is queued:
+                entry.queued = None
+            out.append((key, queued))
         while not self._urgent and self._due and self._due[0][0] <= now:
             due, _, key = self._due[0]
             entry = self._entries.get(key)
@@ -165,17 +217,14 @@ class Upkeep(Generic[K]):
         call_id = response.headers.get("Call-ID") or ""
         leaving = self._leaving.get(call_id)
         if leaving is not None:
-            follow = leaving[1].on_response(response, now)
-            if follow is not None:
-                self._urgent.append((key, follow))  # the unregister's challenge answered
-            else:
-                del self._leaving[call_id]
+            self._leaving_answered(leaving, response, now)
             return
         entry = self._entries.get(key)
         if entry is None or response.headers.get("Call-ID") != entry.registration.call_id:
             return  # removed, or replaced meanwhile: the new one starts afresh
         follow = entry.registration.on_response(response, now)
         if follow is not None:
+            entry.queued = follow
             self._urgent.append((key, follow))  # still busy: the exchange goes on
             return
         entry.busy = False
@@ -186,6 +235,26 @@ class Upkeep(Generic[K]):
         elif registration.state is State.REGISTERED:
             entry.told_refused = False
         self._schedule(key, entry)
+
+    def _leaving_answered(self, leaving: _Leaving[K], response: Response, now: float) -> None:
+        registration = leaving.registration
+        if leaving.waiting:
+            # The REGISTER that was out when the key was removed: its outcome says
+            # whether the PBX holds a binding to remove (its challenge is not answered).
+            registration.on_response(response, now)
+            if registration.expires_at is not None:
+                self._unregister(leaving)
+            else:
+                del self._leaving[registration.call_id]
+            return
+        if _cseq(response) != leaving.cseq:
+            return  # not the answer to the unregister last sent
+        follow = registration.on_response(response, now)
+        if follow is not None:
+            leaving.cseq = _cseq(follow)  # the unregister's challenge answered
+            self._urgent.append((leaving.key, follow))
+        else:
+            del self._leaving[registration.call_id]
 
     def refused(self) -> list[K]:
         """Keys whose credentials the PBX refused since the last call (once a streak)."""
@@ -198,7 +267,13 @@ class Upkeep(Generic[K]):
         `call_id`: the REGISTER's, when known (an unregister's, or a replaced one's, is
         not the registration in force).
         """
-        if call_id is not None and self._leaving.pop(call_id, None) is not None:
+        leaving = self._leaving.get(call_id) if call_id is not None else None
+        if leaving is not None:
+            if leaving.waiting:
+                # Whether the PBX took it is unknown: the unregister goes all the same.
+                self._unregister(leaving)
+            else:
+                del self._leaving[leaving.registration.call_id]
             return
         entry = self._entries.get(key)
         if entry is None or (call_id is not None and entry.registration.call_id != call_id):
@@ -229,6 +304,8 @@ class Upkeep(Generic[K]):
 
     def wake_at(self, now: float) -> float | None:
         """When `ready` may have something next (None: nothing is scheduled)."""
+        while self._urgent and id(self._urgent[0][1]) in self._dropped:
+            self._dropped.discard(id(self._urgent.popleft()[1]))
         if self._urgent:
             return max(self._next_slot, now)
         while self._due:

@@ -885,7 +885,12 @@ class ProvisioningService:
         """
         key = self._sip_ids.get(account_id)
         cached = self._sip_cache.get(key) if key is not None else None
-        if cached is not None and cached[1] is not None and cached[1].account_id == account_id:
+        if (
+            cached is not None
+            and cached[0] > self._clock.monotonic()  # within its TTL: another process
+            and cached[1] is not None  # (the CLI) may have changed the tenant since
+            and cached[1].account_id == account_id
+        ):
             return cached[1].username, cached[1].tenant
         try:
             account = await self.account_by_id(account_id)

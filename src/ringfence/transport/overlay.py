@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -63,6 +63,8 @@ SYNC_S = 10.0
 NOTICE_CHECK = timedelta(minutes=1)
 #: How long a notice may wait at the push provider for an offline device.
 NOTICE_TTL_S = 6 * 3600
+#: When restoring at start failed (the database away), how soon it is tried again.
+RESTORE_RETRY_S = 30.0
 
 
 class Accounts(Protocol):
@@ -70,6 +72,10 @@ class Accounts(Protocol):
 
     async def sip_identity(self, account_id: str) -> tuple[str, Tenant] | None:
         """The account's user name and tenant (None: it is gone)."""
+        ...
+
+    async def tenants(self) -> list[Tenant]:
+        """Every tenant, as stored now."""
         ...
 
 
@@ -92,6 +98,7 @@ class _Kept:
 
     instance: PushInstance
     target: OverlayTarget
+    tenant_id: str
     upstream: UpstreamPbx
     #: The expiry notices sent so far (indexes into EXPIRY_NOTICES).
     noticed: int = 0
@@ -133,8 +140,15 @@ class OverlayService:
         self._sync_at = 0.0
         #: Unregisters still going on, by Call-ID: the PBX they go to.
         self._leaving: dict[str, UpstreamPbx] = {}
-        #: Bumped by each report and erasure: a `_keep` that awaited meanwhile gives way.
-        self._generation: dict[str, int] = {}
+        # Reports and erasures that came while something awaited the store (`_watch`):
+        # what was read before them is out of date. Kept only while an await is going on.
+        self._epoch = 0
+        self._touched: dict[str, int] = {}
+        self._awaits = 0
+        #: Instances given up on, still to erase from the store (retried until done).
+        self._to_erase: set[str] = set()
+        #: When restoring is to be tried again (it failed); None: done or going on.
+        self._restore_at: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,18 +158,35 @@ class OverlayService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Restore the registrations of every live overlay instance; returns how many."""
+        """Restore the registrations of every live overlay instance; returns how many.
+
+        The loop runs whatever happens: a restore that fails is tried again from it.
+        """
+        try:
+            return await self._restore()
+        finally:
+            if self._task is None:
+                self._task = asyncio.get_running_loop().create_task(self._run(), name="overlay")
+
+    async def _restore(self) -> int:
+        self._restore_at = None
         restored = 0
         after: str | None = None
-        while page := await self._instances.page(after, RESTORE_PAGE):
-            after = page[-1].id
-            for instance in page:
-                if instance.id in self._kept:
-                    continue  # reported again while the restore ran: newer than this page
-                if await self._keep(instance, spread=True):
-                    restored += 1
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="overlay")
-        return restored
+        try:
+            while True:
+                with self._watch() as epoch:
+                    page = await self._instances.page(after, RESTORE_PAGE)
+                    if not page:
+                        return restored
+                    after = page[-1].id
+                    for instance in page:
+                        if instance.id in self._kept or self._touched_since(instance.id, epoch):
+                            continue  # reported or erased since the page was read: newer
+                        if await self._keep(instance, spread=True, since=epoch):
+                            restored += 1
+        except Exception:
+            self._restore_at = self._now() + RESTORE_RETRY_S
+            raise
 
     async def aclose(self, *, unregister: bool = False) -> None:
         """Stop. `unregister`: remove every binding on the PBXes first (a node leaving)."""
@@ -182,11 +213,32 @@ class OverlayService:
         """Look at the registrations now (the clock moved: tests, or a chore is due)."""
         self._wake.set()
 
+    @contextlib.contextmanager
+    def _watch(self) -> Iterator[int]:
+        """Around reading the store: yields the epoch before, for `_touched_since`."""
+        self._awaits += 1
+        try:
+            yield self._epoch
+        finally:
+            self._awaits -= 1
+            if not self._awaits:
+                self._touched.clear()
+
+    def _touch(self, instance_id: str) -> None:
+        """An instance was reported or erased: what any await read of it is out of date."""
+        self._epoch += 1
+        if self._awaits:
+            self._touched[instance_id] = self._epoch
+
+    def _touched_since(self, instance_id: str, epoch: int) -> bool:
+        return self._touched.get(instance_id, 0) > epoch
+
     # -- instances ----------------------------------------------------------------------------
 
     async def instance_reported(self, instance: PushInstance) -> None:
         """`pushgw.InstanceListener`: a report (new or renewed) replaces the registration."""
-        self._generation[instance.id] = self._generation.get(instance.id, 0) + 1
+        self._touch(instance.id)
+        self._to_erase.discard(instance.id)  # reported again after it was given up: kept
         kept = self._kept.get(instance.id)
         report = instance.report
         if kept is not None and (
@@ -218,22 +270,32 @@ class OverlayService:
             self._forget(instance_id)
         self._wake.set()
 
-    async def _keep(self, instance: PushInstance, *, spread: bool) -> bool:
-        account = instance.report.sip_account
-        sip_instance = instance.report.sip_instance
-        if account is None or sip_instance is None:
+    async def _keep(
+        self, instance: PushInstance, *, spread: bool, since: int | None = None
+    ) -> bool:
+        """Keep the instance's account registered (False: it has none, or it is gone).
+
+        `since`: the epoch when `instance` was read (a restore page), if before now.
+        """
+        if instance.report.sip_account is None or instance.report.sip_instance is None:
             return False
-        generation = self._generation.get(instance.id, 0)
-        identity = await self._accounts.sip_identity(instance.account_id)
-        if self._generation.get(instance.id, 0) != generation:
-            return False  # reported again or erased while we looked: that one counts
+        with self._watch() as epoch:
+            identity = await self._accounts.sip_identity(instance.account_id)
+            if self._touched_since(instance.id, epoch if since is None else since):
+                return False  # reported again or erased while we looked: that one counts
         if identity is None:  # erased meanwhile
             logger.info("overlay: the account of an instance is gone")
             return False
-        username, tenant = identity
+        return self._register(instance, identity[0], identity[1], spread=spread)
+
+    def _register(
+        self, instance: PushInstance, username: str, tenant: Tenant, *, spread: bool
+    ) -> bool:
+        account = instance.report.sip_account
+        sip_instance = instance.report.sip_instance
         upstream = tenant.upstream
-        if upstream is None:
-            return False  # the tenant is standalone (again)
+        if account is None or sip_instance is None or upstream is None:
+            return False  # no account, or the tenant is standalone (again)
         user = self._tokens.user_of(instance.id)
         registration = UpstreamRegistration(
             UpstreamAccount(
@@ -250,12 +312,12 @@ class OverlayService:
         target = OverlayTarget(
             username, tenant.sip_domain, sip_instance, self._settings.call_wait_s
         )
-        self._kept[instance.id] = _Kept(instance, target, upstream)
+        self._kept[instance.id] = _Kept(instance, target, tenant.id, upstream)
         self.upkeep.add(instance.id, registration, self._now(), spread=spread)
         return True
 
     def _forget(self, instance_id: str) -> None:
-        self._generation[instance_id] = self._generation.get(instance_id, 0) + 1
+        self._touch(instance_id)
         kept = self._kept.pop(instance_id, None)
         registration = self.upkeep.registration(instance_id)
         if kept is not None and registration is not None and self.upkeep.remove(instance_id):
@@ -328,7 +390,19 @@ class OverlayService:
                 continue
             logger.info("overlay: the PBX refused a registration for 12 hours; instance ended")
             self._notify(kept, PushKind.INSTANCE_ENDED, "upstream_refused")
-            await self._instances.erase(instance_id)
+            self._to_erase.add(instance_id)
+        for instance_id in list(self._to_erase):
+            # Each on its own: one the store fails to erase is tried again next second,
+            # and does not hold back the others (P3).
+            try:
+                await self._instances.erase(instance_id)
+            except Exception:
+                logger.exception("overlay: erasing an instance given up on failed; retrying")
+            else:
+                self._to_erase.discard(instance_id)
+        if self._restore_at is not None and self._now() >= self._restore_at:
+            restored = await self._restore()
+            logger.info("overlay: %d upstream registrations restored on retry", restored)
         if self._now() >= self._sync_at:
             self._sync_at = self._now() + SYNC_S
             await self._sync()
@@ -353,21 +427,37 @@ class OverlayService:
         ids = list(self._kept)
         for start in range(0, len(ids), RESTORE_PAGE):
             chunk = ids[start : start + RESTORE_PAGE]
-            live = await self._instances.live_ids(chunk)
-            for instance_id in chunk:
-                if instance_id not in live:
-                    self._forget(instance_id)
-            await asyncio.sleep(0)
-        moved: list[PushInstance] = []
-        for kept in list(self._kept.values()):
-            identity = await self._accounts.sip_identity(kept.instance.account_id)
-            upstream = identity[1].upstream if identity is not None else None
-            if upstream != kept.upstream:
-                self._forget(kept.instance.id)
-                if upstream is not None:
-                    moved.append(kept.instance)
-        for instance in moved:
-            await self._keep(instance, spread=True)
+            with self._watch() as epoch:
+                live = await self._instances.live_ids(chunk)
+                for instance_id in chunk:
+                    # One reported while we read is stored anew: not to forget.
+                    if instance_id not in live and not self._touched_since(instance_id, epoch):
+                        self._forget(instance_id)
+        # The tenants, read once (not each instance's: that would hold the loop for a
+        # round trip per instance).
+        tenants = {tenant.id: tenant for tenant in await self._accounts.tenants()}
+        for instance_id, kept in list(self._kept.items()):
+            tenant = tenants.get(kept.tenant_id)
+            upstream = tenant.upstream if tenant is not None else None
+            if upstream == kept.upstream:
+                continue
+            registration = self.upkeep.registration(instance_id)
+            if (
+                tenant is not None
+                and upstream is not None
+                and registration is not None
+                and (upstream.host, upstream.port, upstream.transport)
+                == (kept.upstream.host, kept.upstream.port, kept.upstream.transport)
+            ):
+                # The same PBX, reached through another proxy or asked another interval:
+                # the registration goes on under its Call-ID (an unregister and a new
+                # registration of the same Contact could overtake each other).
+                kept.upstream = upstream
+                registration.expires = upstream.expires_s
+                continue
+            self._forget(instance_id)
+            if tenant is not None:
+                self._register(kept.instance, kept.target.username, tenant, spread=True)
 
     async def _expiry_notices(self, kept: _Kept, now: datetime) -> None:
         left = kept.instance.expires_at - now
