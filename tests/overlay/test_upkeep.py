@@ -125,7 +125,7 @@ def test_removing_a_registered_key_unregisters_it_and_later_responses_are_ignore
     [(_, first)] = upkeep.ready(0.0)
     upkeep.on_response("a", ok(first), 0.0)
     assert upkeep.states() == {State.REGISTERED: 1}
-    assert upkeep.remove("a") is True
+    assert upkeep.remove("a", 0.5) is True
     assert "a" not in upkeep
     assert len(upkeep) == 0
     assert upkeep.registration("a") is None
@@ -139,7 +139,7 @@ def test_removing_a_registered_key_unregisters_it_and_later_responses_are_ignore
     # Its response, a late timeout: nothing breaks, nothing more is sent.
     upkeep.on_response("a", ok(bye, 0), 1.1)
     upkeep.timed_out("a", 33.0)
-    assert upkeep.remove("a") is False
+    assert upkeep.remove("a", 33.0) is False
     assert upkeep.states() == {}
     assert upkeep.ready(10_000.0) == []
     assert upkeep.wake_at(10_000.0) is None
@@ -152,7 +152,7 @@ def removed_with_its_register_out() -> tuple[Upkeep[str], UpstreamRegistration, 
     kept = registration(1)
     upkeep.add("a", kept, 0.0, spread=False)
     [(_, first)] = upkeep.ready(0.0)
-    assert upkeep.remove("a") is True  # the PBX may take the first REGISTER yet
+    assert upkeep.remove("a", 0.0) is True  # the PBX may take the first REGISTER yet
     assert upkeep.leaving(kept.call_id)
     return upkeep, kept, first
 
@@ -189,7 +189,7 @@ def test_a_refresh_out_when_removed_does_not_end_the_unregister() -> None:
     assert kept.due_at is not None
     now = kept.due_at
     [(_, refresh)] = upkeep.ready(now)
-    assert upkeep.remove("a") is True
+    assert upkeep.remove("a", now) is True
     upkeep.on_response("a", registrar.handle(refresh, now), now)  # its 200
     assert upkeep.leaving(kept.call_id)
     [(_, bye)] = upkeep.ready(now + 1.0)
@@ -230,12 +230,65 @@ def test_a_first_register_challenged_when_removed_leaves_nothing_to_unregister()
     assert upkeep.ready(10_000.0) == []
 
 
+def test_a_register_that_timed_out_before_the_removal_is_unregistered() -> None:
+    # Its answer never came (Timer F): the PBX may hold the binding, for up to the interval
+    # asked, though nothing confirmed it.
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    kept = registration(1)
+    upkeep.add("a", kept, 0.0, spread=False)
+    assert len(upkeep.ready(0.0)) == 1
+    upkeep.timed_out("a", 32.0, kept.call_id)
+    assert kept.expires_at is None
+    assert upkeep.remove("a", 40.0) is True  # backing off when the instance is erased
+    [(_, bye)] = upkeep.ready(40.0)
+    assert header(bye, "Expires") == "0"
+    assert header(bye, "Call-ID") == kept.call_id
+    # Once the interval asked for is over, no binding can be left: nothing to send.
+    again: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    late = registration(2)
+    again.add("a", late, 0.0, spread=False)
+    assert len(again.ready(0.0)) == 1
+    again.timed_out("a", 32.0, late.call_id)
+    assert again.remove("a", 32.0 + ACCOUNT.expires + 1.0) is False
+
+
+def registered(upkeep: Upkeep[str], kept: UpstreamRegistration, now: float) -> Request:
+    """`kept` added under "a" and taken by the PBX at `now`; returns its REGISTER."""
+    upkeep.add("a", kept, now, spread=False)
+    [(_, request)] = upkeep.ready(now)
+    upkeep.on_response("a", ok(request), now)
+    return request
+
+
+def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones() -> None:
+    # The app handed a wrong password for the same account: the PBX refuses it, and the
+    # binding the old credentials made can only be removed with them.
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    old = registration(1)
+    registered(upkeep, old, 0.0)
+    new = registration(2)
+    upkeep.add("a", new, 10.0, spread=False)
+    [(_, start)] = upkeep.ready(10.0)
+    upkeep.on_response("a", make_response(start, 403), 10.0)
+    assert new.refused
+    assert upkeep.remove("a", 20.0) is True
+    [(_, bye)] = upkeep.ready(20.0)
+    assert header(bye, "Expires") == "0"
+    assert header(bye, "Call-ID") == old.call_id
+    # Once the new credentials are taken, they hold the binding: the old ones are let go.
+    registered(upkeep, old := registration(3), 30.0)
+    registered(upkeep, taken := registration(4), 31.0)
+    assert upkeep.remove("a", 40.0) is True
+    [(_, bye)] = upkeep.ready(40.0)
+    assert header(bye, "Call-ID") == taken.call_id != old.call_id
+
+
 def test_removing_a_key_never_started_sends_nothing() -> None:
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=60.0, rng=rng(3))
     upkeep.add("a", registration(1), 0.0, spread=True)
     upkeep.add("b", registration(2), 0.0, spread=True)
-    assert upkeep.remove("a") is False
-    assert upkeep.remove("never added") is False
+    assert upkeep.remove("a", 0.0) is False
+    assert upkeep.remove("never added", 0.0) is False
     keys = []
     for tick in range(62):
         keys += [key for key, _ in upkeep.ready(float(tick))]
@@ -302,9 +355,7 @@ def test_after_12_hours_of_failures_the_key_ends_once() -> None:
 def test_adding_a_key_again_replaces_its_registration() -> None:
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
     old = registration(1)
-    upkeep.add("a", old, 0.0, spread=False)
-    [(_, first)] = upkeep.ready(0.0)
-    upkeep.on_response("a", ok(first), 0.0)
+    first = registered(upkeep, old, 0.0)
     old_due = old.due_at
     assert old_due is not None
     assert 300.0 <= old_due <= 480.0
@@ -360,7 +411,7 @@ def first_register_challenged() -> Upkeep[str]:
 def test_removing_a_key_mid_challenge_drops_the_answer() -> None:
     upkeep = first_register_challenged()
     # Never bound (its only REGISTER was challenged): nothing to unregister.
-    assert upkeep.remove("a") is False
+    assert upkeep.remove("a", 0.5) is False
     assert upkeep.wake_at(1.0) is None
     assert upkeep.ready(1.0) + upkeep.ready(2.0) + upkeep.ready(3.0) == []
 
@@ -376,7 +427,7 @@ def test_removing_a_bound_key_mid_challenge_sends_only_the_unregister() -> None:
     now = kept.due_at
     [(_, refresh)] = upkeep.ready(now)
     upkeep.on_response("a", registrar.handle(refresh, now), now)  # 401: the answer waits
-    assert upkeep.remove("a") is True
+    assert upkeep.remove("a", now) is True
     out = upkeep.ready(now + 1.0) + upkeep.ready(now + 2.0) + upkeep.ready(now + 3.0)
     assert [header(request, "Expires") for _, request in out] == ["0"]
 

@@ -52,10 +52,18 @@ class Pbx:
     refuse: bool = False
     seen: list[Request] = field(default_factory=list)
     hops: list[Address] = field(default_factory=list)
+    #: When set, REGISTERs wait for it before they are answered (held in flight).
+    hold: asyncio.Event | None = None
+    #: Indexes into `seen` of the requests answered, in the order they were.
+    answered: list[int] = field(default_factory=list)
 
     async def send(self, request: Request, target: Target) -> tuple[int, Response | None]:
         self.seen.append(request)
         self.hops.append(target.destination)
+        index = len(self.seen) - 1
+        if self.hold is not None:
+            await self.hold.wait()
+        self.answered.append(index)
         if self.refuse:
             response = make_response(request, 403)
         else:
@@ -333,7 +341,17 @@ async def test_a_tenant_that_moves_to_another_pbx_or_becomes_standalone_is_follo
     await settle(overlay, clock)
     assert set(pbx.hops) == {Address("UDP", "192.0.2.10", 5060)}
     await runtime.provisioning.update_tenant("acme", upstream=UpstreamPbx("pbx2.example"))
+    pbx.hold = hold = asyncio.Event()
     clock.advance(SYNC_S)
+    await until(lambda: expires_of(pbx.seen[-1]) == "0", overlay, clock)
+    await settle(overlay, clock)
+    # While the unregister is out unanswered, nothing goes to the new PBX (were they the
+    # same registrar under two names, the old Call-ID's Expires: 0 would remove the new
+    # binding).
+    assert len(pbx.answered) == len(pbx.seen) - 1
+    assert expires_of(pbx.seen[-1]) == "0"
+    pbx.hold = None
+    hold.set()
     await until(lambda: Address("UDP", "192.0.2.20", 5060) in pbx.hops, overlay, clock)
     await until(lambda: overlay.stats()["registered"] == 1, overlay, clock)
     # The old PBX lost the binding (Expires: 0 sent there).
@@ -465,3 +483,22 @@ async def test_an_instance_given_up_on_is_erased_even_when_the_store_fails_once(
     assert set(failed) <= {first, second}
     assert [kind for kind, _ in notices.sent].count(PushKind.INSTANCE_ENDED) == 2
     assert (await rows(runtime))[0] == 0
+
+
+@pytest.mark.promise("P3")
+async def test_a_node_leaving_unregisters_even_with_a_register_out(
+    runtime: Runtime, clock: FakeClock, tenant: str
+) -> None:
+    hold = asyncio.Event()
+    pbx = Pbx(hold=hold)
+    overlay = make(runtime, pbx, Notices())
+    runtime.push_instances.listeners.append(overlay)
+    await overlay.start()
+    await report(runtime, tenant)
+    await until(lambda: len(pbx.seen) == 1, overlay, clock)  # out, unanswered
+    closing = asyncio.ensure_future(overlay.aclose(unregister=True))
+    # The Expires: 0 does not wait for the REGISTER out (it could take until Timer F).
+    await until(lambda: len(pbx.seen) == 2, overlay, clock)
+    assert expires_of(pbx.seen[1]) == "0"
+    hold.set()
+    await closing

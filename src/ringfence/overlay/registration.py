@@ -123,6 +123,8 @@ class UpstreamRegistration:
         self._answered_fresh = False
         #: The PBX refused the credentials on the last attempt (see the module docstring).
         self.refused = False
+        #: The PBX took these credentials once (a 2xx): they can remove the binding.
+        self.accepted = False
 
     @property
     def expires(self) -> int:
@@ -269,6 +271,7 @@ class UpstreamRegistration:
     def _registered(self, response: Response, now: float) -> None:
         granted = _granted(response, self.account.contact, self._expires)
         self.state = State.REGISTERED
+        self.accepted = True
         self._failing_since = None
         self._failures = 0
         self._challenges = 0

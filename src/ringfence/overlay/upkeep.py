@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Hashable
@@ -43,6 +44,31 @@ class _Entry:
     queued: Request | None = None
     #: The app was told of the PBX refusing its credentials (once a refusal streak).
     told_refused: bool = False
+    #: Until when the PBX may hold a binding it never confirmed: a REGISTER of this key
+    #: went unanswered (Timer F), the PBX may have taken it all the same.
+    unknown_until: float = -math.inf
+    #: The registration this one replaced, while its binding may last (same Contact):
+    #: removing the key before this one is taken unregisters with the credentials that
+    #: made that binding.
+    prior: UpstreamRegistration | None = None
+    prior_until: float = -math.inf
+
+    def bound_until(self, now: float) -> float:
+        """Until when the PBX may hold a binding of this key (in the past: none)."""
+        registration = self.registration
+        until = max(self.unknown_until, self.prior_until)
+        if registration.expires_at is not None:
+            until = max(until, registration.expires_at)
+        if self.busy:  # a REGISTER out may yet be taken
+            until = max(until, now + registration.expires)
+        return until
+
+    def unregisterer(self) -> UpstreamRegistration:
+        """Whose credentials remove the binding: the ones the PBX took."""
+        registration = self.registration
+        if registration.accepted or self.prior is None:
+            return registration
+        return self.prior
 
 
 @dataclass(slots=True)
@@ -56,6 +82,12 @@ class _Leaving(Generic[K]):
     waiting: bool
     #: The CSeq of the unregister (or of the answer to its challenge) last queued.
     cseq: int = 0
+    #: While waiting: the registration it replaced, and until when a binding may last
+    #: without the response waited for (see `_Entry`).
+    prior: UpstreamRegistration | None = None
+    until: float = -math.inf
+    #: Where the caller sends it (the PBX of the instance, which is gone by then).
+    where: object = None
 
 
 def _cseq(message: Request | Response) -> int:
@@ -89,6 +121,8 @@ class Upkeep(Generic[K]):
         self._refused: list[K] = []
         #: Unregisters going on, by Call-ID, until answered or timed out.
         self._leaving: dict[str, _Leaving[K]] = {}
+        #: How many of them each key has.
+        self._leaving_keys: dict[K, int] = {}
         #: REGISTERs sent in all (for the bench and the stats).
         self.sent = 0
 
@@ -106,38 +140,65 @@ class Upkeep(Generic[K]):
         """Keep `registration`; it starts now, or (a restore) at a random point of the window.
 
         A registration already kept under `key` is replaced (the app handed its account
-        again: the new credentials count from now).
+        again: the new credentials count from now). The Contact is the same: the new
+        registration takes over the old binding (RFC 3261 §10.3 step 7), so nothing is
+        unregistered, and until the PBX takes the new credentials the old ones are kept
+        to remove that binding if the key is removed first.
         """
         start = now + (self._rng.uniform(0.0, self._window) if spread else 0.0)
+        entry = _Entry(registration, start_at=start)
         old = self._entries.get(key)
         if old is not None:
             # The old credentials' answer to a challenge must not follow the new ones.
             self._drop_queued(old)
-        self._entries[key] = _Entry(registration, start_at=start)
+            until = old.bound_until(now)
+            if until > now:
+                entry.prior = old.unregisterer()
+                entry.prior_until = until
+        self._entries[key] = entry
         heapq.heappush(self._due, (start, next(self._seq), key))
 
-    def remove(self, key: K) -> bool:
-        """Stop keeping `key`; a registration in force is removed on the PBX (Expires: 0).
+    def remove(self, key: K, now: float, where: object = None) -> bool:
+        """Stop keeping `key`; a binding the PBX may hold is removed (Expires: 0).
 
         Returns:
-            Whether an unregister is queued (`ready` gives it; `leaving` says when it is
-            over: answered, its challenge answered, or timed out).
+            Whether an unregister is queued or follows the REGISTER out (`ready` gives
+            it; `leaving` says when it is over: answered, its challenge answered, or
+            timed out). `where`: the caller's, for `destination` (where to send it).
         """
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
-        registration = entry.registration
         # A challenge answer still queued would register the binding again: dropped.
         self._drop_queued(entry)
         if entry.busy:
             # Its REGISTER is out: the PBX may yet take it. The unregister follows its
             # final response (`on_response`, `timed_out`).
-            self._leaving[registration.call_id] = _Leaving(key, registration, waiting=True)
+            self._enter(
+                _Leaving(
+                    key,
+                    entry.registration,
+                    waiting=True,
+                    prior=entry.prior,
+                    until=max(entry.unknown_until, entry.prior_until),
+                    where=where,
+                )
+            )
             return True
-        if registration.expires_at is not None:
-            self._unregister(_Leaving(key, registration, waiting=False))
+        if entry.bound_until(now) > now:
+            self._unregister(key, entry.unregisterer(), where)
             return True
         return False
+
+    def _enter(self, leaving: _Leaving[K]) -> None:
+        self._leaving[leaving.registration.call_id] = leaving
+        self._leaving_keys[leaving.key] = self._leaving_keys.get(leaving.key, 0) + 1
+
+    def _left(self, leaving: _Leaving[K]) -> None:
+        del self._leaving[leaving.registration.call_id]
+        left = self._leaving_keys.pop(leaving.key) - 1
+        if left:
+            self._leaving_keys[leaving.key] = left
 
     def _drop_queued(self, entry: _Entry) -> None:
         """Drop the entry's queued challenge answer: then none of its REGISTERs is out."""
@@ -146,16 +207,43 @@ class Upkeep(Generic[K]):
             entry.queued = None
             entry.busy = False
 
-    def _unregister(self, leaving: _Leaving[K]) -> None:
-        request = leaving.registration.unregister()
-        leaving.waiting = False
-        leaving.cseq = _cseq(request)
-        self._leaving[leaving.registration.call_id] = leaving
-        self._urgent.append((leaving.key, request))
+    def _unregister(self, key: K, registration: UpstreamRegistration, where: object) -> None:
+        request = registration.unregister()
+        self._enter(_Leaving(key, registration, waiting=False, cseq=_cseq(request), where=where))
+        self._urgent.append((key, request))
+
+    def _waited(self, leaving: _Leaving[K], now: float, *, answered: bool) -> None:
+        """The REGISTER out when the key was removed is over: unregister if need be."""
+        registration = leaving.registration
+        self._left(leaving)
+        # Unanswered, the PBX may have taken it; answered, the response says.
+        if not answered or registration.expires_at is not None or leaving.until > now:
+            if registration.accepted or leaving.prior is None:
+                self._unregister(leaving.key, registration, leaving.where)
+            else:
+                self._unregister(leaving.key, leaving.prior, leaving.where)
+
+    def send_waiting(self, now: float) -> None:
+        """Queue every unregister still waiting for a REGISTER out (the node is leaving)."""
+        for leaving in [item for item in self._leaving.values() if item.waiting]:
+            self._waited(leaving, now, answered=False)
 
     def leaving(self, call_id: str) -> bool:
         """Whether the unregister of the registration with this Call-ID is still going on."""
         return call_id in self._leaving
+
+    def leaving_key(self, key: K) -> bool:
+        """Whether an unregister of `key` (removed) is still going on."""
+        return key in self._leaving_keys
+
+    def leaving_any(self) -> bool:
+        """Whether any unregister is still going on."""
+        return bool(self._leaving)
+
+    def destination(self, call_id: str) -> object:
+        """The `where` given to `remove` for the unregister with this Call-ID."""
+        leaving = self._leaving.get(call_id)
+        return leaving.where if leaving is not None else None
 
     def _slot(self, now: float) -> bool:
         # The slots lie on a grid 1/max_rate apart. A sender late by less than a slot keeps
@@ -234,6 +322,9 @@ class Upkeep(Generic[K]):
             self._refused.append(key)
         elif registration.state is State.REGISTERED:
             entry.told_refused = False
+            # The binding is known now (the 2xx lists it), and these credentials hold it.
+            entry.unknown_until = entry.prior_until = -math.inf
+            entry.prior = None
         self._schedule(key, entry)
 
     def _leaving_answered(self, leaving: _Leaving[K], response: Response, now: float) -> None:
@@ -242,10 +333,7 @@ class Upkeep(Generic[K]):
             # The REGISTER that was out when the key was removed: its outcome says
             # whether the PBX holds a binding to remove (its challenge is not answered).
             registration.on_response(response, now)
-            if registration.expires_at is not None:
-                self._unregister(leaving)
-            else:
-                del self._leaving[registration.call_id]
+            self._waited(leaving, now, answered=True)
             return
         if _cseq(response) != leaving.cseq:
             return  # not the answer to the unregister last sent
@@ -254,7 +342,7 @@ class Upkeep(Generic[K]):
             leaving.cseq = _cseq(follow)  # the unregister's challenge answered
             self._urgent.append((leaving.key, follow))
         else:
-            del self._leaving[registration.call_id]
+            self._left(leaving)
 
     def refused(self) -> list[K]:
         """Keys whose credentials the PBX refused since the last call (once a streak)."""
@@ -271,13 +359,15 @@ class Upkeep(Generic[K]):
         if leaving is not None:
             if leaving.waiting:
                 # Whether the PBX took it is unknown: the unregister goes all the same.
-                self._unregister(leaving)
+                self._waited(leaving, now, answered=False)
             else:
-                del self._leaving[leaving.registration.call_id]
+                self._left(leaving)
             return
         entry = self._entries.get(key)
         if entry is None or (call_id is not None and entry.registration.call_id != call_id):
             return
+        # The PBX may have taken it: a binding that may last this long (sent before now).
+        entry.unknown_until = max(entry.unknown_until, now + entry.registration.expires)
         entry.registration.timed_out(now)
         entry.busy = False
         self._schedule(key, entry)

@@ -874,11 +874,16 @@ class ProvisioningService:
                 if value is not None and value.account_id == account_id:
                     del self._sip_cache[key]
 
-    async def sip_identity(self, account_id: str) -> tuple[str, Tenant] | None:
+    async def sip_identity(
+        self, account_id: str, *, stale_ok: bool = False
+    ) -> tuple[str, Tenant] | None:
         """An account's user name and tenant: from the SIP credentials cache when there.
 
         The overlay restores thousands of registrations at start; the cache, warmed with
         every account, spares it three round trips each.
+
+        `stale_ok`: an entry past its TTL will do. Otherwise it is read again: another
+        process (the CLI) may have changed the tenant since.
 
         Returns:
             None when the account does not exist.
@@ -887,8 +892,8 @@ class ProvisioningService:
         cached = self._sip_cache.get(key) if key is not None else None
         if (
             cached is not None
-            and cached[0] > self._clock.monotonic()  # within its TTL: another process
-            and cached[1] is not None  # (the CLI) may have changed the tenant since
+            and (stale_ok or cached[0] > self._clock.monotonic())
+            and cached[1] is not None
             and cached[1].account_id == account_id
         ):
             return cached[1].username, cached[1].tenant

@@ -70,8 +70,13 @@ RESTORE_RETRY_S = 30.0
 class Accounts(Protocol):
     """What the overlay needs of provisioning (`ProvisioningService`)."""
 
-    async def sip_identity(self, account_id: str) -> tuple[str, Tenant] | None:
-        """The account's user name and tenant (None: it is gone)."""
+    async def sip_identity(
+        self, account_id: str, *, stale_ok: bool = False
+    ) -> tuple[str, Tenant] | None:
+        """The account's user name and tenant (None: it is gone).
+
+        `stale_ok`: a cached one past its TTL will do (the restore: the sync corrects it).
+        """
         ...
 
     async def tenants(self) -> list[Tenant]:
@@ -138,8 +143,10 @@ class OverlayService:
         self._hops: dict[tuple[str, int | None, str], tuple[float, list[Address]]] = {}
         self._notices_at: datetime | None = None
         self._sync_at = 0.0
-        #: Unregisters still going on, by Call-ID: the PBX they go to.
-        self._leaving: dict[str, UpstreamPbx] = {}
+        #: Instances moving to another PBX, registered there once the unregister from the
+        #: old one is over (the same registrar under another name would otherwise take
+        #: the new binding and then the old Call-ID's Expires: 0 for it).
+        self._moves: dict[str, tuple[PushInstance, str, Tenant]] = {}
         # Reports and erasures that came while something awaited the store (`_watch`):
         # what was read before them is out of date. Kept only while an await is going on.
         self._epoch = 0
@@ -180,7 +187,12 @@ class OverlayService:
                         return restored
                     after = page[-1].id
                     for instance in page:
-                        if instance.id in self._kept or self._touched_since(instance.id, epoch):
+                        if (
+                            instance.id in self._kept
+                            or instance.id in self._moves
+                            or instance.id in self._to_erase
+                            or self._touched_since(instance.id, epoch)
+                        ):
                             continue  # reported or erased since the page was read: newer
                         if await self._keep(instance, spread=True, since=epoch):
                             restored += 1
@@ -195,7 +207,10 @@ class OverlayService:
                 self._forget(key)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5.0
-            while self._leaving and loop.time() < deadline:
+            # A REGISTER out when forgotten may take until Timer F to answer: unregisters
+            # waiting for one go now.
+            self.upkeep.send_waiting(self._now())
+            while self.upkeep.leaving_any() and loop.time() < deadline:
                 self._wake.set()
                 await asyncio.sleep(0.05)
         if self._task is not None:
@@ -239,6 +254,7 @@ class OverlayService:
         """`pushgw.InstanceListener`: a report (new or renewed) replaces the registration."""
         self._touch(instance.id)
         self._to_erase.discard(instance.id)  # reported again after it was given up: kept
+        self._moves.pop(instance.id, None)  # kept from this report on
         kept = self._kept.get(instance.id)
         report = instance.report
         if kept is not None and (
@@ -280,7 +296,11 @@ class OverlayService:
         if instance.report.sip_account is None or instance.report.sip_instance is None:
             return False
         with self._watch() as epoch:
-            identity = await self._accounts.sip_identity(instance.account_id)
+            # A restore takes what the warm-up cached, however old: thousands of round
+            # trips otherwise, and the sync follows a tenant's changes within seconds.
+            identity = await self._accounts.sip_identity(
+                instance.account_id, stale_ok=since is not None
+            )
             if self._touched_since(instance.id, epoch if since is None else since):
                 return False  # reported again or erased while we looked: that one counts
         if identity is None:  # erased meanwhile
@@ -316,12 +336,18 @@ class OverlayService:
         self.upkeep.add(instance.id, registration, self._now(), spread=spread)
         return True
 
-    def _forget(self, instance_id: str) -> None:
-        self._touch(instance_id)
+    def _forget(self, instance_id: str, *, touch: bool = True) -> None:
+        """Unregister an instance's account and drop it from memory.
+
+        `touch`: a report or an erasure is why (a `_keep` still reading gives way to it);
+        not so when the instance moves to another PBX (the report is the same).
+        """
+        if touch:
+            self._touch(instance_id)
+            self._moves.pop(instance_id, None)
         kept = self._kept.pop(instance_id, None)
-        registration = self.upkeep.registration(instance_id)
-        if kept is not None and registration is not None and self.upkeep.remove(instance_id):
-            self._leaving[registration.call_id] = kept.upstream
+        if kept is not None:
+            self.upkeep.remove(instance_id, self._now(), where=kept.upstream)
 
     # -- the router's side --------------------------------------------------------------------
 
@@ -363,9 +389,12 @@ class OverlayService:
         for key, request in self.upkeep.ready(now):
             # Where it goes is decided now: a chore may forget the instance before the
             # exchange starts (its unregister then follows to the same PBX).
-            call_id = request.headers.get("Call-ID") or ""
+            where = self.upkeep.destination(request.headers.get("Call-ID") or "")
             kept = self._kept.get(key)
-            upstream = self._leaving.get(call_id) or (kept.upstream if kept else None)
+            if isinstance(where, UpstreamPbx):
+                upstream: UpstreamPbx | None = where  # an unregister
+            else:
+                upstream = kept.upstream if kept is not None else None
             self._spawn(self._exchange(key, request, upstream))
         if now >= next_check:
             next_check = now + 1.0
@@ -392,6 +421,8 @@ class OverlayService:
             self._notify(kept, PushKind.INSTANCE_ENDED, "upstream_refused")
             self._to_erase.add(instance_id)
         for instance_id in list(self._to_erase):
+            if instance_id not in self._to_erase:
+                continue  # reported again while another was erased: kept
             # Each on its own: one the store fails to erase is tried again next second,
             # and does not hold back the others (P3).
             try:
@@ -401,8 +432,12 @@ class OverlayService:
             else:
                 self._to_erase.discard(instance_id)
         if self._restore_at is not None and self._now() >= self._restore_at:
-            restored = await self._restore()
-            logger.info("overlay: %d upstream registrations restored on retry", restored)
+            self._restore_at = None
+            self._spawn(self._restore_again())  # beside the loop: REGISTERs go on meanwhile
+        for instance_id, (instance, username, tenant) in list(self._moves.items()):
+            if not self.upkeep.leaving_key(instance_id):
+                del self._moves[instance_id]
+                self._register(instance, username, tenant, spread=True)
         if self._now() >= self._sync_at:
             self._sync_at = self._now() + SYNC_S
             await self._sync()
@@ -416,6 +451,10 @@ class OverlayService:
             await self._expiry_notices(kept, now)
             if n % 1000 == 999:
                 await asyncio.sleep(0)
+
+    async def _restore_again(self) -> None:
+        restored = await self._restore()
+        logger.info("overlay: %d upstream registrations restored on retry", restored)
 
     async def _sync(self) -> None:
         """Catch up with what this process was not told of.
@@ -455,9 +494,9 @@ class OverlayService:
                 kept.upstream = upstream
                 registration.expires = upstream.expires_s
                 continue
-            self._forget(instance_id)
+            self._forget(instance_id, touch=False)
             if tenant is not None:
-                self._register(kept.instance, kept.target.username, tenant, spread=True)
+                self._moves[instance_id] = (kept.instance, kept.target.username, tenant)
 
     async def _expiry_notices(self, kept: _Kept, now: datetime) -> None:
         left = kept.instance.expires_at - now
@@ -522,8 +561,6 @@ class OverlayService:
                 self.upkeep.timed_out(key, now, call_id)
             else:
                 self.upkeep.on_response(key, response, now)
-            if not self.upkeep.leaving(call_id):
-                self._leaving.pop(call_id, None)
             self._wake.set()
 
     async def _hops_of(self, upstream: UpstreamPbx) -> list[Address]:
