@@ -260,14 +260,20 @@ def registered(upkeep: Upkeep[str], kept: UpstreamRegistration, now: float) -> R
     return request
 
 
-def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones() -> None:
-    # The app handed a wrong password for the same account: the PBX refuses it, and the
-    # binding the old credentials made can only be removed with them.
+def replaced() -> tuple[Upkeep[str], UpstreamRegistration, UpstreamRegistration]:
+    """ "a" registered at 0 s, then replaced by new credentials at 10 s (not sent yet)."""
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
     old = registration(1)
     registered(upkeep, old, 0.0)
     new = registration(2)
     upkeep.add("a", new, 10.0, spread=False)
+    return upkeep, old, new
+
+
+def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones() -> None:
+    # The app handed a wrong password for the same account: the PBX refuses it, and the
+    # binding the old credentials made can only be removed with them.
+    upkeep, old, new = replaced()
     [(_, start)] = upkeep.ready(10.0)
     upkeep.on_response("a", make_response(start, 403), 10.0)
     assert new.refused
@@ -281,6 +287,47 @@ def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones
     assert upkeep.remove("a", 40.0) is True
     [(_, bye)] = upkeep.ready(40.0)
     assert header(bye, "Call-ID") == taken.call_id != old.call_id
+
+
+def test_a_key_replaced_with_its_register_out_then_removed_waits_for_that_register() -> None:
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    old = registration(1)
+    registered(upkeep, old, 0.0)
+    assert old.due_at is not None
+    now = old.due_at
+    [(_, refresh)] = upkeep.ready(now)  # the old credentials' refresh is out
+    upkeep.add("a", registration(2), now, spread=False)  # the app reports anew
+    assert upkeep.remove("a", now) is True  # and its instance goes before the new one sends
+    # RFC 3261 §10.2: not before the refresh's final response.
+    assert upkeep.ready(now + 1.0) == []
+    upkeep.on_response("a", ok(refresh), now + 1.0)
+    [(_, bye)] = upkeep.ready(now + 2.0)
+    assert header(bye, "Expires") == "0"
+    assert header(bye, "Call-ID") == old.call_id
+    assert cseq(bye) == cseq(refresh) + 1
+    # A timeout of an earlier REGISTER of that Call-ID does not end the unregister.
+    upkeep.timed_out("a", now + 3.0, old.call_id, cseq(refresh))
+    assert upkeep.leaving(old.call_id)
+    upkeep.on_response("a", ok(bye, 0), now + 3.0)
+    assert not upkeep.leaving(old.call_id)
+
+
+def test_old_credentials_refused_at_the_unregister_give_way_to_the_new_ones() -> None:
+    # The user changed the password on the PBX and the app handed the new one; the
+    # instance went before the PBX took it. The old password is refused: the new one
+    # removes the binding.
+    upkeep, old, new = replaced()
+    assert upkeep.remove("a", 10.0) is True
+    [(_, bye)] = upkeep.ready(10.0)
+    assert header(bye, "Call-ID") == old.call_id
+    upkeep.on_response("a", make_response(bye, 403), 10.5)
+    [(_, again)] = upkeep.ready(11.0)
+    assert header(again, "Expires") == "0"
+    assert header(again, "Call-ID") == new.call_id
+    assert upkeep.leaving_key("a")
+    upkeep.on_response("a", ok(again, 0), 11.5)
+    assert not upkeep.leaving_key("a")
+    assert not upkeep.leaving_any()
 
 
 def test_removing_a_key_never_started_sends_nothing() -> None:
@@ -345,9 +392,16 @@ def test_after_12_hours_of_failures_the_key_ends_once() -> None:
     assert ended == ["a"]
     assert attempts > 10
     assert GIVE_UP_S <= now <= GIVE_UP_S + BACKOFF_MAX_S + 32.0
+    assert upkeep.ended() == []
+    # Nothing more is sent for it; the caller removes it. Its last REGISTER went
+    # unanswered: the PBX may have taken it, so the binding is removed.
+    assert all(key == "b" for key, _ in upkeep.ready(now + 1.0))
+    assert upkeep.remove("a", now + 1.0) is True
     assert "a" not in upkeep
     assert upkeep.registration("a") is None
-    assert upkeep.ended() == []
+    [(key, bye)] = upkeep.ready(now + 2.0)
+    assert key == "a"
+    assert header(bye, "Expires") == "0"
     assert upkeep.states() == {State.REGISTERED: 1}
     assert all(key == "b" for key, _ in upkeep.ready(now + 100_000.0))
 

@@ -52,6 +52,8 @@ class _Entry:
     #: made that binding.
     prior: UpstreamRegistration | None = None
     prior_until: float = -math.inf
+    #: A REGISTER of `prior` is out (sent before it was replaced).
+    prior_busy: bool = False
 
     def bound_until(self, now: float) -> float:
         """Until when the PBX may hold a binding of this key (in the past: none)."""
@@ -65,10 +67,20 @@ class _Entry:
 
     def unregisterer(self) -> UpstreamRegistration:
         """Whose credentials remove the binding: the ones the PBX took."""
-        registration = self.registration
-        if registration.accepted or self.prior is None:
-            return registration
-        return self.prior
+        return _choose(self.registration, self.prior)[0]
+
+
+def _choose(
+    registration: UpstreamRegistration, prior: UpstreamRegistration | None
+) -> tuple[UpstreamRegistration, UpstreamRegistration | None]:
+    """The credentials to unregister with, and the others to try if the PBX refuses them.
+
+    The ones the PBX took last: the new ones once taken, else those they replaced (the app
+    may have handed a wrong password); the new ones still if the user changed it there.
+    """
+    if registration.accepted or prior is None:
+        return registration, None
+    return prior, registration
 
 
 @dataclass(slots=True)
@@ -88,6 +100,8 @@ class _Leaving(Generic[K]):
     until: float = -math.inf
     #: Where the caller sends it (the PBX of the instance, which is gone by then).
     where: object = None
+    #: Other credentials to unregister with if the PBX refuses these (`_choose`).
+    fallback: UpstreamRegistration | None = None
 
 
 def _cseq(message: Request | Response) -> int:
@@ -155,6 +169,8 @@ class Upkeep(Generic[K]):
             if until > now:
                 entry.prior = old.unregisterer()
                 entry.prior_until = until
+                # Its REGISTER out, if any, is followed (`on_response`, `timed_out`).
+                entry.prior_busy = old.busy if entry.prior is old.registration else old.prior_busy
         self._entries[key] = entry
         heapq.heappush(self._due, (start, next(self._seq), key))
 
@@ -171,6 +187,7 @@ class Upkeep(Generic[K]):
             return False
         # A challenge answer still queued would register the binding again: dropped.
         self._drop_queued(entry)
+        until = max(entry.unknown_until, entry.prior_until)
         if entry.busy:
             # Its REGISTER is out: the PBX may yet take it. The unregister follows its
             # final response (`on_response`, `timed_out`).
@@ -180,13 +197,20 @@ class Upkeep(Generic[K]):
                     entry.registration,
                     waiting=True,
                     prior=entry.prior,
-                    until=max(entry.unknown_until, entry.prior_until),
+                    until=until,
                     where=where,
                 )
             )
             return True
+        chosen, fallback = _choose(entry.registration, entry.prior)
+        if chosen is entry.prior and entry.prior_busy:
+            # The replaced registration's REGISTER is still out: the same, with its own.
+            self._enter(
+                _Leaving(key, chosen, waiting=True, until=until, where=where, fallback=fallback)
+            )
+            return True
         if entry.bound_until(now) > now:
-            self._unregister(key, entry.unregisterer(), where)
+            self._unregister(key, chosen, where, fallback)
             return True
         return False
 
@@ -207,9 +231,24 @@ class Upkeep(Generic[K]):
             entry.queued = None
             entry.busy = False
 
-    def _unregister(self, key: K, registration: UpstreamRegistration, where: object) -> None:
+    def _unregister(
+        self,
+        key: K,
+        registration: UpstreamRegistration,
+        where: object,
+        fallback: UpstreamRegistration | None = None,
+    ) -> None:
         request = registration.unregister()
-        self._enter(_Leaving(key, registration, waiting=False, cseq=_cseq(request), where=where))
+        self._enter(
+            _Leaving(
+                key,
+                registration,
+                waiting=False,
+                cseq=_cseq(request),
+                where=where,
+                fallback=fallback,
+            )
+        )
         self._urgent.append((key, request))
 
     def _waited(self, leaving: _Leaving[K], now: float, *, answered: bool) -> None:
@@ -218,10 +257,8 @@ class Upkeep(Generic[K]):
         self._left(leaving)
         # Unanswered, the PBX may have taken it; answered, the response says.
         if not answered or registration.expires_at is not None or leaving.until > now:
-            if registration.accepted or leaving.prior is None:
-                self._unregister(leaving.key, registration, leaving.where)
-            else:
-                self._unregister(leaving.key, leaving.prior, leaving.where)
+            chosen, fallback = _choose(registration, leaving.prior)
+            self._unregister(leaving.key, chosen, leaving.where, fallback or leaving.fallback)
 
     def send_waiting(self, now: float) -> None:
         """Queue every unregister still waiting for a REGISTER out (the node is leaving)."""
@@ -308,8 +345,18 @@ class Upkeep(Generic[K]):
             self._leaving_answered(leaving, response, now)
             return
         entry = self._entries.get(key)
-        if entry is None or response.headers.get("Call-ID") != entry.registration.call_id:
-            return  # removed, or replaced meanwhile: the new one starts afresh
+        if entry is None:
+            return  # removed meanwhile
+        prior = entry.prior
+        if prior is not None and entry.prior_busy and call_id == prior.call_id:
+            # The replaced registration's REGISTER: whether it made a binding to remove.
+            entry.prior_busy = False
+            prior.on_response(response, now)  # a challenge is not answered
+            if prior.expires_at is not None:
+                entry.prior_until = max(entry.prior_until, prior.expires_at)
+            return
+        if call_id != entry.registration.call_id:
+            return  # replaced meanwhile: the new one starts afresh
         follow = entry.registration.on_response(response, now)
         if follow is not None:
             entry.queued = follow
@@ -341,15 +388,21 @@ class Upkeep(Generic[K]):
         if follow is not None:
             leaving.cseq = _cseq(follow)  # the unregister's challenge answered
             self._urgent.append((leaving.key, follow))
-        else:
-            self._left(leaving)
+            return
+        self._left(leaving)
+        if not 200 <= response.status < 300 and leaving.fallback is not None:
+            # These credentials no longer hold (the user changed the password on the
+            # PBX): the others may.
+            self._unregister(leaving.key, leaving.fallback, leaving.where)
 
     def refused(self) -> list[K]:
         """Keys whose credentials the PBX refused since the last call (once a streak)."""
         refused, self._refused = self._refused, []
         return [key for key in refused if key in self._entries]
 
-    def timed_out(self, key: K, now: float, call_id: str | None = None) -> None:
+    def timed_out(
+        self, key: K, now: float, call_id: str | None = None, cseq: int | None = None
+    ) -> None:
         """No final response to a REGISTER of `key` (Timer F, or the transport failed).
 
         `call_id`: the REGISTER's, when known (an unregister's, or a replaced one's, is
@@ -360,11 +413,18 @@ class Upkeep(Generic[K]):
             if leaving.waiting:
                 # Whether the PBX took it is unknown: the unregister goes all the same.
                 self._waited(leaving, now, answered=False)
-            else:
+            elif cseq is None or cseq == leaving.cseq:
                 self._left(leaving)
             return
         entry = self._entries.get(key)
-        if entry is None or (call_id is not None and entry.registration.call_id != call_id):
+        if entry is None:
+            return
+        prior = entry.prior
+        if prior is not None and entry.prior_busy and call_id == prior.call_id:
+            entry.prior_busy = False
+            entry.prior_until = max(entry.prior_until, now + prior.expires)
+            return
+        if call_id is not None and entry.registration.call_id != call_id:
             return
         # The PBX may have taken it: a binding that may last this long (sent before now).
         entry.unknown_until = max(entry.unknown_until, now + entry.registration.expires)
@@ -381,14 +441,17 @@ class Upkeep(Generic[K]):
             heapq.heappush(self._due, (due, next(self._seq), key))
 
     def ended(self) -> list[K]:
-        """Keys whose registration was given up (12 hours of failures): removed here."""
+        """Keys whose registration was given up (12 hours of failures).
+
+        The caller removes them (`remove`): the last REGISTER may have gone unanswered,
+        and a binding the PBX may hold is then unregistered.
+        """
         ended, self._ended = self._ended, []
         gone = []
         for key in ended:
             entry = self._entries.get(key)
             # Added again since (the app handed its account anew): that one goes on.
             if entry is not None and entry.registration.state is State.ENDED and not entry.busy:
-                del self._entries[key]
                 gone.append(key)
         return gone
 

@@ -154,6 +154,8 @@ class OverlayService:
         self._awaits = 0
         #: Instances given up on, still to erase from the store (retried until done).
         self._to_erase: set[str] = set()
+        #: Stopping: nothing more is registered.
+        self._closing = False
         #: When restoring is to be tried again (it failed); None: done or going on.
         self._restore_at: float | None = None
         self._wake = asyncio.Event()
@@ -202,6 +204,8 @@ class OverlayService:
 
     async def aclose(self, *, unregister: bool = False) -> None:
         """Stop. `unregister`: remove every binding on the PBXes first (a node leaving)."""
+        self._closing = True  # nothing is registered any more
+        self._moves.clear()
         if unregister:
             for key in list(self._kept):
                 self._forget(key)
@@ -314,8 +318,15 @@ class OverlayService:
         account = instance.report.sip_account
         sip_instance = instance.report.sip_instance
         upstream = tenant.upstream
-        if account is None or sip_instance is None or upstream is None:
-            return False  # no account, or the tenant is standalone (again)
+        if self._closing or account is None or sip_instance is None or upstream is None:
+            return False  # leaving; no account; or the tenant is standalone (again)
+        self._moves.pop(instance.id, None)  # this report counts from now
+        if self.upkeep.leaving_key(instance.id):
+            # Its unregister is still going on: registered once it is over, so that the
+            # two cannot overtake each other (the same Contact: the Expires: 0 of the old
+            # Call-ID would remove the new binding, RFC 3261 §10.3 step 7).
+            self._moves[instance.id] = (instance, username, tenant)
+            return True
         user = self._tokens.user_of(instance.id)
         registration = UpstreamRegistration(
             UpstreamAccount(
@@ -414,11 +425,12 @@ class OverlayService:
                 logger.info("overlay: the PBX refused a registration's credentials")
                 self._notify(kept, PushKind.INSTANCE_REFUSED, "upstream_credentials_refused")
         for instance_id in self.upkeep.ended():
-            kept = self._kept.pop(instance_id, None)
+            kept = self._kept.get(instance_id)
             if kept is None:
                 continue
             logger.info("overlay: the PBX refused a registration for 12 hours; instance ended")
             self._notify(kept, PushKind.INSTANCE_ENDED, "upstream_refused")
+            self._forget(instance_id)  # a last REGISTER unanswered may have made a binding
             self._to_erase.add(instance_id)
         for instance_id in list(self._to_erase):
             if instance_id not in self._to_erase:
@@ -463,7 +475,7 @@ class OverlayService:
         are forgotten and unregistered (P3); a tenant whose PBX changed has its
         registrations moved there, or dropped when it became standalone.
         """
-        ids = list(self._kept)
+        ids = [*self._kept, *self._moves]
         for start in range(0, len(ids), RESTORE_PAGE):
             chunk = ids[start : start + RESTORE_PAGE]
             with self._watch() as epoch:
@@ -496,7 +508,8 @@ class OverlayService:
                 continue
             self._forget(instance_id, touch=False)
             if tenant is not None:
-                self._moves[instance_id] = (kept.instance, kept.target.username, tenant)
+                # Registered there once the unregister from the old PBX is over.
+                self._register(kept.instance, kept.target.username, tenant, spread=True)
 
     async def _expiry_notices(self, kept: _Kept, now: datetime) -> None:
         left = kept.instance.expires_at - now
@@ -558,7 +571,9 @@ class OverlayService:
             # Whatever happened, the registration is told: never left waiting for good.
             now = self._now()
             if response is None:
-                self.upkeep.timed_out(key, now, call_id)
+                cseq = (request.headers.get("CSeq") or "").split(maxsplit=1)
+                number = int(cseq[0]) if cseq and cseq[0].isdigit() else None
+                self.upkeep.timed_out(key, now, call_id, number)
             else:
                 self.upkeep.on_response(key, response, now)
             self._wake.set()
