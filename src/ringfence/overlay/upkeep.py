@@ -104,7 +104,8 @@ class _Leaving(Generic[K]):
     fallback: UpstreamRegistration | None = None
 
 
-def _cseq(message: Request | Response) -> int:
+def cseq_number(message: Request | Response) -> int:
+    """The sequence number of a message's CSeq (-1 when it has none)."""
     number = (message.headers.get("CSeq") or "").split(maxsplit=1)
     return int(number[0]) if number and number[0].isdigit() else -1
 
@@ -244,7 +245,7 @@ class Upkeep(Generic[K]):
                 key,
                 registration,
                 waiting=False,
-                cseq=_cseq(request),
+                cseq=cseq_number(request),
                 where=where,
                 fallback=fallback,
             )
@@ -382,11 +383,11 @@ class Upkeep(Generic[K]):
             registration.on_response(response, now)
             self._waited(leaving, now, answered=True)
             return
-        if _cseq(response) != leaving.cseq:
+        if cseq_number(response) != leaving.cseq:
             return  # not the answer to the unregister last sent
         follow = registration.on_response(response, now)
         if follow is not None:
-            leaving.cseq = _cseq(follow)  # the unregister's challenge answered
+            leaving.cseq = cseq_number(follow)  # the unregister's challenge answered
             self._urgent.append((leaving.key, follow))
             return
         self._left(leaving)

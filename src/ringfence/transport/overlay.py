@@ -35,7 +35,7 @@ from ringfence.clock import Clock
 from ringfence.config import OverlaySettings
 from ringfence.overlay.contact import ContactTokens
 from ringfence.overlay.registration import State, UpstreamAccount, UpstreamRegistration
-from ringfence.overlay.upkeep import Upkeep
+from ringfence.overlay.upkeep import Upkeep, cseq_number
 from ringfence.provisioning.models import Tenant, UpstreamPbx, UpstreamTransport
 from ringfence.proxy.engine import Target
 from ringfence.proxy.parking import Sleeper
@@ -571,9 +571,7 @@ class OverlayService:
             # Whatever happened, the registration is told: never left waiting for good.
             now = self._now()
             if response is None:
-                cseq = (request.headers.get("CSeq") or "").split(maxsplit=1)
-                number = int(cseq[0]) if cseq and cseq[0].isdigit() else None
-                self.upkeep.timed_out(key, now, call_id, number)
+                self.upkeep.timed_out(key, now, call_id, cseq_number(request))
             else:
                 self.upkeep.on_response(key, response, now)
             self._wake.set()
