@@ -281,6 +281,11 @@ def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones
     [(_, bye)] = upkeep.ready(20.0)
     assert header(bye, "Expires") == "0"
     assert header(bye, "Call-ID") == old.call_id
+    # Refused too (the password changed on the PBX meanwhile): the new ones are not tried,
+    # refused already (each try is a failed login that fail2ban counts).
+    upkeep.on_response("a", make_response(bye, 403), 20.5)
+    assert upkeep.ready(21.0) == []
+    assert not upkeep.leaving_any()
     # Once the new credentials are taken, they hold the binding: the old ones are let go.
     registered(upkeep, old := registration(3), 30.0)
     registered(upkeep, taken := registration(4), 31.0)

@@ -102,7 +102,9 @@ async def tenant(runtime: Runtime) -> str:
     return account.id
 
 
-def make(runtime: Runtime, pbx: Pbx, notices: Notices) -> OverlayService:
+def make(
+    runtime: Runtime, pbx: Pbx, notices: Notices, restore_window_s: float = 0
+) -> OverlayService:
     return OverlayService(
         runtime.push_instances,
         runtime.provisioning,
@@ -111,7 +113,7 @@ def make(runtime: Runtime, pbx: Pbx, notices: Notices) -> OverlayService:
         resolve,
         contact,
         runtime.clock,
-        OverlaySettings(max_register_rate=1000, restore_window_s=0),
+        OverlaySettings(max_register_rate=1000, restore_window_s=restore_window_s),
         notifier=notices,
     )
 
@@ -145,7 +147,9 @@ async def until(check: Callable[[], bool], overlay: OverlayService, clock: FakeC
     raise AssertionError("never came to pass")
 
 
-async def report(runtime: Runtime, account_id: str, selector: str = "bob-phone") -> str:
+async def report(
+    runtime: Runtime, account_id: str, selector: str = "bob-phone", user: str = "201"
+) -> str:
     config = FeatureConfig()
     instance, _ = await runtime.push_instances.report(
         account_id,
@@ -157,7 +161,7 @@ async def report(runtime: Runtime, account_id: str, selector: str = "bob-phone")
             call_token=TOKEN,
             other_token=TOKEN[::-1],
             sip_instance="urn:uuid:00000000-0000-4000-8000-000000000b0b",
-            sip_account=SipAccount("201", "pbx.example", password="s3cret-201"),
+            sip_account=SipAccount(user, "pbx.example", password=f"s3cret-{user}"),
         ),
     )
     return instance.id
@@ -502,3 +506,23 @@ async def test_a_node_leaving_unregisters_even_with_a_register_out(
     assert expires_of(pbx.seen[1]) == "0"
     hold.set()
     await closing
+
+
+async def test_another_account_reported_is_registered_once_the_old_one_is_unregistered(
+    runtime: Runtime, clock: FakeClock, tenant: str
+) -> None:
+    # A restore window of 10 minutes: a report is not a restore, it starts at once.
+    pbx = Pbx()
+    overlay = make(runtime, pbx, Notices(), restore_window_s=600)
+    runtime.push_instances.listeners.append(overlay)
+    await overlay.start()
+    try:
+        await report(runtime, tenant)
+        await until(lambda: overlay.stats()["registered"] == 1, overlay, clock)
+        await report(runtime, tenant, user="202")  # the app now uses another account
+        await until(lambda: "sip:202@" in str(pbx.seen[-1].headers.get("To")), overlay, clock)
+        aors = [(r.headers.get("To"), expires_of(r)) for r in pbx.seen]
+        # The old account's Expires: 0 went first (the same Contact: RFC 3261 §10.3).
+        assert aors.index(("<sip:201@pbx.example>", "0")) < len(aors) - 1
+    finally:
+        await overlay.aclose()

@@ -391,10 +391,11 @@ class Upkeep(Generic[K]):
             self._urgent.append((leaving.key, follow))
             return
         self._left(leaving)
-        if not 200 <= response.status < 300 and leaving.fallback is not None:
+        fallback = leaving.fallback
+        if not 200 <= response.status < 300 and fallback is not None and not fallback.refused:
             # These credentials no longer hold (the user changed the password on the
             # PBX): the others may.
-            self._unregister(leaving.key, leaving.fallback, leaving.where)
+            self._unregister(leaving.key, fallback, leaving.where)
 
     def refused(self) -> list[K]:
         """Keys whose credentials the PBX refused since the last call (once a streak)."""

@@ -146,7 +146,8 @@ class OverlayService:
         #: Instances moving to another PBX, registered there once the unregister from the
         #: old one is over (the same registrar under another name would otherwise take
         #: the new binding and then the old Call-ID's Expires: 0 for it).
-        self._moves: dict[str, tuple[PushInstance, str, Tenant]] = {}
+        #: (the report, the account's user name, its tenant, whether to spread its start).
+        self._moves: dict[str, tuple[PushInstance, str, Tenant, bool]] = {}
         # Reports and erasures that came while something awaited the store (`_watch`):
         # what was read before them is out of date. Kept only while an await is going on.
         self._epoch = 0
@@ -325,7 +326,7 @@ class OverlayService:
             # Its unregister is still going on: registered once it is over, so that the
             # two cannot overtake each other (the same Contact: the Expires: 0 of the old
             # Call-ID would remove the new binding, RFC 3261 §10.3 step 7).
-            self._moves[instance.id] = (instance, username, tenant)
+            self._moves[instance.id] = (instance, username, tenant, spread)
             return True
         user = self._tokens.user_of(instance.id)
         registration = UpstreamRegistration(
@@ -446,10 +447,10 @@ class OverlayService:
         if self._restore_at is not None and self._now() >= self._restore_at:
             self._restore_at = None
             self._spawn(self._restore_again())  # beside the loop: REGISTERs go on meanwhile
-        for instance_id, (instance, username, tenant) in list(self._moves.items()):
+        for instance_id, (instance, username, tenant, spread) in list(self._moves.items()):
             if not self.upkeep.leaving_key(instance_id):
                 del self._moves[instance_id]
-                self._register(instance, username, tenant, spread=True)
+                self._register(instance, username, tenant, spread=spread)
         if self._now() >= self._sync_at:
             self._sync_at = self._now() + SYNC_S
             await self._sync()
