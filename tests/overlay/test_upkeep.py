@@ -317,6 +317,26 @@ def test_a_key_replaced_with_its_register_out_then_removed_waits_for_that_regist
     assert not upkeep.leaving(old.call_id)
 
 
+def test_credentials_handed_while_a_register_is_out_wait_for_its_answer() -> None:
+    # RFC 3261 §10.2: one REGISTER out at a time. The outcome of the one out says whose
+    # credentials hold the binding.
+    upkeep, _, second = replaced()
+    [(_, start)] = upkeep.ready(10.0)  # the second credentials' first REGISTER is out
+    third = registration(3)
+    upkeep.add("a", third, 10.5, spread=False)
+    assert upkeep.registration("a") is second
+    assert upkeep.ready(11.0) == []
+    upkeep.on_response("a", ok(start), 11.0)  # the second ones are taken
+    assert upkeep.registration("a") is third
+    [(_, first_of_third)] = upkeep.ready(11.5)
+    assert header(first_of_third, "Call-ID") == third.call_id
+    upkeep.on_response("a", make_response(first_of_third, 403), 12.0)  # a wrong password
+    assert upkeep.remove("a", 13.0) is True
+    [(_, bye)] = upkeep.ready(13.0)
+    assert header(bye, "Expires") == "0"
+    assert header(bye, "Call-ID") == second.call_id  # the ones the PBX took last
+
+
 def test_old_credentials_refused_at_the_unregister_give_way_to_the_new_ones() -> None:
     # The user changed the password on the PBX and the app handed the new one; the
     # instance went before the PBX took it. The old password is refused: the new one

@@ -52,8 +52,9 @@ class _Entry:
     #: made that binding.
     prior: UpstreamRegistration | None = None
     prior_until: float = -math.inf
-    #: A REGISTER of `prior` is out (sent before it was replaced).
-    prior_busy: bool = False
+    #: New credentials handed while a REGISTER is out, and whether to spread their start:
+    #: they replace these once it is answered (RFC 3261 §10.2: one REGISTER at a time).
+    replacement: tuple[UpstreamRegistration, bool] | None = None
 
     def bound_until(self, now: float) -> float:
         """Until when the PBX may hold a binding of this key (in the past: none)."""
@@ -155,23 +156,39 @@ class Upkeep(Generic[K]):
         """Keep `registration`; it starts now, or (a restore) at a random point of the window.
 
         A registration already kept under `key` is replaced (the app handed its account
-        again: the new credentials count from now). The Contact is the same: the new
-        registration takes over the old binding (RFC 3261 §10.3 step 7), so nothing is
-        unregistered, and until the PBX takes the new credentials the old ones are kept
-        to remove that binding if the key is removed first.
+        again: the new credentials count from now), once a REGISTER of it that is out has
+        its final response (RFC 3261 §10.2: one at a time; its outcome says which binding
+        there is). The Contact is the same: the new registration takes over the old
+        binding (§10.3 step 7), so nothing is unregistered, and until the PBX takes the
+        new credentials the old ones are kept to remove that binding if the key is
+        removed first.
         """
-        start = now + (self._rng.uniform(0.0, self._window) if spread else 0.0)
-        entry = _Entry(registration, start_at=start)
         old = self._entries.get(key)
         if old is not None:
             # The old credentials' answer to a challenge must not follow the new ones.
             self._drop_queued(old)
+            if old.busy:
+                # Its REGISTER is out: what it does to the binding is known first.
+                old.replacement = (registration, spread)
+                return
+        self._put(key, registration, now, spread=spread, old=old)
+
+    def _put(
+        self,
+        key: K,
+        registration: UpstreamRegistration,
+        now: float,
+        *,
+        spread: bool,
+        old: _Entry | None,
+    ) -> None:
+        start = now + (self._rng.uniform(0.0, self._window) if spread else 0.0)
+        entry = _Entry(registration, start_at=start)
+        if old is not None:
             until = old.bound_until(now)
             if until > now:
                 entry.prior = old.unregisterer()
                 entry.prior_until = until
-                # Its REGISTER out, if any, is followed (`on_response`, `timed_out`).
-                entry.prior_busy = old.busy if entry.prior is old.registration else old.prior_busy
         self._entries[key] = entry
         heapq.heappush(self._due, (start, next(self._seq), key))
 
@@ -188,6 +205,7 @@ class Upkeep(Generic[K]):
             return False
         # A challenge answer still queued would register the binding again: dropped.
         self._drop_queued(entry)
+        entry.replacement = None  # handed too late: the instance goes
         until = max(entry.unknown_until, entry.prior_until)
         if entry.busy:
             # Its REGISTER is out: the PBX may yet take it. The unregister follows its
@@ -204,12 +222,6 @@ class Upkeep(Generic[K]):
             )
             return True
         chosen, fallback = _choose(entry.registration, entry.prior)
-        if chosen is entry.prior and entry.prior_busy:
-            # The replaced registration's REGISTER is still out: the same, with its own.
-            self._enter(
-                _Leaving(key, chosen, waiting=True, until=until, where=where, fallback=fallback)
-            )
-            return True
         if entry.bound_until(now) > now:
             self._unregister(key, chosen, where, fallback)
             return True
@@ -348,17 +360,14 @@ class Upkeep(Generic[K]):
         entry = self._entries.get(key)
         if entry is None:
             return  # removed meanwhile
-        prior = entry.prior
-        if prior is not None and entry.prior_busy and call_id == prior.call_id:
-            # The replaced registration's REGISTER: whether it made a binding to remove.
-            entry.prior_busy = False
-            prior.on_response(response, now)  # a challenge is not answered
-            if prior.expires_at is not None:
-                entry.prior_until = max(entry.prior_until, prior.expires_at)
-            return
         if call_id != entry.registration.call_id:
-            return  # replaced meanwhile: the new one starts afresh
+            return  # not its REGISTER (a stray)
         follow = entry.registration.on_response(response, now)
+        if entry.replacement is not None:
+            # New credentials wait: the exchange ends here (a challenge is not answered).
+            entry.busy = False
+            self._replace(key, entry, now)
+            return
         if follow is not None:
             entry.queued = follow
             self._urgent.append((key, follow))  # still busy: the exchange goes on
@@ -421,18 +430,22 @@ class Upkeep(Generic[K]):
         entry = self._entries.get(key)
         if entry is None:
             return
-        prior = entry.prior
-        if prior is not None and entry.prior_busy and call_id == prior.call_id:
-            entry.prior_busy = False
-            entry.prior_until = max(entry.prior_until, now + prior.expires)
-            return
         if call_id is not None and entry.registration.call_id != call_id:
             return
         # The PBX may have taken it: a binding that may last this long (sent before now).
         entry.unknown_until = max(entry.unknown_until, now + entry.registration.expires)
         entry.registration.timed_out(now)
         entry.busy = False
+        if entry.replacement is not None:
+            self._replace(key, entry, now)
+            return
         self._schedule(key, entry)
+
+    def _replace(self, key: K, entry: _Entry, now: float) -> None:
+        """Put the credentials handed meanwhile in place of `entry`'s."""
+        assert entry.replacement is not None
+        registration, spread = entry.replacement
+        self._put(key, registration, now, spread=spread, old=entry)
 
     def _schedule(self, key: K, entry: _Entry) -> None:
         if entry.registration.state is State.ENDED:
