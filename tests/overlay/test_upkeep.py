@@ -337,6 +337,39 @@ def test_credentials_handed_while_a_register_is_out_wait_for_its_answer() -> Non
     assert header(bye, "Call-ID") == second.call_id  # the ones the PBX took last
 
 
+def test_a_new_interval_reaches_credentials_waiting_to_replace() -> None:
+    upkeep, _, second = replaced()
+    [(_, start)] = upkeep.ready(10.0)
+    upkeep.add("a", third := registration(3), 10.5, spread=False)  # waits for the answer
+    upkeep.set_expires("a", 1800)  # the tenant's interval changed meanwhile
+    assert second.expires == 1800
+    upkeep.on_response("a", ok(start), 11.0)
+    [(_, first_of_third)] = upkeep.ready(11.5)
+    assert header(first_of_third, "Call-ID") == third.call_id
+    assert header(first_of_third, "Expires") == "1800"
+
+
+def test_a_response_whose_call_id_the_pbx_mangled_is_taken_by_its_request() -> None:
+    # The transaction layer matches it by its Via branch (RFC 3261 §17.1.3); the Call-ID
+    # and CSeq of the request it answers say whose it is.
+    upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
+    kept = registration(1)
+    upkeep.add("a", kept, 0.0, spread=False)
+    [(_, first)] = upkeep.ready(0.0)
+    upkeep.on_response("a", mangled(ok(first)), 0.1, first)
+    assert upkeep.states() == {State.REGISTERED: 1}
+    assert upkeep.remove("a", 1.0) is True
+    [(_, bye)] = upkeep.ready(1.0)
+    upkeep.on_response("a", mangled(ok(bye, 0)), 1.1, bye)
+    assert not upkeep.leaving_any()
+
+
+def mangled(response: Response) -> Response:
+    """`response` with a Call-ID and a CSeq of the PBX's own."""
+    headers = response.headers.replace("Call-ID", "x@pbx").replace("CSeq", "999 REGISTER")
+    return Response(response.status, response.reason, headers)
+
+
 def test_old_credentials_refused_at_the_unregister_give_way_to_the_new_ones() -> None:
     # The user changed the password on the PBX and the app handed the new one; the
     # instance went before the PBX took it. The old password is refused: the new one

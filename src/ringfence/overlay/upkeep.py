@@ -152,6 +152,14 @@ class Upkeep(Generic[K]):
         entry = self._entries.get(key)
         return entry.registration if entry is not None else None
 
+    def set_expires(self, key: K, seconds: int) -> None:
+        """Ask for another registration interval from the next REGISTER of `key` on."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.registration.expires = seconds
+            if entry.replacement is not None:
+                entry.replacement[0].expires = seconds
+
     def add(self, key: K, registration: UpstreamRegistration, now: float, *, spread: bool) -> None:
         """Keep `registration`; it starts now, or (a restore) at a random point of the window.
 
@@ -350,12 +358,20 @@ class Upkeep(Generic[K]):
             return entry.start_at != due
         return entry.registration.due_at != due
 
-    def on_response(self, key: K, response: Response, now: float) -> None:
-        """The final response to a REGISTER of `key` (its Call-ID says whose)."""
-        call_id = response.headers.get("Call-ID") or ""
+    def on_response(
+        self, key: K, response: Response, now: float, request: Request | None = None
+    ) -> None:
+        """The final response to a REGISTER of `key`.
+
+        `request`: the REGISTER it answers, when known. Its Call-ID and CSeq say whose it
+        is (the transaction matched the response by its Via branch, RFC 3261 §17.1.3: a
+        PBX that mangles the response's would otherwise leave the key waiting for good).
+        """
+        sent = request if request is not None else response
+        call_id = sent.headers.get("Call-ID") or ""
         leaving = self._leaving.get(call_id)
         if leaving is not None:
-            self._leaving_answered(leaving, response, now)
+            self._leaving_answered(leaving, response, now, cseq_number(sent))
             return
         entry = self._entries.get(key)
         if entry is None:
@@ -384,7 +400,9 @@ class Upkeep(Generic[K]):
             entry.prior = None
         self._schedule(key, entry)
 
-    def _leaving_answered(self, leaving: _Leaving[K], response: Response, now: float) -> None:
+    def _leaving_answered(
+        self, leaving: _Leaving[K], response: Response, now: float, cseq: int
+    ) -> None:
         registration = leaving.registration
         if leaving.waiting:
             # The REGISTER that was out when the key was removed: its outcome says
@@ -392,7 +410,7 @@ class Upkeep(Generic[K]):
             registration.on_response(response, now)
             self._waited(leaving, now, answered=True)
             return
-        if cseq_number(response) != leaving.cseq:
+        if cseq != leaving.cseq:
             return  # not the answer to the unregister last sent
         follow = registration.on_response(response, now)
         if follow is not None:
@@ -416,8 +434,8 @@ class Upkeep(Generic[K]):
     ) -> None:
         """No final response to a REGISTER of `key` (Timer F, or the transport failed).
 
-        `call_id`: the REGISTER's, when known (an unregister's, or a replaced one's, is
-        not the registration in force).
+        `call_id`, `cseq`: the REGISTER's, when known (an unregister's is not the
+        registration in force; the CSeq tells the unregister from an earlier REGISTER).
         """
         leaving = self._leaving.get(call_id) if call_id is not None else None
         if leaving is not None:

@@ -493,11 +493,10 @@ class OverlayService:
             upstream = tenant.upstream if tenant is not None else None
             if upstream == kept.upstream:
                 continue
-            registration = self.upkeep.registration(instance_id)
             if (
                 tenant is not None
                 and upstream is not None
-                and registration is not None
+                and instance_id in self.upkeep
                 and (upstream.host, upstream.port, upstream.transport)
                 == (kept.upstream.host, kept.upstream.port, kept.upstream.transport)
             ):
@@ -505,7 +504,7 @@ class OverlayService:
                 # the registration goes on under its Call-ID (an unregister and a new
                 # registration of the same Contact could overtake each other).
                 kept.upstream = upstream
-                registration.expires = upstream.expires_s
+                self.upkeep.set_expires(instance_id, upstream.expires_s)
                 continue
             self._forget(instance_id, touch=False)
             if tenant is not None:
@@ -574,7 +573,7 @@ class OverlayService:
             if response is None:
                 self.upkeep.timed_out(key, now, call_id, cseq_number(request))
             else:
-                self.upkeep.on_response(key, response, now)
+                self.upkeep.on_response(key, response, now, request)
             self._wake.set()
 
     async def _hops_of(self, upstream: UpstreamPbx) -> list[Address]:
