@@ -220,9 +220,11 @@ class UpstreamRegistration:
             if wanted.isdigit() and int(wanted) > self._expires and int(wanted) <= 86_400:
                 self._expires = int(wanted)
                 return self._register(self._expires, self._reanswer())
-        elif 200 <= status < 300 and _granted(response, self.account.contact, self._expires) > 0:
-            self._registered(response, now)
-            return None
+        elif 200 <= status < 300:
+            granted = _granted(response, self.account.contact, self._expires)
+            if granted > 0:  # 0: the PBX kept no binding of ours (§10.3 step 8)
+                self._registered(granted, now)
+                return None
         self._failed(now)
         return None
 
@@ -268,8 +270,7 @@ class UpstreamRegistration:
         )
         return name, credentials.render()
 
-    def _registered(self, response: Response, now: float) -> None:
-        granted = _granted(response, self.account.contact, self._expires)
+    def _registered(self, granted: int, now: float) -> None:
         self.state = State.REGISTERED
         self.accepted = True
         self._failing_since = None
