@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 import itertools
 
+import pytest
+
 from ringfence.overlay.registration import (
     BACKOFF_MAX_S,
     GIVE_UP_S,
@@ -119,6 +121,7 @@ def test_the_answer_to_a_challenge_waits_for_a_slot_and_counts() -> None:
 # -- remove, timeouts, giving up, replacing -----------------------------------------------------
 
 
+@pytest.mark.promise("P3")
 def test_removing_a_registered_key_unregisters_it_and_later_responses_are_ignored() -> None:
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
     upkeep.add("a", registration(1), 0.0, spread=False)
@@ -157,6 +160,7 @@ def removed_with_its_register_out() -> tuple[Upkeep[str], UpstreamRegistration, 
     return upkeep, kept, first
 
 
+@pytest.mark.promise("P3")
 def test_removing_a_key_with_its_register_out_unregisters_it_after_the_response() -> None:
     upkeep, kept, first = removed_with_its_register_out()
     call_id = kept.call_id
@@ -173,6 +177,7 @@ def test_removing_a_key_with_its_register_out_unregisters_it_after_the_response(
     assert upkeep.ready(10_000.0) == []
 
 
+@pytest.mark.promise("P3")
 def test_a_refresh_out_when_removed_does_not_end_the_unregister() -> None:
     # The refresh's 200 came back after the removal: it was once taken for the
     # unregister's answer, and the binding stayed on the PBX (P3).
@@ -211,6 +216,7 @@ def test_a_refresh_out_when_removed_does_not_end_the_unregister() -> None:
     assert upkeep.ready(now + 10_000.0) == []
 
 
+@pytest.mark.promise("P3")
 def test_a_register_out_when_removed_that_times_out_is_unregistered_all_the_same() -> None:
     upkeep, kept, _ = removed_with_its_register_out()
     upkeep.timed_out("a", 32.0, kept.call_id)  # did the PBX take it? Unknown.
@@ -230,6 +236,7 @@ def test_a_first_register_challenged_when_removed_leaves_nothing_to_unregister()
     assert upkeep.ready(10_000.0) == []
 
 
+@pytest.mark.promise("P3")
 def test_a_register_that_timed_out_before_the_removal_is_unregistered() -> None:
     # Its answer never came (Timer F): the PBX may hold the binding, for up to the interval
     # asked, though nothing confirmed it.
@@ -270,6 +277,7 @@ def replaced() -> tuple[Upkeep[str], UpstreamRegistration, UpstreamRegistration]
     return upkeep, old, new
 
 
+@pytest.mark.promise("P3")
 def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones() -> None:
     # The app handed a wrong password for the same account: the PBX refuses it, and the
     # binding the old credentials made can only be removed with them.
@@ -294,6 +302,7 @@ def test_a_key_replaced_by_refused_credentials_is_unregistered_with_the_old_ones
     assert header(bye, "Call-ID") == taken.call_id != old.call_id
 
 
+@pytest.mark.promise("P3")
 def test_a_key_replaced_with_its_register_out_then_removed_waits_for_that_register() -> None:
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
     old = registration(1)
@@ -349,6 +358,7 @@ def test_a_new_interval_reaches_credentials_waiting_to_replace() -> None:
     assert header(first_of_third, "Expires") == "1800"
 
 
+@pytest.mark.promise("P3")
 def test_a_response_whose_call_id_the_pbx_mangled_is_taken_by_its_request() -> None:
     # The transaction layer matches it by its Via branch (RFC 3261 §17.1.3); the Call-ID
     # and CSeq of the request it answers say whose it is.
@@ -370,6 +380,7 @@ def mangled(response: Response) -> Response:
     return Response(response.status, response.reason, headers)
 
 
+@pytest.mark.promise("P3")
 def test_old_credentials_refused_at_the_unregister_give_way_to_the_new_ones() -> None:
     # The user changed the password on the PBX and the app handed the new one; the
     # instance went before the PBX took it. The old password is refused: the new one
@@ -427,6 +438,7 @@ def test_a_timeout_schedules_a_retry_after_the_backoff() -> None:
     assert upkeep.wake_at(due + 0.1) == kept.due_at
 
 
+@pytest.mark.promise("P3")
 def test_after_12_hours_of_failures_the_key_ends_once() -> None:
     upkeep: Upkeep[str] = Upkeep(max_rate=10, restore_window_s=0.0)
     upkeep.add("a", registration(6), 0.0, spread=False)
@@ -528,6 +540,7 @@ def test_removing_a_key_mid_challenge_drops_the_answer() -> None:
     assert upkeep.ready(1.0) + upkeep.ready(2.0) + upkeep.ready(3.0) == []
 
 
+@pytest.mark.promise("P3")
 def test_removing_a_bound_key_mid_challenge_sends_only_the_unregister() -> None:
     upkeep: Upkeep[str] = Upkeep(max_rate=1.0, restore_window_s=0.0)
     registrar = Registrar()

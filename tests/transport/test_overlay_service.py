@@ -337,6 +337,7 @@ async def test_an_instance_erased_by_another_process_is_unregistered_within_seco
     assert await overlay.overlay_target(user) is None
 
 
+@pytest.mark.promise("P3")
 async def test_a_tenant_that_moves_to_another_pbx_or_becomes_standalone_is_followed(
     runtime: Runtime, clock: FakeClock, tenant: str, service: tuple[OverlayService, Pbx, Notices]
 ) -> None:
@@ -436,6 +437,7 @@ async def test_a_restore_that_fails_is_tried_again_and_the_loop_runs(
         await overlay.aclose()
 
 
+@pytest.mark.promise("P3")
 async def test_an_instance_erased_while_the_restore_reads_is_not_restored(
     runtime: Runtime, clock: FakeClock, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

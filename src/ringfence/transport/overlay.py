@@ -321,7 +321,6 @@ class OverlayService:
         upstream = tenant.upstream
         if self._closing or account is None or sip_instance is None or upstream is None:
             return False  # leaving; no account; or the tenant is standalone (again)
-        self._moves.pop(instance.id, None)  # this report counts from now
         if self.upkeep.leaving_key(instance.id):
             # Its unregister is still going on: registered once it is over, so that the
             # two cannot overtake each other (the same Contact: the Expires: 0 of the old
